@@ -1,0 +1,67 @@
+# r1aqa-pl — every target that needs the environment depends on `install`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# the demo run and its caches live here (ignored by git)
+RUN_DIR ?= checkpoints/demo
+# eval knobs: make eval CKPT=... [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
+CKPT ?=
+DATA ?= ../shared/data/mmau/mmau-test-mini.json
+AUDIO_DIR ?=
+OUT ?=
+BATCH ?= 8
+RUN ?= $(RUN_DIR)
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-slow eval eval-all bench compare tensorboard clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the package (editable, dev extras); fast when nothing changed
+
+# A python that already has torch (a GPU box) is reused through --system-site-packages, and
+# torchaudio is pinned to that torch's release so pip never swaps the preinstalled torch.
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || { \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; }
+	$(PY) -m pip install -q --upgrade pip
+	@if ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q torch; fi
+	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
+	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" || $(PY) -m pip install -q "torchaudio<=$$TV.99"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml)
+	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR)
+	$(VENV)/bin/lightning fit --config configs/demo.yaml
+
+test: install ## run the test suite (slow tests excluded)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install ## run only the slow tests (learning curves, multi-process)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+eval: install ## score a checkpoint on MMAU: make eval CKPT=path [DATA=json] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n]
+	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [DATA=...] [OUT=...]"; exit 2; }
+	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" --data "$(DATA)" --batch_size $(BATCH) \
+	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)")
+
+eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...]
+	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)")
+
+bench: install ## time the GRPO step and evaluation against a straightforward reference
+	$(PY) -m r1aqa_pl.bench
+
+compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table
+	$(PY) -m r1aqa_pl.compare
+
+tensorboard: install ## serve the runs' TensorBoard curves (per domain) from checkpoints/
+	$(VENV)/bin/tensorboard --logdir checkpoints
+
+clean: ## remove runs, caches and the virtual environment
+	find checkpoints -mindepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf $(VENV) .pytest_cache build *.egg-info

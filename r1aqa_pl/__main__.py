@@ -1,0 +1,3 @@
+from r1aqa_pl.cli import main
+
+main()

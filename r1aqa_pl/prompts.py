@@ -1,0 +1,48 @@
+"""The paper's prompt (GUIDE §2), rendered through the processor's chat template.
+
+The user turn is the audio followed by the text; ``{question}``, ``{choices}`` (a Python list,
+as R1-AQA prints it) are the template's fields. A config may supply its own template string.
+"""
+
+from __future__ import annotations
+
+import re
+
+from r1aqa_pl.records import Question
+
+PLAIN = (
+    "{question} Please choose the answer from the following options: {choices}. "
+    "Output the final answer in <answer> </answer>."
+)
+THINK = (
+    "{question} Please choose the answer from the following options: {choices}. "
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer>."
+)
+TEMPLATES = {"plain": PLAIN, "think": THINK}
+
+
+def question_text(q: Question) -> str:
+    """AVQA questions talk about a video; the model only hears the audio (R1-AQA's rewrite)."""
+    if q.dataset.upper() == "AVQA":
+        return re.sub(r"video", "audio", q.question)
+    return q.question
+
+
+def user_text(q: Question, template: str = "plain") -> str:
+    """The user turn's text; ``template`` is a name in :data:`TEMPLATES` or a format string."""
+    fmt = TEMPLATES.get(template, template)
+    return fmt.format(question=question_text(q), choices=str(list(q.choices)))
+
+
+def messages(q: Question, template: str = "plain", with_audio: bool = True) -> list[dict]:
+    """Chat messages: one user turn, audio first (R1-AQA's order); ``with_audio=False`` drops it."""
+    content = [{"type": "audio", "audio_url": q.audio_path or ""}] if with_audio else []
+    content.append({"type": "text", "text": user_text(q, template)})
+    return [{"role": "user", "content": content}]
+
+
+def render(processor, q: Question, template: str = "plain", with_audio: bool = True) -> str:
+    """The full prompt text with the generation prompt, as the model sees it before audio expansion."""
+    return processor.apply_chat_template(
+        messages(q, template, with_audio), add_generation_prompt=True, tokenize=False
+    )

@@ -1,0 +1,46 @@
+"""One record type for an audio question, whatever file format it came from.
+
+The trainer, the reward functions, the metric and the scorer only ever see :class:`Question`,
+so AVQA (JSONL or the original JSON list) and MMAU (JSON list) differ only in their readers
+(:mod:`r1aqa_pl.data`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DOMAINS = ("sound", "music", "speech")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line or record, and what is wrong."""
+
+    def __init__(self, source: str, where: str, reason: str, message: str):
+        self.source, self.where, self.reason = source, where, reason
+        super().__init__(f"{source}:{where}: {message}")
+
+
+@dataclass
+class Question:
+    """An audio multiple-choice question.
+
+    ``answer`` is always the choice *string* (AVQA's index is resolved by the reader);
+    ``domain`` is the MMAU task (sound / music / speech); ``raw`` keeps the source record so that
+    prediction files can be written back in the source's own format.
+    """
+
+    id: str
+    audio_path: str | None
+    question: str
+    choices: list[str]
+    answer: str
+    domain: str = "sound"
+    difficulty: str = ""
+    sub_category: str = ""
+    dataset: str = ""
+    source: str = ""  # "file:line" or "file[index]" for error messages
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

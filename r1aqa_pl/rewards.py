@@ -1,0 +1,96 @@
+"""Rule-based reward functions (GUIDE §2) and their weighted sum.
+
+Every reward function has the signature ``f(completions, questions) -> list[float]`` where
+``questions[i]`` is the :class:`~r1aqa_pl.records.Question` that ``completions[i]`` answers
+(the caller repeats each question G times, so the lists are aligned 1:1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl.records import Question
+
+RewardFn = Callable[[Sequence[str], Sequence[Question]], list[float]]
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+FORMAT_RE = re.compile(r"<answer>.*?</answer>", re.DOTALL)
+THINK_FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+
+
+def _aligned(completions: Sequence[str], questions: Sequence[Question]) -> None:
+    if len(completions) != len(questions):
+        raise ValueError(f"{len(completions)} completions but {len(questions)} questions; repeat each question G times")
+
+
+def accuracy(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+    """1.0 iff the stripped text inside the first ``<answer>...</answer>`` equals ``question.answer``.
+
+    Exact, case-sensitive string match; no ``<answer>`` tag gives 0. (R1-AQA's code also tried
+    math_verify and fell back to the whole completion when the tag was missing; the paper's
+    rule, used here, is the tag-only exact match.)
+    """
+    _aligned(completions, questions)
+    out = []
+    for c, q in zip(completions, questions):
+        m = ANSWER_RE.search(c)
+        out.append(1.0 if m is not None and m.group(1).strip() == q.answer else 0.0)
+    return out
+
+
+def format(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:  # noqa: A001
+    """1.0 iff ``re.fullmatch(r"<answer>.*?</answer>", completion, re.DOTALL)``, as R1-AQA / TRL.
+
+    The completion is *not* stripped: any text or whitespace outside the tags gives 0.
+    """
+    _aligned(completions, questions)
+    return [1.0 if FORMAT_RE.fullmatch(c) else 0.0 for c in completions]
+
+
+def think_format(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+    """1.0 iff ``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>", completion, re.DOTALL)``."""
+    _aligned(completions, questions)
+    return [1.0 if THINK_FORMAT_RE.fullmatch(c) else 0.0 for c in completions]
+
+
+def mmau_accuracy(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+    """1.0 iff the official MMAU rule (GUIDE §4) accepts ``mmau.extract_answer(completion)``."""
+    from r1aqa_pl.mmau import extract_answer, is_correct  # lazy: keeps rewards importable alone
+
+    _aligned(completions, questions)
+    return [1.0 if is_correct(extract_answer(c), q.answer, q.choices) else 0.0 for c, q in zip(completions, questions)]
+
+
+REWARDS: dict[str, RewardFn] = {
+    "accuracy": accuracy,
+    "format": format,
+    "think_format": think_format,
+    "mmau_accuracy": mmau_accuracy,
+}
+
+
+def check_weights(weights: dict[str, float]) -> None:
+    """Raise ValueError if ``weights`` names a reward that is not in :data:`REWARDS`."""
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        raise ValueError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARDS)}")
+
+
+def score_completions(
+    completions: Sequence[str], questions: Sequence[Question], weights: dict[str, float]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """total_i = sum_f weights[f] * f(completions, questions)_i.
+
+    Returns (total [N], {name: unweighted rewards [N]}) as float32 tensors.
+    """
+    check_weights(weights)
+    _aligned(completions, questions)
+    per_function = {name: torch.tensor(REWARDS[name](completions, questions), dtype=torch.float32) for name in weights}
+    total = torch.zeros(len(completions), dtype=torch.float32)
+    for name, w in weights.items():
+        total = total + w * per_function[name]
+    return total, per_function

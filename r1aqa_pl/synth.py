@@ -1,0 +1,210 @@
+"""A synthetic audio-QA set whose answers truly depend on the audio, for CPU demos and tests.
+
+Three domains like MMAU, each with sub-tasks a simple signal check can solve (so a model that
+learns must be listening): sound -- count beeps, loud vs soft, which tone comes first; music --
+high vs low note, major vs minor chord, fast vs slow tempo; speech (a vowel-like harmonic
+series with formants) -- high vs low voice, rising vs falling intonation.
+
+Writes ``train.jsonl`` (R1-AQA AVQA format, plus ``task`` = domain so the domain survives),
+``test-mini.json`` (MMAU format) and 16-bit WAVs under ``audios/``. Pure numpy and seeded:
+the same arguments give byte-identical files. Answers are balanced within every sub-task and the
+records cycle through domains and sub-tasks, so any prefix (``limit_val``) stays balanced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from r1aqa_pl.records import DOMAINS
+
+NOISE = 0.002  # background noise std: no clip is digital silence
+
+
+def _env(n: int, fade: int) -> np.ndarray:
+    """Raised-cosine fade in/out, so onsets are bursts rather than clicks."""
+    e = np.ones(n)
+    fade = max(1, min(fade, n // 2))
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade))
+    e[:fade], e[n - fade:] = ramp, ramp[::-1]
+    return e
+
+
+def _tone(freqs, amps, n: int, sr: int, phase=0.0) -> np.ndarray:
+    t = np.arange(n) / sr
+    return sum(a * np.sin(2 * np.pi * f * t + phase) for f, a in zip(freqs, amps)) * _env(n, int(0.01 * sr))
+
+
+def _place(x: np.ndarray, sig: np.ndarray, start: int) -> None:
+    x[start:start + len(sig)] += sig[: len(x) - start]
+
+
+def _beeps(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """a+1 beeps (the answer index 0/1/2 means one/two/three), separated by clear gaps."""
+    T, f, amp = len(x), rng.uniform(800, 1500), rng.uniform(0.3, 0.6)
+    dur, gap = int(rng.uniform(0.06, 0.1) * T), int(rng.uniform(0.08, 0.15) * T)
+    span = (a + 1) * dur + a * gap
+    start = int(rng.uniform(0.05 * T, T - span - 0.05 * T))
+    for k in range(a + 1):
+        _place(x, _tone([f], [amp], dur, sr), start + k * (dur + gap))
+
+
+def _loudness(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = loud, 1 = soft: the same kind of tone, 20+ dB apart."""
+    T = len(x)
+    amp = rng.uniform(0.4, 0.8) if a == 0 else rng.uniform(0.02, 0.05)
+    dur = int(rng.uniform(0.4, 0.8) * T)
+    _place(x, _tone([rng.uniform(300, 2000)], [amp], dur, sr), int(rng.uniform(0.05 * T, T - dur - 0.05 * T)))
+
+
+def _order(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = the low tone (150-300 Hz) first, 1 = the high tone (1500-3000 Hz) first."""
+    T, dur, gap = len(x), int(0.3 * len(x)), int(rng.uniform(0.1, 0.2) * len(x))
+    low, high = rng.uniform(150, 300), rng.uniform(1500, 3000)
+    first, second = (low, high) if a == 0 else (high, low)
+    start = int(rng.uniform(0.03, 0.15) * T)
+    _place(x, _tone([first], [rng.uniform(0.3, 0.6)], dur, sr), start)
+    _place(x, _tone([second], [rng.uniform(0.3, 0.6)], dur, sr), start + dur + gap)
+
+
+def _decay(n: int, sr: int, tau: float) -> np.ndarray:
+    return np.exp(-np.arange(n) / (tau * sr))
+
+
+def _note(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = high (MIDI 72-84, 523-1047 Hz), 1 = low (MIDI 40-52, 82-165 Hz): a plucked note with harmonics."""
+    f0 = 440 * 2 ** (((rng.integers(72, 85) if a == 0 else rng.integers(40, 53)) - 69) / 12)
+    n = int(rng.uniform(0.6, 0.9) * len(x))
+    harm = [h for h in range(1, 5) if h * f0 < 0.45 * sr]
+    sig = _tone([h * f0 for h in harm], [0.5 / h for h in harm], n, sr) * _decay(n, sr, 0.6)
+    _place(x, sig, int(0.05 * len(x)))
+
+
+def _chord(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = major (root, +4, +7 semitones), 1 = minor (root, +3, +7); root 196-392 Hz."""
+    root = 440 * 2 ** ((rng.integers(55, 68) - 69) / 12)
+    fs = [root * 2 ** (s / 12) for s in (0, 4 if a == 0 else 3, 7)]
+    n = int(rng.uniform(0.7, 0.9) * len(x))
+    sig = _tone(fs + [2 * f for f in fs], [0.25] * 3 + [0.04] * 3, n, sr) * _decay(n, sr, 1.5)
+    _place(x, sig, int(0.05 * len(x)))
+
+
+def _tempo(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = fast (a beat every 6-9 % of the clip), 1 = slow (every 22-30 %): short decaying clicks."""
+    T = len(x)
+    step = int((rng.uniform(0.06, 0.09) if a == 0 else rng.uniform(0.22, 0.3)) * T)
+    dur, f = int(0.4 * step), rng.uniform(1000, 2000)
+    click = _tone([f], [rng.uniform(0.3, 0.6)], dur, sr) * _decay(dur, sr, dur / sr / 4)
+    for start in range(int(rng.uniform(0.0, 0.05) * T), T - dur, step):
+        _place(x, click, start)
+
+
+VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (390, 1990, 2550),
+          "o": (570, 840, 2410), "u": (440, 1020, 2240)}
+
+
+def _voice(rng, f0: np.ndarray, sr: int) -> np.ndarray:
+    """A vowel: harmonics of a (time-varying) f0, shaped by three formant resonances, with slight vibrato."""
+    n = len(f0)
+    formants = VOWELS[sorted(VOWELS)[rng.integers(len(VOWELS))]]
+    f0 = f0 * (1 + 0.01 * np.sin(2 * np.pi * 5 * np.arange(n) / sr))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    sig = np.zeros(n)
+    for h in range(1, int(0.45 * sr / f0.max()) + 1):
+        fh = h * f0
+        gain = 0.3 + sum(1 / (1 + ((fh - F) / 80) ** 2) for F in formants)  # floor keeps f0 audible
+        sig += gain / h * np.sin(h * phase)
+    return 0.5 * sig / np.abs(sig).max() * _env(n, int(0.03 * sr))
+
+
+def _speaker(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = high voice (f0 190-280 Hz), 1 = low voice (f0 85-140 Hz)."""
+    n = int(rng.uniform(0.6, 0.9) * len(x))
+    f0 = rng.uniform(190, 280) if a == 0 else rng.uniform(85, 140)
+    _place(x, _voice(rng, np.full(n, f0), sr), int(0.05 * len(x)))
+
+
+def _intonation(rng, a: int, x: np.ndarray, sr: int) -> None:
+    """0 = rising, 1 = falling: f0 glides by a factor 1.5-1.8 between ~100 and ~200 Hz."""
+    n = int(rng.uniform(0.7, 0.9) * len(x))
+    lo = rng.uniform(95, 125)
+    ends = (lo, lo * rng.uniform(1.5, 1.8))
+    f0 = np.geomspace(*(ends if a == 0 else ends[::-1]), n)
+    _place(x, _voice(rng, f0, sr), int(0.05 * len(x)))
+
+
+# domain -> [(sub-category, difficulty, question, choices, generator(rng, answer_index, x, sr))]
+TASKS = {
+    "sound": [("beep counting", "medium", "how many beeps are there?", ["one", "two", "three"], _beeps),
+              ("loudness", "easy", "is the sound loud or soft?", ["loud", "soft"], _loudness),
+              ("event order", "medium", "which tone comes first?", ["low tone", "high tone"], _order)],
+    "music": [("note pitch", "easy", "is the note high or low?", ["high", "low"], _note),
+              ("chord quality", "hard", "is the chord major or minor?", ["major", "minor"], _chord),
+              ("tempo", "easy", "is the tempo fast or slow?", ["fast", "slow"], _tempo)],
+    "speech": [("speaker pitch", "easy", "is the voice high or low?", ["high", "low"], _speaker),
+               ("intonation", "medium", "does the voice rise or fall?", ["rising", "falling"], _intonation)],
+}
+
+
+def synth_vocabulary() -> list[str]:
+    """Every word and punctuation token of the questions and choices (for a tiny word-level tokenizer)."""
+    texts = [t for tasks in TASKS.values() for _, _, q, cs, _ in tasks for t in [q, *cs]]
+    return sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
+
+
+def _items(n: int):
+    """(domain, task, answer index) for n records: cycle domains, then sub-tasks, then answers (balanced)."""
+    for i in range(n):
+        domain = DOMAINS[i % len(DOMAINS)]
+        tasks = TASKS[domain]
+        j = i // len(DOMAINS)
+        task = tasks[j % len(tasks)]
+        yield i, domain, task, (j // len(tasks)) % len(task[3])
+
+
+def _clip(rng, task, a: int, n: int, sr: int) -> np.ndarray:
+    x = rng.normal(0.0, NOISE, n)
+    task[4](rng, a, x, sr)
+    return np.clip(x, -1.0, 1.0)
+
+
+def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, seconds: float = 2.0,
+          sampling_rate: int = 16000) -> None:
+    """Write a synthetic audio-QA set: train.jsonl (AVQA format), test-mini.json (MMAU format), audios/*.wav.
+
+    Args:
+        out_dir: output folder (created; files of the same names are overwritten).
+        n_train: training questions (cycled over the 3 domains, their sub-tasks and answers).
+        n_test: test questions, likewise.
+        seed: the same seed gives byte-identical files; train and test use separate streams.
+        seconds: clip length (the tiny model's window is 2 s).
+        sampling_rate: clip sample rate.
+    """
+    out = Path(out_dir)
+    (out / "audios").mkdir(parents=True, exist_ok=True)
+    n = int(round(seconds * sampling_rate))
+    rng = np.random.default_rng([seed, 0])
+    with open(out / "train.jsonl", "w", encoding="utf-8") as f:
+        for i, domain, task, a in _items(n_train):
+            sub, diff, q, choices, _ = task
+            name = f"train_{i:05d}"
+            sf.write(out / "audios" / f"{name}.wav", _clip(rng, task, a, n, sampling_rate), sampling_rate, "PCM_16")
+            rec = {"id": i, "video_name": name, "question_text": q, "multi_choice": choices, "answer": a,
+                   "dataset_name": f"synthetic-{domain}", "audio_path": f"./audios/{name}.wav",
+                   "task": domain, "sub-category": sub, "difficulty": diff}
+            f.write(json.dumps(rec) + "\n")
+    rng = np.random.default_rng([seed, 1])
+    test = []
+    for i, domain, task, a in _items(n_test):
+        sub, diff, q, choices, _ = task
+        name = f"test_{i:04d}"
+        sf.write(out / "audios" / f"{name}.wav", _clip(rng, task, a, n, sampling_rate), sampling_rate, "PCM_16")
+        test.append({"id": f"synthetic-{name}", "audio_id": f"./audios/{name}.wav", "question": q,
+                     "choices": choices, "answer": choices[a], "dataset": f"synthetic-{domain}", "task": domain,
+                     "split": "test-mini", "category": "Perception", "sub-category": sub, "difficulty": diff})
+    (out / "test-mini.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
+    print(f"synth: {n_train} train + {n_test} test questions, {seconds} s clips at {sampling_rate} Hz -> {out}")

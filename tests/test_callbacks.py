@@ -1,0 +1,194 @@
+"""MMAUEvaluation through a real Trainer: logged per-domain accuracy, prediction file, re-scoring."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+
+from r1aqa_pl.callbacks import MMAUEvaluation
+from r1aqa_pl.mmau import score_records
+from r1aqa_pl.records import Question
+
+TASKS, LEVELS, SUBS = ("sound", "music", "speech"), ("easy", "medium", "hard"), ("Counting", "Instrumentation")
+
+
+def make_questions(n: int) -> list[Question]:
+    out = []
+    for i in range(n):
+        choices = ["C major", "C minor", "Man", "Woman"]
+        answer = choices[i % 4]
+        raw = {"id": f"q{i}", "audio_id": f"./a/{i}.wav", "question": f"Question {i}?", "choices": choices,
+               "answer": answer, "task": TASKS[i % 3], "difficulty": LEVELS[(i // 3) % 3],
+               "sub-category": SUBS[i % 2]}
+        out.append(Question(id=f"q{i}", audio_path=raw["audio_id"], question=raw["question"], choices=choices,
+                            answer=answer, domain=raw["task"], difficulty=raw["difficulty"],
+                            sub_category=raw["sub-category"], dataset="MMAU", raw=raw))
+    return out
+
+
+def right(q: Question) -> bool:
+    """The fake policy is right unless the question number is a multiple of 4 or 5."""
+    i = int(q.id[1:])
+    return i % 4 != 0 and i % 5 != 0
+
+
+class QuestionSet(Dataset):
+    def __init__(self, questions):
+        self.questions = questions
+
+    def __len__(self):
+        return len(self.questions)
+
+    def __getitem__(self, i):
+        return self.questions[i]
+
+
+def collate(questions):
+    """Every fifth question has no audio (an audio-free ablation): still scored, and counted."""
+    audio = [None if int(q.id[1:]) % 5 == 0 else np.zeros(160, dtype=np.float32) for q in questions]
+    return {"questions": questions, "audio": audio}
+
+
+class FakePolicy(LightningModule):
+    """Implements the callback's protocol; answers in R1-AQA's format, right or with another choice."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def answer(self, questions, audio):
+        assert len(questions) == len(audio)
+        self.calls += 1
+        texts = []
+        for q in questions:
+            wrong = next(c for c in q.choices if c != q.answer)
+            texts.append(f"<think>listening</think> <answer> {q.answer if right(q) else wrong} </answer>")
+        return texts
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):  # generation happens in the callback
+        pass
+
+    def test_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def expected_acc(questions: list[Question]) -> dict[str, float]:
+    """Hand count of the fake policy's accuracy, per task / difficulty / sub-category / total."""
+    hits, totals = defaultdict(int), defaultdict(int)
+    for q in questions:
+        for name in (q.domain, q.difficulty, f"sub/{q.sub_category}", "total"):
+            totals[name] += 1
+            hits[name] += right(q)
+    return {f"acc/{k}": hits[k] / totals[k] for k in totals}
+
+
+def loader(questions, batch_size=4):
+    return DataLoader(QuestionSet(questions), batch_size=batch_size, collate_fn=collate)
+
+
+def trainer(tmp_path, **kw):
+    kw = {"accelerator": "cpu", "devices": 1, "logger": TensorBoardLogger(str(tmp_path), name="run"),
+          "enable_progress_bar": False, "enable_model_summary": False, "callbacks": [MMAUEvaluation()], **kw}
+    return Trainer(default_root_dir=str(tmp_path), **kw)
+
+
+def check_file(path: Path, questions: list[Question], logged: dict, stage: str) -> None:
+    records = json.loads(path.read_text())
+    assert [r["id"] for r in records] == [q.id for q in questions]
+    assert all(r["model_output"].startswith("<think>") and r["model_prediction"] in r["choices"] for r in records)
+    assert {k for k in records[0]} == {*questions[0].raw, "model_output", "model_prediction"}
+    res = score_records(records)
+    assert logged[f"{stage}/acc/total"] == pytest.approx(res["total"]["acc"])
+    for task, cell in res["task"].items():
+        assert logged[f"{stage}/acc/{task}"] == pytest.approx(cell["acc"])
+    for level, cell in res["difficulty"].items():
+        assert logged[f"{stage}/acc/{level}"] == pytest.approx(cell["acc"])
+    for sub, cell in res["sub-category"].items():
+        assert logged[f"{stage}/acc/sub/{sub}"] == pytest.approx(cell["acc"])
+
+
+def test_validate_logs_per_domain_and_writes_predictions(tmp_path):
+    questions = make_questions(30)
+    model, t = FakePolicy(), trainer(tmp_path, limit_val_batches=5)  # 5 batches of 4: the first 20
+    (logged,) = t.validate(model, dataloaders=loader(questions))
+    seen = questions[:20]
+    assert model.calls == 5
+    for key, value in expected_acc(seen).items():
+        assert logged[f"val/{key}"] == pytest.approx(value), key
+    assert logged["val/count/total"] == 20 and logged["val/count/no_audio"] == 4  # q0, q5, q10, q15
+    assert 0 < logged["val/acc/total"] < 1
+    path = Path(t.log_dir) / "predictions" / "val_step0.json"
+    check_file(path, seen, logged, "val")
+    assert list(Path(t.log_dir).glob("events.out.tfevents.*"))  # went to TensorBoard
+
+
+def test_test_stage_uses_test_prefix(tmp_path):
+    questions = make_questions(12)
+    t = trainer(tmp_path)
+    (logged,) = t.test(FakePolicy(), dataloaders=loader(questions, batch_size=5))
+    assert not any(k.startswith("val/") for k in logged)
+    assert logged["test/acc/total"] == pytest.approx(expected_acc(questions)["acc/total"])
+    check_file(Path(t.log_dir) / "predictions" / "test_step0.json", questions, logged, "test")
+
+
+def test_fit_monitors_val_acc_and_skips_sanity_check(tmp_path):
+    questions = make_questions(16)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc/total", mode="max")
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=1,
+                callbacks=[MMAUEvaluation(), ckpt])
+    model = FakePolicy()
+    t.fit(model, train_dataloaders=DataLoader([0] * 3, batch_size=1), val_dataloaders=loader(questions))
+    files = sorted(p.name for p in (Path(t.log_dir) / "predictions").iterdir())
+    assert files == ["val_step3.json"]  # the sanity check neither writes nor logs
+    assert model.calls == 1 + 4  # one sanity batch + the real pass
+    assert ckpt.best_model_score.item() == pytest.approx(expected_acc(questions)["acc/total"])
+
+
+def test_wrong_number_of_answers_is_an_error(tmp_path):
+    class Short(FakePolicy):
+        def answer(self, questions, audio):
+            return super().answer(questions, audio)[:-1]
+
+    with pytest.raises(RuntimeError, match="returned 3 texts for 4 questions"):
+        trainer(tmp_path).validate(Short(), dataloaders=loader(make_questions(4)))
+
+
+def test_duplicates_are_counted_but_written_once(tmp_path):
+    """What a padding DistributedSampler does: a question seen twice counts twice, with a warning."""
+    questions = make_questions(6)
+    t = trainer(tmp_path)
+    with pytest.warns(UserWarning, match="1 duplicated question"):
+        (logged,) = t.validate(FakePolicy(), dataloaders=loader(questions + questions[:1]))
+    assert logged["val/count/total"] == 7
+    records = json.loads((Path(t.log_dir) / "predictions" / "val_step0.json").read_text())
+    assert [r["id"] for r in records] == [q.id for q in questions]
+
+
+@pytest.mark.slow  # two spawned processes
+def test_ddp_spawn_two_processes_exact(tmp_path):
+    questions = make_questions(24)
+    t = trainer(tmp_path, devices=2, strategy="ddp_spawn")
+    (logged,) = t.validate(FakePolicy(), dataloaders=loader(questions, batch_size=3))
+    for key, value in expected_acc(questions).items():
+        assert logged[f"val/{key}"] == pytest.approx(value), key
+    assert logged["val/count/total"] == 24
+    path = next((tmp_path / "run").glob("version_*/predictions/val_step0.json"))
+    records = json.loads(path.read_text())
+    assert sorted(r["id"] for r in records) == sorted(q.id for q in questions)  # gathered from both ranks
+    assert score_records(records)["total"]["acc"] == pytest.approx(logged["val/acc/total"])
