@@ -45,17 +45,20 @@ class MMAUEvaluation(pl.Callback):
     sampler does not pad: a question seen twice is counted twice (a warning says so; the file is
     de-duplicated). A question whose audio is None is still scored (audio-free ablations are
     legitimate) and counted in ``val/count/no_audio``. The sanity-check pass generates (to catch
-    errors early) but neither logs nor writes.
+    errors early) but neither logs nor writes, unless ``log_before_training``.
 
     Args:
         sub_categories: bucket names for ``acc/sub/...``; by default taken from the dataloader's
             ``dataset.questions`` when it has them, else MMAU test-mini's 27 sub-categories.
         write_predictions: write the per-epoch prediction file.
         dirpath: folder for the prediction files instead of ``<log_dir>/predictions``.
+        log_before_training: log and write the sanity-check pass as step 0 (set the trainer's
+            ``num_sanity_val_steps: -1`` so it covers the whole validation set): the curves' start.
     """
 
     def __init__(self, sub_categories: Sequence[str] | None = None, write_predictions: bool = True,
-                 dirpath: str | None = None):
+                 dirpath: str | None = None, log_before_training: bool = False):
+        self.log_before_training = log_before_training
         self.sub_categories = None if sub_categories is None else list(sub_categories)
         self.write_predictions = write_predictions
         self.dirpath = dirpath
@@ -117,12 +120,22 @@ class MMAUEvaluation(pl.Callback):
 
     def _end(self, trainer, pl_module, stage: str) -> None:
         metric = self.metrics[stage]
-        if trainer.sanity_checking:
+        if trainer.sanity_checking and not self.log_before_training:
             metric.reset()
             return
         values = metric.compute()  # syncs counts across ranks
         logged = {f"{stage}/{k}": v.float() for k, v in values.items() if k.startswith("acc/")}
         logged[f"{stage}/count/total"] = values["count/total"].float()
+        if trainer.sanity_checking:  # the starting point of the curves, at step 0
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics({k: float(v) for k, v in logged.items()}, step=trainer.global_step)
+            rank_zero_info(f"MMAUEvaluation: before training {stage}/acc/total = {float(logged[f'{stage}/acc/total']):.4f}")
+            if self.write_predictions:
+                self._write(trainer, stage)
+            metric.reset()
+            self._records = []
+            return
         # identical on every rank after the sync; "max" keeps them exact and silences Lightning's warning
         total = logged.pop(f"{stage}/acc/total")
         pl_module.log_dict(logged, sync_dist=True, reduce_fx="max")

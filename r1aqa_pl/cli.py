@@ -22,9 +22,23 @@ COMMANDS: dict[str, str] = {
     "demo-prepare": "r1aqa_pl.demo:prepare",
 }
 
-_HELP = "R1-AQA in PyTorch Lightning: GRPO post-training of audio language models.\n\n" \
-    "Training (LightningCLI): fit | validate | test | predict, e.g. `lightning fit --config configs/grpo.yaml`.\n" \
-    "Project commands (`r1aqa COMMAND --help`): " + ", ".join(COMMANDS)
+_HELP = (
+    "R1-AQA in PyTorch Lightning: GRPO post-training of audio language models. "
+    "Training: fit | validate | test | predict (LightningCLI), e.g. `lightning fit --config configs/grpo.yaml`."
+)
+
+
+def _commands_help() -> str:
+    lines = ["project commands (`r1aqa COMMAND --help` for each):"]
+    lines += [f"  {name:<13} {_first_doc_line(target)}" for name, target in COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _first_doc_line(target: str) -> str:
+    try:
+        return (_load(target).__doc__ or "").strip().splitlines()[0]
+    except Exception as e:  # a broken command must not hide the others
+        return f"(unavailable: {e})"
 
 
 def _load(target: str):
@@ -50,7 +64,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if from_sys else argv)
     if argv and argv[0] in COMMANDS:
         from jsonargparse import auto_cli
 
@@ -58,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(result, int) and result != 0:
             sys.exit(result)
         return
-    lightning_cli(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_commands_help())
+    lightning_cli(None if from_sys else argv)
 
 
 if __name__ == "__main__":

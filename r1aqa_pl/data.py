@@ -32,7 +32,7 @@ from typing import Any, Iterator, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from r1aqa_pl.audio import audio_info, load_audio
 from r1aqa_pl.records import DataError, Question
@@ -282,6 +282,26 @@ class AudioQADataset(Dataset):
         raise DataError("dataset", "file", "too_many_skipped", "no record in the dataset can be decoded")
 
 
+class ResumableSampler(DistributedSampler):
+    """The training shuffle: a permutation fixed by (seed, epoch), this rank's share of it, and where to start.
+
+    A :class:`~torch.utils.data.DistributedSampler` (so Lightning keeps it under DDP / DeepSpeed rather
+    than replacing it); with one process it is a plain seeded shuffle. ``start`` (samples of this rank
+    to skip) applies to the next ``__iter__`` only, so a run resumed mid-epoch continues with exactly
+    the batches an uninterrupted run would have seen; ``len`` stays the whole epoch, as Lightning's
+    progress counters expect. No global RNG is touched.
+    """
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, epoch: int = 0, start: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        start, self.start = self.start, 0
+        return iter(indices[start:])
+
+
 def collate(batch: list[dict]) -> dict:
     """Raw records + decoded audio; the model side runs the processor (prompt template, features)."""
     return {"questions": [b["question"] for b in batch], "audio": [b["audio"] for b in batch]}
@@ -306,7 +326,7 @@ class AudioQADataModule(L.LightningDataModule):
         batch_size: prompts per training batch (per device).
         val_batch_size: prompts per validation / test batch.
         num_workers: DataLoader worker processes.
-        seed: seed of the training shuffle (a DistributedSampler under DDP takes over shuffling).
+        seed: seed of the training shuffle (order fixed by seed and epoch, sharded across ranks; see ResumableSampler).
         on_error: "raise" (first bad record stops) or "skip" (leave out, count, log).
         max_skip_fraction: in skip mode, the largest fraction of a file that may be lost before it raises.
         with_audio: False gives ``audio=None`` in every batch (the audio-free ablation; no audio is checked).
@@ -327,6 +347,7 @@ class AudioQADataModule(L.LightningDataModule):
         self.startup_skipped: dict[str, Counter] = {}
         self.sampling_rate: int | None = None
         self.max_samples: int | None = None
+        self._resume: dict | None = None  # set by load_state_dict, used by the next train_dataloader()
 
     def _window(self) -> tuple[int, int]:
         """(sampling rate, window in samples): from the feature extractor when named, so they match the model."""
@@ -366,16 +387,39 @@ class AudioQADataModule(L.LightningDataModule):
         """Records left out per split and reason: at start-up plus while reading (this process)."""
         return {s: self.startup_skipped.get(s, Counter()) + d.skipped for s, d in self.datasets.items()}
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool = False):
+    def _loader(self, split: str, batch_size: int, sampler=None):
         if split not in self.datasets:
             return []
-        g = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, generator=g,
+        # an own generator: iterating a loader never draws from the global RNG (exact resume)
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self.datasets[split], batch_size=batch_size, sampler=sampler, generator=g,
                           num_workers=self.hparams.num_workers, collate_fn=collate,
                           persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self):
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
+        """Seeded shuffle, sharded across ranks, continuing mid-epoch after a resume (see :meth:`state_dict`)."""
+        if "train" not in self.datasets:
+            return []
+        h, trainer, resume = self.hparams, self.trainer, self._resume or {}
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        epoch, batches = int(resume.get("epoch", 0)), int(resume.get("batches", 0))
+        per_epoch = math.ceil(math.ceil(len(self.datasets["train"]) / world) / h.batch_size)
+        if batches >= per_epoch:  # saved at the end of an epoch: the next one starts afresh
+            epoch, batches = epoch + 1, 0
+        self._resume = None
+        sampler = ResumableSampler(self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size)
+        return self._loader("train", h.batch_size, sampler)
+
+    def state_dict(self) -> dict:
+        """Where training stands (saved in Lightning checkpoints): epoch and batches already trained on in it."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch,
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume = dict(state_dict) or None
 
     def val_dataloader(self):
         return self._loader("val", self.hparams.val_batch_size)

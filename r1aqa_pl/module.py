@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from r1aqa_pl import grpo, policy, rewards
+from r1aqa_pl import distributed, grpo, policy, rewards
 from r1aqa_pl.model import load_policy, structural_token_ids
 from r1aqa_pl.records import Question
 
@@ -52,9 +52,11 @@ class PolicyModule(L.LightningModule):
         if self.policy is not None:
             return
         h = self.hparams
+        self._hf_ds_config = distributed.zero3_hf_config(self)  # ZeRO-3: from_pretrained partitions while loading
         self.policy, self.processor = load_policy(
             h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing, h.lora
         )
+        self.policy.train()  # from_pretrained returns eval mode; Lightning switches for validation
         self.suppress_ids = structural_token_ids(self.processor)
         self.eos_ids = list(self.policy.generation_config.eos_token_id or [])
         if isinstance(self.policy.generation_config.eos_token_id, int):
@@ -77,9 +79,10 @@ class PolicyModule(L.LightningModule):
         stop = "</answer>" if self.hparams.eval_stop_at_answer else None
         was_training = self.policy.training
         self.policy.eval()
-        ids = policy.rollout(self.policy, inputs, 1, do_sample=False, suppress_tokens=self.suppress_ids,
-                             max_new_tokens=self.hparams.eval_max_new_tokens, stop_after=stop,
-                             tokenizer=self.processor.tokenizer)
+        with distributed.generation_context(self) as sync:  # ZeRO-3 / FSDP: gathered weights, synced_gpus
+            ids = policy.rollout(self.policy, inputs, 1, do_sample=False, suppress_tokens=self.suppress_ids,
+                                 max_new_tokens=self.hparams.eval_max_new_tokens, stop_after=stop,
+                                 tokenizer=self.processor.tokenizer, **sync)
         self.policy.train(was_training)
         texts = self.decode(ids)
         if self.hparams.eval_stop_at_answer:  # a row may run a token or two past its stop
@@ -104,7 +107,7 @@ class PolicyModule(L.LightningModule):
     def configure_optimizers(self):
         """AdamW with linear decay to zero after an optional warm-up (the TRL defaults the paper used)."""
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = distributed.adamw(self, params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total, warm = self.total_optimizer_steps(), self.hparams.warmup_steps
 
         def factor(step: int) -> float:
@@ -117,6 +120,8 @@ class PolicyModule(L.LightningModule):
 
     def clip_and_check(self) -> tuple[Tensor, bool]:
         """Global gradient norm (clipped to ``max_grad_norm``) and whether every gradient is finite."""
+        if distributed.is_deepspeed(self):  # the engine clips (config gradient_clipping) inside step()
+            return torch.zeros((), device=self.device), True
         params = [p for p in self.policy.parameters() if p.grad is not None]
         if not params:
             return torch.zeros(()), True
@@ -125,12 +130,19 @@ class PolicyModule(L.LightningModule):
         return norm.detach(), bool(torch.isfinite(norm))
 
     # -- checkpoints ------------------------------------------------------------------------
-    def export_hf(self, out_dir: str) -> None:
-        """``save_pretrained`` of the policy (LoRA merged) and processor, loadable by ``load_policy``."""
-        model = self.policy
-        if hasattr(model, "merge_and_unload"):
+    def export_hf(self, out_dir: str, checkpoint_path: str | None = None) -> None:
+        """``save_pretrained`` of the policy (LoRA merged) and processor, loadable by ``load_policy``.
+
+        Under ZeRO-3 the weights are partitioned: they are consolidated from the Lightning checkpoint
+        just written (``checkpoint_path``; by default ``out_dir`` with ``_hf`` replaced by ``.ckpt``).
+        """
+        model, state_dict = self.policy, None
+        if distributed.zero_stage(self) == 3:
+            ckpt = checkpoint_path or (out_dir[:-3] + ".ckpt" if out_dir.endswith("_hf") else None)
+            state_dict = distributed.zero3_state_dict(ckpt, dtype=getattr(torch, self.hparams.dtype))
+        elif hasattr(model, "merge_and_unload"):
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(out_dir)
+        model.save_pretrained(out_dir, state_dict=state_dict)
         self.processor.save_pretrained(out_dir)
 
 
@@ -176,16 +188,41 @@ class GRPOModule(PolicyModule):
     def accumulation(self) -> int:
         return self.hparams.gradient_accumulation_steps
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # DeepSpeed: the engine clips at max_grad_norm; completions per rank and step
+            dm = getattr(self.trainer, "datamodule", None)
+            prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1
+            h = self.hparams
+            distributed.configure_deepspeed(self, prompts * h.gradient_accumulation_steps * h.G)
+
     def configure_model(self) -> None:
         super().configure_model()
-        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora:
+        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora \
+                and distributed.zero_stage(self) != 3:  # ZeRO-3: loaded unsharded in on_fit_start
             # kept out of the module tree: never trained, never checkpointed
             ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
             object.__setattr__(self, "ref_policy", ref)
 
     def on_fit_start(self) -> None:
+        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora:
+            object.__setattr__(self, "ref_policy", distributed.reference_copy(self))
         if self.ref_policy is not None:
             self.ref_policy.to(self.device)
+
+    # -- exact resume (Lightning restores weights, optimizer, scheduler, loops and data position) ---
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every rank's RNG state (rollouts sample from it) and rollouts still waiting for their step."""
+        checkpoint["grpo_resume"] = distributed.resume_state(self, self.buffer)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume_rng, self.buffer = distributed.load_resume_state(self, checkpoint.get("grpo_resume"))
+
+    def on_train_start(self) -> None:
+        """Restore the RNG streams last, right before the first rollout after a resume."""
+        if getattr(self, "_resume_rng", None) is not None:
+            distributed.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        self.buffer = distributed.to_device(self.buffer, self.device)
 
     def reference(self):
         """(model, context): the frozen copy, or the LoRA policy with its adapter switched off."""
@@ -198,10 +235,11 @@ class GRPOModule(PolicyModule):
         h = self.hparams
         questions, audio = batch["questions"], batch["audio"]
         inputs = self.encode(questions, audio)
-        completion_ids = policy.rollout(
-            self.policy, inputs, h.G, h.share_prompt, do_sample=True, temperature=h.temperature, top_p=h.top_p,
-            max_new_tokens=h.max_new_tokens, suppress_tokens=self.suppress_ids,
-        )
+        with distributed.generation_context(self) as sync:  # ZeRO-3 / FSDP: gathered weights, synced_gpus
+            completion_ids = policy.rollout(
+                self.policy, inputs, h.G, h.share_prompt, do_sample=True, temperature=h.temperature, top_p=h.top_p,
+                max_new_tokens=h.max_new_tokens, suppress_tokens=self.suppress_ids, **sync,
+            )
         mask = policy.completion_mask(completion_ids, self.eos_ids)
         texts = self.decode(completion_ids)
         group_questions = [q for q in questions for _ in range(h.G)]  # aligned with the rows
@@ -257,8 +295,11 @@ class GRPOModule(PolicyModule):
             "max_completion_length": h.max_new_tokens,
         }
         stats, loss_sum = defaultdict(list), torch.zeros((), device=self.device)
+        n_micro, i_micro = sum(1 for ro in rollouts for _ in self.micro_batches(ro)), 0
         for ro in rollouts:
             for inputs, rows in self.micro_batches(ro):
+                i_micro += 1
+                distributed.begin_micro_batch(self, last=i_micro == n_micro)  # DeepSpeed bookkeeping, else no-op
                 logp = policy.completion_logprobs(self.policy, inputs, ro["completion_ids"][rows], ro["mask"][rows],
                                                   h.G, h.temperature, h.share_prompt)
                 old = ro["old_logp"][rows] if ro["old_logp"] is not None else logp.detach()
@@ -271,8 +312,11 @@ class GRPOModule(PolicyModule):
                 for k, v in st.items():
                     stats[k].append(v)
         grad_norm, finite = self.clip_and_check()
-        if finite and torch.isfinite(loss_sum):
+        if distributed.all_ranks(self, finite and bool(torch.isfinite(loss_sum))):
             opt.step()
+            if distributed.is_deepspeed(self):  # clipped inside the engine; its norm is the pre-clip one
+                grad_norm = distributed.engine_grad_norm(self).to(self.device)
+            sched.step()
             self.bad_steps = 0
         else:
             self.bad_steps += 1
@@ -282,7 +326,6 @@ class GRPOModule(PolicyModule):
                                    f"(loss {loss_sum.item()}, grad norm {grad_norm.item()}); stopping before a "
                                    "broken checkpoint is written. Lower lr, check dtype, inspect the data.")
         opt.zero_grad(set_to_none=True)
-        sched.step()
         log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
         log.update({"train/loss": loss_sum, "train/grad_norm": grad_norm.float(),
                     "train/lr": torch.tensor(sched.get_last_lr()[0]),

@@ -1,0 +1,391 @@
+"""GRPO under sharded strategies: DeepSpeed ZeRO (the paper's engine) and FSDP, next to plain DDP.
+
+Under DDP nothing here does anything. What changes under DeepSpeed, and where it is handled:
+
+* **Config** (:func:`deepspeed_config`, :func:`check_deepspeed_config`, :func:`configure_deepspeed`):
+  one optimizer step of GRPO is many ``engine.backward`` calls and one ``engine.step``. Lightning
+  writes ``Trainer.accumulate_grad_batches`` (always 1 under manual optimization) into the engine's
+  ``gradient_accumulation_steps`` and refuses a config that sets it, so the engine never divides our
+  losses (they are already normalised over the whole step). Gradient clipping is the engine's job
+  (``gradient_clipping`` = the module's ``max_grad_norm``, filled in if missing, an error if it
+  disagrees); ``train_micro_batch_size_per_gpu`` is the completions one rank contributes to one
+  optimizer step (prompts × gradient_accumulation_steps × G), used by DeepSpeed only for its
+  sample counters.
+* **Accumulation** (:func:`begin_micro_batch`): our forwards bypass ``engine.forward`` (one
+  ``training_step`` runs many micro-batches), so before each micro-batch we do the per-forward
+  bookkeeping ``engine.forward`` would do (``clear_backward_seen_flag``: without it ZeRO-3 *overwrites*
+  instead of accumulating partitioned gradients) and mark the last micro-batch as the accumulation
+  boundary (``set_gradient_accumulation_boundary``), the pattern DeepSpeed documents for one
+  ``step()`` after several ``backward()`` calls.
+* **Optimizer** (:func:`adamw`): with ``offload_optimizer`` DeepSpeed refuses torch's AdamW and wants
+  its own ``DeepSpeedCPUAdam`` (same AdamW update, built on first use).
+* **Loading under ZeRO-3** (:func:`zero3_hf_config`): ``from_pretrained`` must partition while it
+  loads; registering the engine's config with transformers (``HfDeepSpeedConfig``) makes it do so.
+* **Generation** (:func:`generation_context`): under ZeRO-3 every weight is partitioned and would be
+  all-gathered for every generated token; the weights are gathered once per rollout instead
+  (DeepSpeed's ``unwrap_model_for_generation``, TRL's default), a full bf16 copy for the duration of
+  ``generate``. Under FSDP the root's own parameters are summoned and ``generate`` runs with
+  ``synced_gpus=True`` (ranks that finish early keep stepping so the per-unit all-gathers match).
+* **Reference model** (:func:`reference_copy`): a frozen, unsharded bf16 copy on every GPU (16 GB for
+  the 7B). Under ZeRO-3 it is loaded from disk once the engine exists (a deep copy of partitioned
+  weights would copy empty shards). R1-AQA/TRL instead wrapped the reference in a second ZeRO-3 engine
+  (partitioned, offloaded, gathered layer by layer on every forward): less GPU memory, much slower.
+* **Export under ZeRO-3** (:func:`zero3_state_dict`): rank 0 consolidates the weights from the
+  sharded checkpoint Lightning has just written (no collective needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- what are we running under
+
+def _strategy(module):
+    trainer = getattr(module, "_trainer", None)
+    return None if trainer is None else trainer.strategy
+
+
+def is_deepspeed(module) -> bool:
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    return isinstance(_strategy(module), DeepSpeedStrategy)
+
+
+def zero_stage(module) -> int | None:
+    """The ZeRO stage when training under Lightning's DeepSpeedStrategy, else None."""
+    if not is_deepspeed(module):
+        return None
+    cfg = _strategy(module).config or {}
+    return int((cfg.get("zero_optimization") or {}).get("stage", 0))
+
+
+def deepspeed_engine(module):
+    """The DeepSpeedEngine wrapping ``module`` once Lightning has built it, else None."""
+    if not is_deepspeed(module):
+        return None
+    engine = _strategy(module).model
+    return engine if engine is not module and hasattr(engine, "optimizer") else None
+
+
+def fsdp_root(module):
+    """The FullyShardedDataParallel root Lightning wrapped ``module`` in, else None."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    strategy = _strategy(module)
+    if not isinstance(strategy, FSDPStrategy):
+        return None
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return strategy.model if isinstance(strategy.model, FullyShardedDataParallel) else None
+
+
+# ---------------------------------------------------------------- DeepSpeed config
+
+def deepspeed_config(stage: int = 3, offload_optimizer: bool = True, offload_parameters: bool = True,
+                     max_grad_norm: float = 1.0, micro_batch_size: int | None = None, bf16: bool = True,
+                     pin_memory: bool = True) -> dict[str, Any]:
+    """The paper's engine as a DeepSpeed config dict (R1-AQA ran TRL with the usual ZeRO-3 + CPU offload
+    template; its ``"auto"`` entries are resolved here, since only the HF Trainer understands "auto").
+
+    Pass it as ``DeepSpeedStrategy(config=...)``. ``gradient_accumulation_steps`` is deliberately
+    absent (Lightning sets it; see the module docstring).
+    """
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": 5e8,
+        "allgather_bucket_size": 5e8,
+    }
+    if stage == 3:
+        zero.update({
+            "sub_group_size": 1e9,
+            "stage3_prefetch_bucket_size": 5e8,
+            "stage3_param_persistence_threshold": 1e6,
+            "stage3_max_live_parameters": 1e9,
+            "stage3_max_reuse_distance": 1e9,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        })
+        if offload_parameters:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": pin_memory}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin_memory}
+    cfg: dict[str, Any] = {
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "gradient_clipping": max_grad_norm,
+        "steps_per_print": 1e9,  # Lightning logs; keep DeepSpeed's own progress lines out of the way
+        "wall_clock_breakdown": False,
+    }
+    if bf16:
+        cfg["bf16"] = {"enabled": True}
+    if micro_batch_size is not None:
+        cfg["train_micro_batch_size_per_gpu"] = micro_batch_size
+    return cfg
+
+
+def check_deepspeed_config(cfg: dict[str, Any], max_grad_norm: float | None = None,
+                           micro_batch_size: int | None = None) -> dict[str, Any]:
+    """Fill in and check (in place) what GRPO's manual optimization needs from a DeepSpeed config.
+
+    Raises ValueError on a setting that would silently change the algorithm.
+    """
+    if "gradient_accumulation_steps" in cfg:
+        raise ValueError("do not set gradient_accumulation_steps in the DeepSpeed config: GRPO accumulates "
+                         "inside one optimizer step itself (model.gradient_accumulation_steps) and the engine "
+                         "must not rescale the loss; Lightning sets it to 1")
+    for key in ("optimizer", "scheduler"):
+        if key in cfg:
+            raise ValueError(f"remove the '{key}' section from the DeepSpeed config: the optimizer and the "
+                             "paper's linear decay come from the module (lr, weight_decay, warmup_steps)")
+    if max_grad_norm is not None:
+        cfg.setdefault("gradient_clipping", float(max_grad_norm or 0.0))
+        if float(cfg["gradient_clipping"]) != float(max_grad_norm or 0.0):
+            raise ValueError(f"DeepSpeed gradient_clipping={cfg['gradient_clipping']} but the module's "
+                             f"max_grad_norm={max_grad_norm}: the engine clips, so they must agree")
+    if micro_batch_size is not None:
+        cfg.setdefault("train_micro_batch_size_per_gpu", int(micro_batch_size))
+    cfg.setdefault("zero_allow_untested_optimizer", True)
+    if (cfg.get("fp16") or {}).get("enabled"):
+        log.warning("DeepSpeed fp16 with dynamic loss scaling: bf16 is what the paper used and is safer")
+    return cfg
+
+
+def configure_deepspeed(module, micro_batch_size: int | None = None) -> None:
+    """Called from ``setup()``: complete the strategy's DeepSpeed config before the engine is built."""
+    if is_deepspeed(module):
+        check_deepspeed_config(_strategy(module).config, module.hparams.max_grad_norm, micro_batch_size)
+
+
+def zero3_hf_config(module):
+    """Under ZeRO-3, an ``HfDeepSpeedConfig`` that makes ``from_pretrained`` partition while loading.
+
+    transformers keeps only a weak reference: the caller keeps the returned object alive.
+    """
+    if zero_stage(module) != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(_strategy(module).config)
+
+
+def adamw(module, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; under DeepSpeed with ``offload_optimizer``, DeepSpeedCPUAdam (the same update on the CPU)."""
+    if is_deepspeed(module):
+        cfg = _strategy(module).config or {}
+        if (cfg.get("zero_optimization") or {}).get("offload_optimizer"):
+            try:
+                from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+                return DeepSpeedCPUAdam(params, lr=lr, weight_decay=weight_decay, adamw_mode=True)
+            except Exception as e:  # the op is compiled on first use; no compiler -> torch's AdamW on the CPU
+                log.warning("DeepSpeedCPUAdam unavailable (%s); using torch.optim.AdamW on the offloaded "
+                            "fp32 partitions (slower optimizer step)", e)
+                cfg["zero_force_ds_cpu_optimizer"] = False
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+# ---------------------------------------------------------------- the GRPO step under DeepSpeed
+
+def begin_micro_batch(module, last: bool) -> None:
+    """Before each micro-batch forward of an optimizer step: DeepSpeed's per-forward bookkeeping
+    and whether this micro-batch's backward closes the accumulation (a no-op without DeepSpeed)."""
+    engine = deepspeed_engine(module)
+    if engine is None:
+        return
+    if hasattr(engine.optimizer, "clear_backward_seen_flag"):  # what engine.forward does first
+        engine.optimizer.clear_backward_seen_flag()
+    engine.set_gradient_accumulation_boundary(last)
+
+
+def engine_grad_norm(module) -> torch.Tensor | None:
+    """The global gradient norm (before clipping) of the engine's last step, or None without DeepSpeed."""
+    engine = deepspeed_engine(module)
+    if engine is None:
+        return None
+    norm = engine.get_global_grad_norm()
+    return torch.as_tensor(float("nan") if norm is None else float(norm))
+
+
+def all_ranks(module, flag: bool) -> bool:
+    """True only if ``flag`` holds on every rank (so that all ranks skip or all step)."""
+    strategy = _strategy(module)
+    return bool(flag) if strategy is None else bool(strategy.reduce_boolean_decision(bool(flag), all=True))
+
+
+# ---------------------------------------------------------------- generation and the reference model
+
+@contextlib.contextmanager
+def generation_context(module):
+    """Around ``generate``: yields extra ``generate`` kwargs (``synced_gpus``) for the strategy in use."""
+    engine = deepspeed_engine(module)
+    if engine is not None and zero_stage(module) == 3:
+        with _gathered(engine):
+            yield {"synced_gpus": False}  # every weight is local now: no collective inside generate
+        return
+    root = fsdp_root(module)
+    if root is not None:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp._common_utils import TrainingState
+
+        # inside training_step the root's forward has already unsharded its own parameters
+        idle = getattr(root, "training_state", TrainingState.IDLE) == TrainingState.IDLE
+        ctx = FullyShardedDataParallel.summon_full_params(root, recurse=False, writeback=False) if idle \
+            else contextlib.nullcontext()
+        with ctx:
+            yield {"synced_gpus": True}
+        return
+    yield {}
+
+
+@contextlib.contextmanager
+def _gathered(engine):
+    """All ZeRO-3 partitions gathered and the fetch hooks removed for the duration (then restored)."""
+    try:
+        from deepspeed.runtime.zero import unwrap_model_for_generation
+    except ImportError:  # older DeepSpeed: gather without removing the hooks (slower, still correct)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            yield
+        return
+    with unwrap_model_for_generation(engine):
+        yield
+
+
+def reference_copy(module, load_kwargs: dict | None = None):
+    """A frozen, unsharded copy of the initial policy for the KL term (see the module docstring).
+
+    Without ZeRO-3 it is a deep copy of ``module.policy``; under ZeRO-3 it is loaded again from
+    ``model_name_or_path`` with transformers' ZeRO-3 loading switched off for the call.
+    """
+    if zero_stage(module) != 3:
+        return copy.deepcopy(module.policy).eval().requires_grad_(False)
+    from transformers.integrations import deepspeed as hf_ds
+
+    from r1aqa_pl.model import load_policy
+
+    h = module.hparams
+    keep = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        ref, _ = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, **(load_kwargs or {}))
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = keep
+    return ref.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- export under ZeRO-3
+
+def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.dtype | None = None) -> dict:
+    """Consolidated weights (``prefix`` stripped) from a Lightning DeepSpeed checkpoint folder, on one
+    process, from disk (no collective). Needs the fp32 model in host memory (33 GB for the 7B)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir)
+    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
+
+
+# ---------------------------------------------------------------- exact resume
+
+def rng_state() -> dict:
+    """This process's torch / CUDA / numpy / Python RNG states, in types ``torch.load(weights_only=True)`` reads."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(py_state), py_gauss],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def _pack(obj):
+    """Tensors to the CPU and Questions to plain dicts: what ``torch.load(weights_only=True)`` reads."""
+    from r1aqa_pl.records import Question
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Question):
+        return {"__question__": obj.to_dict()}
+    if isinstance(obj, dict):
+        return {k: _pack(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_pack(v) for v in obj)
+    return obj
+
+
+def to_device(obj, device):
+    """Undo :func:`_pack` (plain dicts back to Questions) with the tensors on ``device``."""
+    from r1aqa_pl.records import Question
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        if set(obj) == {"__question__"}:
+            return Question(**obj["__question__"])
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def _gather(module, obj) -> list:
+    """``obj`` from every rank, in rank order (a collective when distributed)."""
+    import torch.distributed as dist
+
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list = [None] * trainer.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def resume_state(module, buffer: list) -> dict:
+    """What Lightning does not checkpoint: every rank's RNG state (rollouts sample from it) and every
+    rank's rollouts still waiting for their optimizer step. Called on all ranks (Lightning's
+    ``on_save_checkpoint``); rank 0's copy is the one written."""
+    per_rank = _gather(module, {"rng": rng_state(), "buffer": _pack(buffer)})
+    return {"world_size": len(per_rank), "ranks": per_rank}
+
+
+def load_resume_state(module, state: dict) -> tuple[dict | None, list]:
+    """(this rank's RNG state, this rank's buffered rollouts on the CPU) from :func:`resume_state`."""
+    if not state:
+        return None, []
+    trainer = getattr(module, "_trainer", None)
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    if state["world_size"] != world:
+        log.warning("resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
+                    "are not restored (the run continues, but not bit-for-bit)", world, state["world_size"])
+        return None, []
+    mine = state["ranks"][rank]
+    return mine["rng"], to_device(mine["buffer"], "cpu")

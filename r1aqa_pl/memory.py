@@ -1,0 +1,222 @@
+"""Peak GPU memory per device for GRPO on Qwen2-Audio, by configuration: a back-of-the-envelope model.
+
+Symbols: P parameters in all, T trainable (P, or the LoRA adapters), N GPUs sharding the model
+(ZeRO-3; N = 1 otherwise), G completions per prompt, L = prompt tokens (text + audio) + max completion
+tokens, V vocabulary, h / I / n_layers the language model's width / MLP width / depth, kv the key/value
+width (heads_kv × head_dim), d / f / n_audio the audio encoder's width / MLP width / depth, S = 1500
+encoder positions (a 30 s window). Bytes: w for weights (2 in bf16), g for gradients, a = 2 for
+activations.
+
+Resident all the time:
+    weights      P·w / N               0 when ZeRO-3 offloads the parameters to the CPU
+                                       (LoRA: the base in w bytes plus the adapters in fp32)
+    optimizer    T·(m + v + master) / N_opt   AdamW moments (+ an fp32 master copy under mixed
+                                       precision); N_opt = N for ZeRO 1-3; 0 with offload_optimizer
+    reference    P·w                   the frozen copy for the KL term, unsharded on every GPU
+                                       (none for LoRA: the adapter is switched off; none when beta = 0)
+    zero3        live gathered layers + communication buckets (ZeRO-3 only; from the DeepSpeed config)
+
+Rollout (no gradients):
+    gathered     P·w                   ZeRO-3 gathers the whole model once for ``generate``
+    kv_cache     B·G · L · 2·n_layers·kv · a     B prompts per GPU sampled together
+Update, one micro-batch of b prompts × G completions (with gradients):
+    gradients    T·g / N_grad          N_grad = N for ZeRO 2-3; 0 with offload_optimizer
+    activations  LM: tokens · n_layers · (6h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when the
+                 prompt runs once and its cache is shared by the G completions (``share_prompt``);
+                 b·G·L with gradient checkpointing (the prompt is then repeated); with checkpointing
+                 only each layer's input (h·a) is kept, plus one layer recomputed at a time
+                 + attention keys/values of the shared prompt kept for the completions' backward:
+                   b·G·L · 2·kv · n_layers · a
+                 audio encoder: clips · S · n_audio · (7d + 2f)·a  (checkpointed: S·d·a per layer + one layer)
+    logits       b·G·T_max · V · 12 bytes   fp32 log-softmax over the vocabulary at completion positions only
+                                       (prompt and audio positions never reach the LM head)
+
+Peak = resident + max(rollout, update); the CPU side (offloaded fp32 master weights and moments)
+is reported separately. It is an estimate, not a measurement: allocator fragmentation, CUDA
+context (~0.5-1 GB) and framework buffers come on top. ``tests/test_memory.py`` checks the
+parameter, gradient, optimizer, cache and logits terms against real tensors of the tiny model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The numbers of a Qwen2-Audio architecture that memory depends on."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    audio_dim: int
+    audio_ffn: int
+    audio_layers: int
+    mel_bins: int = 128
+    audio_positions: int = 1500  # encoder positions of one window (max_source_positions)
+    audio_tokens_per_second: float = 25.0  # after the encoder's pooling: 750 for 30 s
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * (self.hidden // self.heads)
+
+    @classmethod
+    def from_config(cls, config) -> "Arch":
+        t, a = config.text_config, config.audio_config
+        return cls(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
+                   layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
+                   audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
+                   mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions)
+
+    def params(self) -> dict[str, int]:
+        """Parameters by component, as transformers builds ``Qwen2AudioForConditionalGeneration``."""
+        d, f, h, I, kv, V = self.audio_dim, self.audio_ffn, self.hidden, self.intermediate, self.kv, self.vocab
+        audio_layer = (d * d + d) + d * d + (d * d + d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+        lm_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * I + 2 * h
+        return {
+            "audio_tower": (self.mel_bins * d * 3 + d) + (d * d * 3 + d) + self.audio_positions * d
+            + self.audio_layers * audio_layer + 2 * d,
+            "multi_modal_projector": d * h + h,
+            "language_model": V * h + self.layers * lm_layer + h,
+            "lm_head": V * h,
+        }
+
+    def lora_params(self, r: int, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj")) -> int:
+        """LoRA adapter parameters (A: r×in, B: out×r) on the language model's projections."""
+        h, I, kv = self.hidden, self.intermediate, self.kv
+        shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                  "gate_proj": (h, I), "up_proj": (h, I), "down_proj": (I, h)}
+        return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
+
+
+# Qwen/Qwen2-Audio-7B-Instruct (config.json): Qwen-7B language model, Whisper-large-v3-style encoder
+QWEN2_AUDIO_7B = Arch(vocab=156032, hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
+                      audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run places and trains the model (per GPU unless said otherwise)."""
+
+    name: str
+    n_gpus: int = 1
+    zero_stage: int = 0                # 0: DDP or one GPU
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lora: bool = False                 # trainable = LoRA adapters (fp32, with fp32 AdamW); base frozen
+    gradient_checkpointing: bool = False
+    weight_bytes: int = 2              # bf16
+    grad_bytes: int = 2
+    state_bytes: int = 4               # bytes of each AdamW moment (fp32)
+    master_weights: bool = True        # fp32 master copy (DeepSpeed bf16 / mixed precision)
+    reference: bool = True             # a frozen copy for the KL term (beta > 0, not LoRA)
+    G: int = 8
+    prompts_per_batch: int = 1         # prompts per GPU rolled out together
+    micro_batch_prompts: int = 1       # prompts per forward/backward
+    max_new_tokens: int = 256
+    prompt_text_tokens: int = 100      # chat template + question + choices
+    audio_seconds: float = 10.0        # AVQA clips are 10 s; the encoder window is 30 s regardless
+    activation_bytes: int = 2
+    logit_bytes: int = 12              # fp32 logits, scaled copy and log-softmax at completion positions
+    zero3_live_params: float = 1e9     # stage3_max_live_parameters
+    zero3_buckets: float = 1e9         # prefetch + reduce buckets (elements)
+
+
+def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunConfig,
+                    arch: Arch = QWEN2_AUDIO_7B) -> dict[str, float]:
+    """Bytes per GPU by term (see the module docstring), the two phases, the peak, and host memory."""
+    c, a = config, arch
+    P, T = n_params_total, n_params_trainable
+    N = c.n_gpus if c.zero_stage >= 1 else 1
+    shard_w = N if c.zero_stage == 3 else 1
+    shard_g = N if c.zero_stage >= 2 else 1
+    opt_per_param = 2 * c.state_bytes + (4 if c.master_weights else 0)
+    if c.lora:
+        weights = (P - T) * c.weight_bytes + T * 4  # frozen bf16 base + fp32 adapters
+    else:
+        weights = 0 if (c.zero_stage == 3 and c.offload_params) else P * c.weight_bytes / shard_w
+    optimizer = 0 if c.offload_optimizer else T * opt_per_param / N
+    gradients = 0 if c.offload_optimizer else T * (4 if c.lora else c.grad_bytes) / shard_g
+    reference = P * c.weight_bytes if (c.reference and not c.lora) else 0
+    zero3 = (min(P, c.zero3_live_params) + c.zero3_buckets) * c.weight_bytes if c.zero_stage == 3 else 0
+
+    audio_tokens = round(c.audio_seconds * a.audio_tokens_per_second)
+    prompt = c.prompt_text_tokens + audio_tokens
+    L = prompt + c.max_new_tokens
+    kv_per_token = 2 * a.layers * a.kv * c.activation_bytes
+    gathered = P * c.weight_bytes if c.zero_stage == 3 else 0
+    kv_cache = c.prompts_per_batch * c.G * L * kv_per_token
+
+    b, act = c.micro_batch_prompts, c.activation_bytes
+    layer_full = (6 * a.hidden + 2 * a.kv + 4 * a.intermediate) * act  # per token, one decoder layer
+    audio_layer_full = (7 * a.audio_dim + 2 * a.audio_ffn) * act        # per encoder position, one layer
+    if c.gradient_checkpointing:  # prompt repeated per completion; layer inputs kept, one layer recomputed
+        tokens, clips = b * c.G * L, b * c.G
+        lm_act = tokens * (a.layers * a.hidden * act + layer_full)
+        audio_act = clips * a.audio_positions * (a.audio_layers * a.audio_dim * act + audio_layer_full)
+        shared_kv = 0
+    else:  # the prompt runs once, its keys/values shared by the G completions
+        tokens, clips = b * (prompt + c.G * c.max_new_tokens), b
+        lm_act = tokens * a.layers * layer_full
+        audio_act = clips * a.audio_positions * a.audio_layers * audio_layer_full
+        shared_kv = b * c.G * L * 2 * a.kv * a.layers * act
+    activations = lm_act + audio_act + shared_kv
+    logits = b * c.G * c.max_new_tokens * a.vocab * c.logit_bytes
+
+    resident = weights + optimizer + reference + zero3
+    rollout = gathered + kv_cache
+    update = gradients + activations + logits
+    host = (T * opt_per_param if c.offload_optimizer else 0) / N * 1 \
+        + (P * c.weight_bytes / N if (c.zero_stage == 3 and c.offload_params) else 0)
+    return {"weights": weights, "optimizer": optimizer, "reference": reference, "zero3": zero3,
+            "gathered": gathered, "kv_cache": kv_cache, "gradients": gradients, "activations": activations,
+            "logits": logits, "resident": resident, "rollout": rollout, "update": update,
+            "peak": resident + max(rollout, update), "host_per_gpu": host}
+
+
+# ---------------------------------------------------------------- the README table
+
+PAPER = RunConfig("8 × GPU, ZeRO-3, optimizer + parameters offloaded (the paper)", n_gpus=8, zero_stage=3,
+                  offload_optimizer=True, offload_params=True)
+LORA_1GPU = RunConfig("1 GPU, LoRA r=64 (LM projections), gradient checkpointing", lora=True,
+                      gradient_checkpointing=True, master_weights=False)
+FULL_1GPU = RunConfig("1 GPU, full fine-tune, no offload (bf16 weights, fp32 AdamW + master)")
+FULL_1GPU_BF16 = RunConfig("1 GPU, full fine-tune, no offload, everything bf16 (bf16-true AdamW)",
+                           state_bytes=2, master_weights=False)
+LORA_1GPU_24GB = replace(LORA_1GPU, name="1 GPU (24 GB), LoRA r=16, G=4, 128 new tokens", G=4, max_new_tokens=128)
+
+
+def configs(arch: Arch = QWEN2_AUDIO_7B) -> list[tuple[RunConfig, int, int]]:
+    """(config, trainable, total) for the table's rows."""
+    P = sum(arch.params().values())
+    return [(PAPER, P, P), (LORA_1GPU, arch.lora_params(64), P + arch.lora_params(64)),
+            (FULL_1GPU, P, P), (FULL_1GPU_BF16, P, P),
+            (LORA_1GPU_24GB, arch.lora_params(16), P + arch.lora_params(16))]
+
+
+def table(arch: Arch = QWEN2_AUDIO_7B) -> str:
+    """Markdown table of the estimate per configuration, in GB (1e9 bytes) per GPU."""
+    cols = ["weights", "reference", "optimizer", "zero3", "gathered", "kv_cache", "gradients", "activations",
+            "logits", "peak", "host_per_gpu"]
+    heads = ["weights", "ref. model", "optimizer", "ZeRO-3 working set", "gathered for generate", "KV cache",
+             "gradients", "activations", "logits", "**peak GPU**", "host RAM"]
+    P = sum(arch.params().values())
+    lines = [f"Qwen2-Audio-7B-Instruct: {P / 1e9:.2f} B parameters; G = 8, 1 prompt per GPU, 10 s audio "
+             "(250 audio + 100 text tokens), 256 new tokens unless said otherwise.", "",
+             "| configuration | " + " | ".join(heads) + " |", "|---" * (len(cols) + 1) + "|"]
+    for cfg, trainable, total in configs(arch):
+        m = estimate_memory(trainable, total, cfg, arch)
+        cells = [f"{m[k] / GB:.1f}" for k in cols]
+        cells[cols.index("peak")] = f"**{m['peak'] / GB:.0f}**"
+        lines.append(f"| {cfg.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())

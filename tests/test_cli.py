@@ -1,0 +1,45 @@
+"""The three entry points and the LightningCLI wiring, through real subprocesses."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(*args, check=True):
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, check=check)
+
+
+@pytest.mark.parametrize("exe", ["lightning", "r1aqa"])
+def test_console_scripts_show_fit_and_project_commands(exe):
+    top = run(str(BIN / exe), "--help").stdout
+    for word in ("fit", "validate", "test", "predict", "check-data", "score", "eval"):
+        assert word in top
+    fit = run(str(BIN / exe), "fit", "--help").stdout
+    assert "--trainer.max_steps" in fit and "--config" in fit
+
+
+def test_python_dash_m_and_project_subcommand_help():
+    out = run(sys.executable, "-m", "r1aqa_pl", "score", "--help").stdout
+    assert "--key" in out and "predictions" in out
+
+
+def test_print_config_resolves_the_demo_config():
+    out = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml", "--print_config").stdout
+    cfg = yaml.safe_load(out)
+    assert cfg["model"]["class_path"] == "r1aqa_pl.module.GRPOModule"
+    assert cfg["model"]["init_args"]["G"] == 16
+    assert cfg["data"]["init_args"]["batch_size"] == 4
+    assert cfg["trainer"]["max_steps"] > 0
+
+
+def test_unknown_reward_fails_at_start_up(tmp_path):
+    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
+              "--model.init_args.reward_weights", "{accuracy: 1.0, nonsense: 1.0}", check=False)
+    assert res.returncode != 0
+    assert "nonsense" in res.stderr

@@ -1,0 +1,283 @@
+"""``r1aqa eval`` / ``eval-all`` / ``ask`` on a tiny GRPO run (``tiny_run`` in conftest.py).
+
+The central check: whatever form a checkpoint takes (Lightning .ckpt, its ``_hf`` export, a DeepSpeed
+folder), evaluating it gives exactly the predictions and accuracies the training run logged at that
+checkpoint's step, and ``predictions.json`` re-scored by the MMAU scorer gives ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from r1aqa_pl import evaluate as ev
+from r1aqa_pl import runs
+from r1aqa_pl.mmau import load_records, score_records
+
+REPO = Path(__file__).parents[1]
+
+
+# ---------------------------------------------------------------- helpers
+
+def run_predictions(tiny_run, step: int) -> list[dict]:
+    """What MMAUEvaluation wrote during training at ``step``."""
+    return load_records(tiny_run.log_dir / "predictions" / f"val_step{step}.json")
+
+
+def logged_total(tiny_run, step: int) -> float:
+    """val/acc/total as TensorBoard holds it for the validation at global ``step``.
+
+    Lightning logs validation before it advances its logging step, so TensorBoard's step is not the
+    checkpoint's global step: the k-th logged value belongs to the k-th prediction file."""
+    points = runs.load_scalars(tiny_run.run)["val/acc/total"]
+    steps = [runs.file_step(p) for p in runs.prediction_files(tiny_run.run)]
+    assert len(points) == len(steps)
+    return dict(zip(steps, (v for _, v in points)))[step]
+
+
+def check_against_run(out: Path, results: dict, tiny_run, step: int) -> None:
+    """predictions.json re-scores to results.json, and both equal what the run logged at ``step``."""
+    preds = load_records(out / "predictions.json")
+    assert json.loads((out / "results.json").read_text()) == results
+    rescored = score_records(preds)
+    for key in ("total", "task", "difficulty", "sub-category", "scored", "skipped"):
+        assert rescored[key] == results[key], key
+    # the same generations as the run's own validation at that step
+    by_id = {r["id"]: r for r in run_predictions(tiny_run, step)}
+    assert len(preds) == len(by_id) == 24
+    for r in preds:
+        assert r["model_output"] == by_id[r["id"]]["model_output"]
+        assert r["model_prediction"] == by_id[r["id"]]["model_prediction"]
+    assert results["total"] == score_records(run_predictions(tiny_run, step))["total"]
+    assert results["total"]["acc"] == pytest.approx(logged_total(tiny_run, step), abs=1e-6)
+    assert results["logged"]["val/acc/total"] == pytest.approx(results["total"]["acc"], abs=1e-6)
+    assert results["not_scored"] == {} and results["records"] == 24
+
+
+# ---------------------------------------------------------------- checkpoint kinds
+
+def test_checkpoint_kinds_and_default_out(tmp_path, tiny_run):
+    ckpt = tiny_run.ckpts[2]
+    hf = ckpt.with_name(ckpt.stem + "_hf")
+    ds = tmp_path / "ds.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    assert ev.checkpoint_kind(ckpt) == "lightning" and ev.default_out(ckpt) == ckpt.with_name(ckpt.stem + "_eval")
+    assert ev.checkpoint_kind(hf) == "hf" and ev.default_out(hf) == hf / "eval"
+    assert ev.checkpoint_kind(ds) == "deepspeed" and ev.default_out(ds) == ds / "eval"
+    assert ev.checkpoint_kind("Qwen/Qwen2-Audio-7B-Instruct") == "hf"
+    assert ev.default_out("Qwen/Qwen2-Audio-7B-Instruct") == Path("eval_Qwen__Qwen2-Audio-7B-Instruct")
+    for bad in (tmp_path / "missing.ckpt", tmp_path, "./nope", "/abs/nope"):
+        with pytest.raises(FileNotFoundError):
+            ev.checkpoint_kind(bad)
+    assert ev.checkpoint_step(ckpt) == 2 and ev.checkpoint_step(hf) == 2
+    assert ev.checkpoint_step(tmp_path / "x_step300_hf") == 300
+    expected = ["last_hf", *(p.stem + "_hf" for p in tiny_run.ckpts.values())]
+    assert sorted(p.name for p in ev.find_checkpoints(tiny_run.run)) == sorted(expected)
+
+
+@pytest.mark.parametrize("step", [2, 4])
+def test_lightning_ckpt_matches_run(tmp_path, tiny_run, step, capsys):
+    out = tmp_path / "eval"
+    results = ev.evaluate(checkpoint=str(tiny_run.ckpts[step]), data=str(tiny_run.data), out=str(out),
+                          batch_size=tiny_run.val_batch_size)
+    assert results["kind"] == "lightning" and results["step"] == step
+    assert results["max_new_tokens"] == 8  # the run's eval_max_new_tokens
+    check_against_run(out, results, tiny_run, step)
+    printed = capsys.readouterr().out
+    assert "MMAU accuracy" in printed and "all 24 records scored" in printed
+
+
+def test_hf_folder_matches_run(tmp_path, tiny_run):
+    hf = tiny_run.ckpts[4].with_name(tiny_run.ckpts[4].stem + "_hf")
+    out = tmp_path / "eval"
+    results = ev.evaluate(checkpoint=str(hf), data=str(tiny_run.data), out=str(out), batch_size=tiny_run.val_batch_size)
+    # prompt template and evaluation length come from the .ckpt beside the export
+    assert results["kind"] == "hf" and results["step"] == 4 and results["max_new_tokens"] == 8
+    check_against_run(out, results, tiny_run, 4)
+
+
+def test_ckpt_falls_back_to_hf_export_when_the_base_model_is_gone(tmp_path, tiny_run):
+    """A checkpoint moved to another machine: its model_name_or_path no longer exists, the _hf beside it serves."""
+    src = tiny_run.ckpts[2]
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt["hyper_parameters"]["model_name_or_path"] = str(tmp_path / "gone")
+    moved = tmp_path / src.name
+    torch.save(ckpt, moved)
+    shutil.copytree(src.with_name(src.stem + "_hf"), tmp_path / (src.stem + "_hf"))
+    results = ev.evaluate(checkpoint=str(moved), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    assert results["model"] == str(tmp_path / (src.stem + "_hf"))
+    check_against_run(ev.default_out(moved), results, tiny_run, 2)
+
+
+def test_deepspeed_folder_is_converted(tmp_path, tiny_run, monkeypatch):
+    """A DeepSpeed folder goes through Lightning's ZeRO -> fp32 converter (stubbed here with the file
+    it would produce; tests/_make_deepspeed_ckpt.py + the slow test below run the real one)."""
+    ds = tmp_path / "step2.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    (ds / "latest").write_text("checkpoint")
+    calls = []
+
+    def fake_convert(checkpoint_dir, output_file, tag=None):
+        calls.append((checkpoint_dir, tag))
+        state = torch.load(tiny_run.ckpts[2], map_location="cpu", weights_only=False)
+        state = {k: v for k, v in state.items() if k != "optimizer_states"}
+        torch.save(state, output_file)
+        return state
+
+    monkeypatch.setattr(ev, "convert_zero_checkpoint_to_fp32_state_dict", fake_convert)
+    results = ev.evaluate(checkpoint=str(ds), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    assert calls == [(str(ds), None)]
+    assert results["kind"] == "deepspeed" and results["step"] == 2
+    check_against_run(ds / "eval", results, tiny_run, 2)
+    assert not list(tmp_path.glob(".r1aqa_fp32_*"))  # the temporary fp32 file is gone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_real_deepspeed_zero_checkpoint(tmp_path, tiny_run, stage):
+    """A real ZeRO-2/3 folder written by a DeepSpeed engine (CPU, gloo) and converted for real."""
+    pytest.importorskip("deepspeed")
+    ds = tmp_path / "step2.ckpt"
+    res = subprocess.run([sys.executable, str(REPO / "tests" / "_make_deepspeed_ckpt.py"), str(tiny_run.ckpts[2]),
+                          str(ds), str(stage)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (ds / "latest").is_file() and (ds / "checkpoint").is_dir()
+    results = ev.evaluate(checkpoint=str(ds), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    assert results["kind"] == "deepspeed" and results["step"] == 2
+    check_against_run(ds / "eval", results, tiny_run, 2)
+
+
+def test_cli_subprocess(tmp_path, tiny_run):
+    """What ``make eval CKPT=... DATA=... OUT=...`` runs."""
+    out = tmp_path / "cli_eval"
+    cmd = [sys.executable, "-m", "r1aqa_pl", "eval", "--checkpoint", str(tiny_run.ckpts[2]),
+           "--data", str(tiny_run.data), "--out", str(out), "--batch_size", str(tiny_run.val_batch_size)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MMAU accuracy" in res.stdout and "total" in res.stdout and "all 24 records scored" in res.stdout
+    check_against_run(out, json.loads((out / "results.json").read_text()), tiny_run, 2)
+
+
+@pytest.mark.parametrize("command, flags", [("eval", ["--checkpoint", "--data", "--audio_dir", "--out", "--batch_size",
+                                                     "--max_new_tokens", "--limit", "--with_audio"]),
+                                            ("eval-all", ["--run", "--data", "--batch_size", "--force"]),
+                                            ("ask", ["--model", "--audio", "--question", "--choices"])])
+def test_cli_flags(command, flags, capsys):
+    """The Makefile passes every argument as a flag (``--checkpoint X``), never positionally."""
+    from r1aqa_pl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    usage = capsys.readouterr().out
+    assert all(f in usage for f in flags)
+    with pytest.raises(SystemExit) as e:  # the required flag is required
+        main([command])
+    assert e.value.code != 0
+
+
+# ---------------------------------------------------------------- records that cannot be scored
+
+def test_real_mmau_reports_missing_audio(tmp_path, tiny_run, mmau_json, capsys):
+    """The shared test-mini has 1 of its 1000 clips: 999 records are reported, not scored as wrong."""
+    out = tmp_path / "mmau"
+    hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
+    results = ev.evaluate(checkpoint=str(hf), data=str(mmau_json), out=str(out))
+    assert results["records"] == 1000 and results["scored"] == 1 and results["skipped"] == 999
+    assert results["not_scored"] == {"missing_audio": 999}
+    printed = capsys.readouterr().out
+    assert "999 of 1000 records NOT scored: missing_audio" in printed
+    preds = load_records(out / "predictions.json")
+    assert len(preds) == 1000
+    assert sum("model_prediction" in r for r in preds) == 1
+    assert sum(r.get("not_scored") == "missing_audio" for r in preds) == 999
+    assert score_records(preds)["total"] == results["total"]
+
+
+def test_missing_and_undecodable_audio_counted_never_substituted(tmp_path, tiny_run, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run.data.parent, data)
+    records = load_records(data / "test-mini.json")
+    (data / records[3]["audio_id"]).unlink()  # caught at start-up
+    sf.write(data / records[5]["audio_id"], np.full(3200, np.nan, np.float32), 16000, subtype="FLOAT")  # while reading
+    records.append({k: v for k, v in records[0].items() if k != "choices"})  # a broken record
+    (data / "test-mini.json").write_text(json.dumps(records))
+    results = ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(data / "test-mini.json"), out=str(tmp_path / "e"),
+                          batch_size=4)
+    assert results["not_scored"] == {"missing_audio": 1, "non_finite_audio": 1, "missing_field": 1}
+    assert results["scored"] == 22 and results["skipped"] == 3 and results["records"] == 25
+    assert "3 of 25 records NOT scored: missing_audio 1, missing_field 1, non_finite_audio 1" in capsys.readouterr().out
+    preds = load_records(tmp_path / "e" / "predictions.json")
+    assert [r["id"] for r in preds] == [r["id"] for r in records]  # source order, nobody dropped or doubled
+    assert preds[3]["not_scored"] == "missing_audio" and preds[5]["not_scored"] == "non_finite_audio"
+    assert preds[24]["not_scored"] == "missing_field"
+    assert "model_prediction" not in preds[3] and "model_prediction" not in preds[5]
+    # the 22 scored records are exactly the run's (batch size does not change greedy answers here)
+    logged = {r["id"]: r["model_prediction"] for r in run_predictions(tiny_run, 2)}
+    assert all(r["model_prediction"] == logged[r["id"]] for r in preds if "model_prediction" in r)
+    assert score_records(preds[:24])["total"] == results["total"]  # the official scorer stops at the broken one
+    assert results["logged"]["val/count/total"] == 22
+
+
+def test_limit_and_no_audio(tmp_path, tiny_run):
+    results = ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(tiny_run.data), out=str(tmp_path / "a"), limit=5)
+    assert results["scored"] == 5 and results["not_scored"] == {"beyond_limit": 19}
+    results = ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(tiny_run.data), out=str(tmp_path / "b"),
+                          with_audio=False, max_new_tokens=4)
+    assert results["scored"] == 24 and results["with_audio"] is False and results["max_new_tokens"] == 4
+    assert results["logged"]["val/count/no_audio"] == 24
+
+
+def test_non_mmau_data_is_refused(tmp_path, tiny_run):
+    with pytest.raises(ValueError, match="MMAU-format"):
+        ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(tiny_run.root / "data" / "train.jsonl"),
+                    out=str(tmp_path / "x"))
+
+
+# ---------------------------------------------------------------- eval-all, ask
+
+def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
+    rows = ev.evaluate_all(run=str(run), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    found = ev.find_checkpoints(run)
+    assert all(p.name.endswith("_hf") for p in found) and len(rows) == len(found) == len(tiny_run.ckpts) + 1
+    assert all((p / "eval" / "results.json").is_file() for p in found)
+    table = capsys.readouterr().out.split("\n\n")[-1]
+    assert "sound" in table and "music" in table and "speech" in table and "total" in table
+    totals = [r["total"]["acc"] for r in rows]
+    assert totals == sorted(totals, reverse=True)
+    by_step = {r["step"]: r["total"]["acc"] for r in rows}
+    for step in tiny_run.ckpts:
+        assert by_step[step] == pytest.approx(logged_total(tiny_run, step), abs=1e-6)
+
+    shutil.rmtree(found[0] / "eval")  # evaluated through the .ckpt instead: that counts too
+    ckpt = found[0].with_name(found[0].name[: -len("_hf")] + ".ckpt")
+    ev.evaluate(checkpoint=str(ckpt), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    assert (ev.default_out(ckpt) / "results.json").is_file()
+    capsys.readouterr()
+    calls = []
+    monkeypatch.setattr(ev, "evaluate", lambda **kw: calls.append(kw))
+    again = ev.evaluate_all(run=str(run), data=str(tiny_run.data))
+    assert calls == [] and [r["total"] for r in again] == [r["total"] for r in rows]
+    assert "already evaluated" in capsys.readouterr().out
+
+
+def test_ask(tiny_run, capsys):
+    rec = load_records(tiny_run.data)[0]
+    hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
+    answer = ev.ask(model=str(hf), audio=str(tiny_run.data.parent / rec["audio_id"]), question=rec["question"],
+                    choices=rec["choices"], max_new_tokens=8)
+    printed = capsys.readouterr().out
+    assert isinstance(answer, str) and f"answer: {answer}" in printed and "output: " in printed
+    # the same text the run's validation produced for this record
+    run = {r["id"]: r for r in run_predictions(tiny_run, 2)}[rec["id"]]
+    assert answer == run["model_prediction"]

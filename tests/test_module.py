@@ -1,0 +1,148 @@
+"""GRPOModule end to end on the tiny policy: alignment, special tokens, zero-variance groups,
+faults, determinism, SFT masking."""
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from r1aqa_pl import policy
+from r1aqa_pl.data import AudioQADataModule
+from r1aqa_pl.module import GRPOModule, SFTModule
+
+
+def datamodule(synth_dir, tiny_dir, **kw):
+    args = dict(train_file=str(synth_dir / "train.jsonl"), val_file=str(synth_dir / "test-mini.json"),
+                feature_extractor=str(tiny_dir), batch_size=2, val_batch_size=12, seed=0)
+    args.update(kw)
+    return AudioQADataModule(**args)
+
+
+def fit(module, dm, steps=2, **kw):
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, deterministic=True, **kw)
+    trainer.fit(module, dm)
+    return trainer
+
+
+def batch_of(dm, n=3):
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    items = [ds[i] for i in range(n)]
+    return {"questions": [x["question"] for x in items], "audio": [x["audio"] for x in items]}
+
+
+def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tiny_dir):
+    """Row b·G+g of a batched rollout has the log-probs it gets when prompt b is alone."""
+    torch.manual_seed(0)
+    m = GRPOModule(str(tiny_dir), G=3, max_new_tokens=6, beta=0.0)
+    m.configure_model()
+    dm = datamodule(synth_dir, tiny_dir)
+    batch = batch_of(dm, 3)
+    assert len({a.tobytes() for a in batch["audio"]}) == 3  # distinct audio per prompt
+    ro = m.make_rollout(batch)
+    together = m.logprobs(m.policy, ro, grad=False)
+    for b in range(3):
+        rows = slice(3 * b, 3 * b + 3)
+        alone = m.encode(batch["questions"][b:b + 1], batch["audio"][b:b + 1])
+        lp = policy.completion_logprobs(m.policy, alone, ro["completion_ids"][rows], ro["mask"][rows], 3)
+        mask = ro["mask"][rows].bool()
+        assert torch.allclose(lp[mask], together[rows][mask], atol=1e-5)
+        other = m.encode(batch["questions"][b:b + 1], batch["audio"][(b + 1) % 3:(b + 1) % 3 + 1])
+        lp_other = policy.completion_logprobs(m.policy, other, ro["completion_ids"][rows], ro["mask"][rows], 3)
+        assert not torch.allclose(lp_other[mask], together[rows][mask], atol=1e-4)
+    # rewards follow the same layout: row b·G+g is judged against question b's answer
+    assert [q.id for q in ro["questions"]] == [q.id for q in batch["questions"]]
+
+
+def test_policy_that_loves_the_audio_token_still_trains(synth_dir, tiny_dir, tmp_path):
+    """A sampled <|AUDIO|> would crash the next forward (GUIDE §5); it must never be sampled."""
+    from r1aqa_pl.model import load_policy
+
+    model, processor = load_policy(str(tiny_dir))
+    audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    with torch.no_grad():
+        model.lm_head.weight[audio_id] = 50 * model.lm_head.weight.abs().max()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    m = GRPOModule(str(tmp_path), G=2, max_new_tokens=6, lr=1e-3)
+    trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
+    assert trainer.global_step == 2
+
+
+def test_all_equal_rewards_give_zero_advantage_and_no_update(synth_dir, tiny_dir, monkeypatch):
+    from r1aqa_pl import rewards
+
+    def constant(completions, questions, weights):
+        r = torch.ones(len(completions))
+        return r, {k: r for k in weights}
+
+    monkeypatch.setattr(rewards, "score_completions", constant)
+    m = GRPOModule(str(tiny_dir), G=4, max_new_tokens=6, lr=1e-2, weight_decay=0.0, beta=0.04)
+    m.configure_model()
+    before = {k: v.clone() for k, v in m.policy.state_dict().items()}
+    trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
+    assert trainer.global_step == 2
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert float(trainer.callback_metrics["train/zero_std_groups"]) == 1.0
+    for k, v in m.policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_non_finite_loss_skips_the_step_then_stops(synth_dir, tiny_dir, monkeypatch):
+    from r1aqa_pl import grpo
+
+    real = grpo.grpo_loss
+
+    def nan_loss(*a, **kw):
+        loss, stats = real(*a, **kw)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(grpo, "grpo_loss", nan_loss)
+    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=4, max_bad_steps=3)
+    m.configure_model()
+    before = {k: v.clone() for k, v in m.policy.state_dict().items()}
+    with pytest.raises(RuntimeError, match="3 optimizer steps in a row"):
+        fit(m, datamodule(synth_dir, tiny_dir), steps=10)
+    assert m.skipped_steps == 3
+    for k, v in m.policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_seeded_run_is_deterministic(synth_dir, tiny_dir):
+    def once():
+        L.seed_everything(0)
+        m = GRPOModule(str(tiny_dir), G=4, max_new_tokens=6, lr=1e-3)
+        t = fit(m, datamodule(synth_dir, tiny_dir), steps=3)
+        return {k: float(v) for k, v in t.callback_metrics.items()}, m.policy.lm_head.weight.detach().clone()
+
+    (m1, w1), (m2, w2) = once(), once()
+    assert m1 == m2
+    assert torch.equal(w1, w2)
+
+
+def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir):
+    """Hand check: the loss is the mean NLL of the target tokens '<answer> x </answer> <|im_end|>'."""
+    m = SFTModule(str(tiny_dir))
+    m.configure_model()
+    batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
+    ids, mask = m.targets(batch["questions"])
+    tok = m.processor.tokenizer
+    q0 = batch["questions"][0]
+    expected = tok(f"<answer>{q0.answer}</answer>", add_special_tokens=False).input_ids + [m.eos_ids[0]]
+    assert ids[0, : len(expected)].tolist() == expected
+    assert int(mask[0].sum()) == len(expected)
+    # the same number by a plain full forward over prompt + target, reading only target positions
+    inputs = m.encode(batch["questions"], batch["audio"])
+    full_ids = torch.cat([inputs["input_ids"], ids], 1)
+    full_mask = torch.cat([inputs["attention_mask"], mask], 1)
+    logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=policy.position_ids(full_mask),
+                      input_features=inputs["input_features"],
+                      feature_attention_mask=inputs["feature_attention_mask"]).logits
+    P = inputs["input_ids"].shape[1]
+    logp = logits[:, P - 1:-1].log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    expected_loss = -(logp * mask).sum() / mask.sum()
+    assert torch.allclose(m.sft_loss(batch), expected_loss, atol=1e-5)

@@ -1,0 +1,229 @@
+"""Prompt sharing in r1aqa_pl.policy: the shared computation equals the unshared one.
+
+A real tiny Qwen2-Audio (built once per session) with prompts of different audio and question
+lengths, so that left padding, attention masks and position ids all matter.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from r1aqa_pl import grpo, policy
+from r1aqa_pl.model import build_tiny_model, load_policy, structural_token_ids
+from r1aqa_pl.records import Question
+
+WORDS = [f"w{i}" for i in range(40)]
+G = 3
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny_policy")), words=WORDS, seed=0)
+
+
+@pytest.fixture()
+def tiny(tiny_dir):
+    """A fresh (model, processor) per test: some tests rewrite the head."""
+    model, processor = load_policy(tiny_dir)
+    return model.eval(), processor
+
+
+def batch(processor, lengths=((0.6, 2), (2.0, 9), (1.3, 5))):
+    """Prompts with different audio seconds and question words: rows need left padding."""
+    rng = np.random.default_rng(0)
+    sr = processor.feature_extractor.sampling_rate
+    qs = [Question(id=str(i), audio_path=None, question=" ".join(WORDS[3:3 + n]), choices=["w1", "w2"], answer="w1")
+          for i, (_, n) in enumerate(lengths)]
+    audio = [0.1 * rng.standard_normal(int(s * sr)).astype(np.float32) for s, _ in lengths]
+    inputs = policy.encode_prompts(processor, qs, audio)
+    assert len(set(inputs["attention_mask"].sum(1).tolist())) == len(lengths)  # really different lengths
+    assert (inputs["attention_mask"][:, -1] == 1).all()  # left padding
+    assert len(lengths) == 1 or (inputs["attention_mask"][:, 0] == 0).any()
+    return qs, inputs
+
+
+def eos_ids(model) -> list[int]:
+    e = model.generation_config.eos_token_id
+    return [e] if isinstance(e, int) else list(e)
+
+
+def sampled(model, processor, inputs, T=7, seed=0):
+    torch.manual_seed(seed)
+    ids = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=T,
+                         suppress_tokens=structural_token_ids(processor))
+    return ids
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+# ------------------------------------------------------------------ shared == unshared
+
+
+def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
+    model, processor = tiny
+    _, inputs = batch(processor)
+    ids = sampled(model, processor, inputs)
+    eos = eos_ids(model)
+    ids[1, 2] = eos[0]  # one completion ends early: padding inside the completions too
+    mask = policy.completion_mask(ids, eos)
+    assert mask.sum(1).min() < ids.shape[1]
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(ids.shape[0], generator=gen)
+    ref_logp = -torch.rand(ids.shape, generator=gen) * 3
+    model.train()  # dropout is 0 in the tiny config; train() is what the update runs under
+
+    results = {}
+    for share in (True, False):
+        model.zero_grad(set_to_none=True)
+        logp = policy.completion_logprobs(model, inputs, ids, mask, G, temperature=0.9, share_prompt=share)
+        loss, _ = grpo.grpo_loss(logp, logp.detach(), ref_logp, A, mask, beta=0.04)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[share] = logp.detach(), loss.detach(), grads
+    (lp_s, loss_s, g_s), (lp_u, loss_u, g_u) = results[True], results[False]
+    assert lp_s.shape == ids.shape and torch.isfinite(lp_s).all()
+    assert rel_err(lp_s, lp_u) < 1e-5
+    assert abs(float(loss_s - loss_u)) <= 1e-5 * abs(float(loss_u))
+    assert g_s.keys() == g_u.keys() == {n for n, p in model.named_parameters() if p.requires_grad}
+    encoder = [n for n in g_s if "audio_tower" in n]
+    assert encoder and any(g_s[n].abs().max() > 0 for n in encoder)  # gradient reaches the encoder
+    worst = max(float((g_s[n] - g_u[n]).abs().max()) for n in g_s)
+    scale = max(float(g.abs().max()) for g in g_u.values())
+    assert worst <= 1e-5 * scale, (worst, scale)
+    for n in encoder + ["lm_head.weight"]:
+        assert rel_err(g_s[n], g_u[n]) < 1e-4, n  # per tensor too, not only against the largest
+
+
+def test_completion_logprobs_equal_generate_logits(tiny):
+    """log p of each sampled token = log_softmax(raw logit / T) that generate sampled it from."""
+    model, processor = tiny
+    _, inputs = batch(processor)
+    rep = {k: v.repeat_interleave(G, 0) for k, v in inputs.items()}
+    P, temperature = inputs["input_ids"].shape[1], 0.7
+    torch.manual_seed(3)
+    out = model.generate(**rep, do_sample=True, temperature=temperature, top_k=0, max_new_tokens=6,
+                         suppress_tokens=structural_token_ids(processor), output_logits=True,
+                         return_dict_in_generate=True)
+    ids = out.sequences[:, P:]
+    raw = torch.stack(out.logits, 1).float() / temperature  # logits before any processor
+    expected = raw.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    mask = policy.completion_mask(ids, eos_ids(model)).bool()
+    for share in (True, False):
+        with torch.no_grad():
+            logp = policy.completion_logprobs(model, inputs, ids, mask.long(), G, temperature, share_prompt=share)
+        assert torch.allclose(logp[mask], expected[mask], atol=1e-5, rtol=1e-5), share
+
+
+def test_shared_rollout_generates_what_unshared_generates(tiny):
+    model, processor = tiny
+    _, inputs = batch(processor)
+    kw = dict(max_new_tokens=8, suppress_tokens=structural_token_ids(processor))
+    greedy = {s: policy.rollout(model, inputs, G, share_prompt=s, do_sample=False, **kw) for s in (True, False)}
+    assert greedy[True].shape == (3 * G, 8)
+    assert torch.equal(greedy[True], greedy[False])
+    assert torch.equal(greedy[True][0::G], greedy[True][G - 1::G])  # greedy: the G rows of a group agree
+    sampling = {}
+    for s in (True, False):
+        torch.manual_seed(11)
+        sampling[s] = policy.rollout(model, inputs, G, share_prompt=s, do_sample=True, top_k=0, **kw)
+    assert torch.equal(sampling[True], sampling[False])
+    assert not torch.equal(sampling[True], greedy[True])
+
+
+def test_shared_rollout_for_one_prompt_and_g_one(tiny):
+    model, processor = tiny
+    _, inputs = batch(processor, lengths=((1.0, 4),))
+    a = policy.rollout(model, inputs, 1, share_prompt=True, do_sample=False, max_new_tokens=5)
+    b = policy.rollout(model, inputs, 1, share_prompt=False, do_sample=False, max_new_tokens=5)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ masks and positions
+
+
+def test_completion_mask_keeps_up_to_and_including_first_eos():
+    E, F, x = 9, 8, 5  # two EOS ids
+    ids = torch.tensor([[x, x, E, x, E],
+                        [x, x, x, x, x],
+                        [E, x, x, x, x],
+                        [x, F, E, x, x],
+                        [x, x, x, x, F]])
+    assert policy.completion_mask(ids, [E, F]).tolist() == [[1, 1, 1, 0, 0],
+                                                           [1, 1, 1, 1, 1],
+                                                           [1, 0, 0, 0, 0],
+                                                           [1, 1, 0, 0, 0],
+                                                           [1, 1, 1, 1, 1]]
+
+
+def test_position_ids_follow_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 0, 1]])
+    assert policy.position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 1, 0, 2]]
+
+
+# ------------------------------------------------------------------ structural tokens
+
+
+def favour(model, token_id: int, bias: float = 50.0) -> None:
+    """Give the head a bias towards one token so that a policy reaches for it at once."""
+    head = model.lm_head
+    new = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        new.weight.copy_(head.weight)
+        new.bias.zero_()
+        new.bias[token_id] = bias
+    model.lm_head = new
+
+
+def test_rollout_never_samples_structural_tokens(tiny):
+    model, processor = tiny
+    audio_id = model.config.audio_token_id
+    favour(model, audio_id)
+    structural = structural_token_ids(processor)
+    assert audio_id in structural and processor.tokenizer.convert_tokens_to_ids("<|im_start|>") in structural
+    _, inputs = batch(processor)
+    unguarded = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=4)
+    assert (unguarded == audio_id).any()  # the head does favour <|AUDIO|> ...
+    rep = {k: v.repeat_interleave(G, 0) for k, v in inputs.items()}
+    ids = torch.cat([rep["input_ids"], unguarded], 1)
+    with pytest.raises(Exception, match="Audio features and audio tokens do not match"):
+        model(input_ids=ids, attention_mask=torch.cat([rep["attention_mask"], torch.ones_like(unguarded)], 1),
+              input_features=rep["input_features"], feature_attention_mask=rep["feature_attention_mask"])
+        # ... and such a sample breaks the (unshared) forward
+    torch.manual_seed(0)
+    ids = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=6, suppress_tokens=structural)
+    assert not torch.isin(ids, torch.tensor(structural)).any()
+    mask = policy.completion_mask(ids, eos_ids(model))
+    model.train()
+    for share in (True, False):  # a GRPO-style update on these completions runs
+        logp = policy.completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
+        loss, _ = grpo.grpo_loss(logp, logp.detach(), None, torch.randn(ids.shape[0]), mask, beta=0.0)
+        loss.backward()
+        assert torch.isfinite(logp).all()
+    again = policy.rollout(model, inputs, G, do_sample=False, max_new_tokens=3, suppress_tokens=structural)
+    assert not torch.isin(again, torch.tensor(structural)).any()
+
+
+# ------------------------------------------------------------------ stopping after </answer>
+
+
+def test_stop_after_text_looks_only_at_the_completion(tiny):
+    model, processor = tiny
+    tok = processor.tokenizer
+    _, inputs = batch(processor)
+    P = inputs["input_ids"].shape[1]
+    assert "</answer>" in tok.decode(inputs["input_ids"][0])  # the prompt itself asks for <answer> </answer>
+    crit = policy.StopAfterText(tok, P, "</answer>")
+    prompt = inputs["input_ids"]
+    w, close = tok.convert_tokens_to_ids("w5"), tok.convert_tokens_to_ids("</answer>")
+    assert crit(prompt, None).tolist() == [False] * 3  # no completion yet
+    more = torch.tensor([[w, w], [w, close], [close, w]])
+    assert crit(torch.cat([prompt, more], 1), None).tolist() == [False, True, True]
+
+    favour(model, w, bias=30.0)  # greedy writes "w5 w5 ..." and never </answer>
+    ids = policy.rollout(model, inputs, 1, do_sample=False, max_new_tokens=6, stop_after="</answer>", tokenizer=tok)
+    assert ids.shape[1] == 6 and (ids == w).all()  # not stopped by the prompt's own </answer>
+    favour(model, close, bias=60.0)
+    ids = policy.rollout(model, inputs, 1, do_sample=False, max_new_tokens=6, stop_after="</answer>", tokenizer=tok)
+    assert ids.shape[1] == 1 and (ids == close).all()
