@@ -360,12 +360,13 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
 # ------------------------------------------------------------------ timing
 
 
-def timed(fn, *args) -> tuple[float, float]:
+def timed(fn, *args) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of this process, peak MiB) of one call."""
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(*args)
-        dt = time.perf_counter() - t0
-    return dt, mem.mib
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return dt, cpu, mem.mib
 
 
 def bench_step(h: Harness, B: int, reps: int, seed: int) -> dict:
@@ -376,10 +377,12 @@ def bench_step(h: Harness, B: int, reps: int, seed: int) -> dict:
     for r in range(reps):
         order = (("project", h.step), ("reference", reference_step))
         for name, fn in (order if r % 2 == 0 else order[::-1]):
-            dt, mib = timed(fn, *((qs, audio) if name == "project" else (h, qs, audio)))
+            dt, cpu, mib = timed(fn, *((qs, audio) if name == "project" else (h, qs, audio)))
             res[name]["s"].append(dt)
+            res[name]["cpu"].append(cpu)
             res[name]["mib"].append(mib)
-    out = {name: {"s": statistics.median(v["s"]), "all_s": v["s"], "mib": max(v["mib"])} for name, v in res.items()}
+    out = {name: {"s": statistics.median(v["s"]), "all_s": v["s"], "min_s": min(v["s"]),
+                  "cpu": statistics.median(v["cpu"]), "mib": max(v["mib"])} for name, v in res.items()}
     out["compare"] = cmp
     return out
 
@@ -526,18 +529,18 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
-    lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                 f"load average at start {info['load']}, G = {G}, {NEW_TOKENS} new tokens, beta = {BETA}, "
+    lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
+                 f"load average at start {info['load']}, at end {info['load_end']}, G = {G}, {NEW_TOKENS} new tokens, beta = {BETA}, "
                  f"{args.reps} timed repetitions after a warm-up (median)")
     lines.append("")
-    lines.append("| step (rollout + update) | project s/step | reference s/step | speed-up | project peak MiB | "
-                 "reference peak MiB | memory ratio |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| step (rollout + update) | project s/step | reference s/step | speed-up | "
+                 "speed-up in CPU s | project peak MiB | reference peak MiB | memory ratio |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for B, r in steps.items():
         pr, rf = r["project"], r["reference"]
         lines.append(f"| {B} prompt{'s' if B > 1 else ''} x {G} | {pr['s']:.2f} | {rf['s']:.2f} | "
-                     f"{rf['s'] / pr['s']:.1f}x | {_fmt_mib(pr['mib'])} | {_fmt_mib(rf['mib'])} | "
-                     f"{pr['mib'] / rf['mib']:.2f}x |")
+                     f"{rf['s'] / pr['s']:.1f}x | {rf['cpu'] / pr['cpu']:.1f}x | {_fmt_mib(pr['mib'])} | "
+                     f"{_fmt_mib(rf['mib'])} | {pr['mib'] / rf['mib']:.2f}x |")
     lines.append("")
     lines.append("| same rollout, fp32 | loss project | loss reference | abs diff | rel diff | "
                  "max abs grad diff | rel to max grad | encoder rel |")
@@ -634,15 +637,23 @@ def main(argv=None) -> None:
         for B in args.prompts:
             print(f"GRPO step, {B} prompt(s) x {G} ...", flush=True)
             steps[B] = bench_step(h, B, args.reps, seed=args.seed + B)
-            print(f"  project {steps[B]['project']['all_s']}  reference {steps[B]['reference']['all_s']}", flush=True)
+            for name in ("project", "reference"):
+                r = steps[B][name]
+                print(f"  {name}: wall s {[round(x, 2) for x in r['all_s']]}, median CPU s {r['cpu']:.2f}, "
+                      f"peak {r['mib']:.0f} MiB", flush=True)
         print("evaluation ...", flush=True)
         ev = bench_eval(h, args.eval_items, args.eval_batch, args.eval_reps, seed=args.seed + 77)
         prof = None
         if args.profile_prompts:
             print("profile ...", flush=True)
             prof = profile_step(h, args.profile_prompts, seed=args.seed + args.profile_prompts)
+    info["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print()
     print(report(info, steps, ev, prof, args))
+    if max(os.getloadavg()[:2]) > (os.cpu_count() or 1):
+        print("\nWARNING: other processes kept the machine busy (load average above the core count): with "
+              "several threads per process, every parallel operator waits for descheduled threads and wall "
+              "times become noise. Rerun on a quiet machine, or compare the CPU-seconds column.")
     print(f"\n(make bench wall time {time.perf_counter() - t_start:.0f} s)")
 
 

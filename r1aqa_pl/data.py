@@ -302,6 +302,18 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[start:])
 
 
+class _TrainLoader(DataLoader):
+    """The training DataLoader. Its position is restored through the data module's state (see
+    :meth:`AudioQADataModule.state_dict`); these no-op methods only tell Lightning that the loader
+    resumes mid-epoch correctly, which silences its "dataloader is not resumable" warning."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 def collate(batch: list[dict]) -> dict:
     """Raw records + decoded audio; the model side runs the processor (prompt template, features)."""
     return {"questions": [b["question"] for b in batch], "audio": [b["audio"] for b in batch]}
@@ -392,9 +404,10 @@ class AudioQADataModule(L.LightningDataModule):
             return []
         # an own generator: iterating a loader never draws from the global RNG (exact resume)
         g = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self.datasets[split], batch_size=batch_size, sampler=sampler, generator=g,
-                          num_workers=self.hparams.num_workers, collate_fn=collate,
-                          persistent_workers=self.hparams.num_workers > 0)
+        cls = _TrainLoader if split == "train" else DataLoader
+        return cls(self.datasets[split], batch_size=batch_size, sampler=sampler, generator=g,
+                   num_workers=self.hparams.num_workers, collate_fn=collate,
+                   persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self):
         """Seeded shuffle, sharded across ranks, continuing mid-epoch after a resume (see :meth:`state_dict`)."""

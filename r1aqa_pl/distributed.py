@@ -199,8 +199,13 @@ def begin_micro_batch(module, last: bool) -> None:
     """Before each micro-batch forward of an optimizer step: DeepSpeed's per-forward bookkeeping
     and whether this micro-batch's backward closes the accumulation (a no-op without DeepSpeed)."""
     engine = deepspeed_engine(module)
-    if engine is None:
-        return
+    if engine is not None:
+        mark_micro_batch(engine, last)
+
+
+def mark_micro_batch(engine, last: bool) -> None:
+    """:func:`begin_micro_batch` on a DeepSpeedEngine (without this, ZeRO 2/3 keep only the last
+    micro-batch's gradient when forwards bypass ``engine.forward``; tests/test_scaleout.py shows it)."""
     if hasattr(engine.optimizer, "clear_backward_seen_flag"):  # what engine.forward does first
         engine.optimizer.clear_backward_seen_flag()
     engine.set_gradient_accumulation_boundary(last)
@@ -291,7 +296,10 @@ def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir)
+    sd = {k.removeprefix("_forward_module."): v for k, v in sd.items()}  # Lightning < 2.1 wrapped the module
     out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"{checkpoint_dir}: no '{prefix}*' weights in this DeepSpeed checkpoint")
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
 
 

@@ -359,6 +359,8 @@ def evaluate(
     (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False), encoding="utf-8")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
 
+    step = "" if results["step"] is None else f" (step {results['step']})"
+    print(f"{checkpoint}{step} on {data}")
     print(format_table(result))
     print(not_scored_line(results, out_dir / "results.json"))
     print(f"predictions: {out_dir / 'predictions.json'}")

@@ -21,18 +21,19 @@ Rollout (no gradients):
     kv_cache     B·G · L · 2·n_layers·kv · a     B prompts per GPU sampled together
 Update, one micro-batch of b prompts × G completions (with gradients):
     gradients    T·g / N_grad          N_grad = N for ZeRO 2-3; 0 with offload_optimizer
-    activations  LM: tokens · n_layers · (6h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when the
+    activations  LM: tokens · n_layers · (8h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when the
                  prompt runs once and its cache is shared by the G completions (``share_prompt``);
                  b·G·L with gradient checkpointing (the prompt is then repeated); with checkpointing
                  only each layer's input (h·a) is kept, plus one layer recomputed at a time
                  + attention keys/values of the shared prompt kept for the completions' backward:
                    b·G·L · 2·kv · n_layers · a
-                 audio encoder: clips · S · n_audio · (7d + 2f)·a  (checkpointed: S·d·a per layer + one layer)
+                 audio encoder: clips · S · n_audio · (9d + 2f)·a  (checkpointed: S·d·a per layer + one layer)
     logits       b·G·T_max · V · 12 bytes   fp32 log-softmax over the vocabulary at completion positions only
                                        (prompt and audio positions never reach the LM head)
 
-Peak = resident + max(rollout, update); the CPU side (offloaded fp32 master weights and moments)
-is reported separately. It is an estimate, not a measurement: allocator fragmentation, CUDA
+Peak = resident + max(rollout, update). Host memory (per GPU; the node needs N times it): with
+offload_optimizer the fp32 master weights, moments and gradients, T·16 / N; with offload_param the
+bf16 weights, P·2 / N. It is an estimate, not a measurement: allocator fragmentation, CUDA
 context (~0.5-1 GB) and framework buffers come on top. ``tests/test_memory.py`` checks the
 parameter, gradient, optimizer, cache and logits terms against real tensors of the tiny model.
 """
@@ -154,8 +155,8 @@ def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunCon
     kv_cache = c.prompts_per_batch * c.G * L * kv_per_token
 
     b, act = c.micro_batch_prompts, c.activation_bytes
-    layer_full = (6 * a.hidden + 2 * a.kv + 4 * a.intermediate) * act  # per token, one decoder layer
-    audio_layer_full = (7 * a.audio_dim + 2 * a.audio_ffn) * act        # per encoder position, one layer
+    layer_full = (8 * a.hidden + 2 * a.kv + 4 * a.intermediate) * act  # per token, one decoder layer
+    audio_layer_full = (9 * a.audio_dim + 2 * a.audio_ffn) * act        # per encoder position, one layer
     if c.gradient_checkpointing:  # prompt repeated per completion; layer inputs kept, one layer recomputed
         tokens, clips = b * c.G * L, b * c.G
         lm_act = tokens * (a.layers * a.hidden * act + layer_full)
@@ -172,8 +173,8 @@ def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunCon
     resident = weights + optimizer + reference + zero3
     rollout = gathered + kv_cache
     update = gradients + activations + logits
-    host = (T * opt_per_param if c.offload_optimizer else 0) / N * 1 \
-        + (P * c.weight_bytes / N if (c.zero_stage == 3 and c.offload_params) else 0)
+    host = (T * (opt_per_param + 4) / N if c.offload_optimizer else 0) \
+        + (P * c.weight_bytes / N if (c.zero_stage == 3 and c.offload_params) else 0)  # + fp32 gradients
     return {"weights": weights, "optimizer": optimizer, "reference": reference, "zero3": zero3,
             "gathered": gathered, "kv_cache": kv_cache, "gradients": gradients, "activations": activations,
             "logits": logits, "resident": resident, "rollout": rollout, "update": update,

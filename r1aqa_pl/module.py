@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections import defaultdict
 from contextlib import nullcontext
 
@@ -33,6 +34,7 @@ class PolicyModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         lora: dict | None = None,
         template: str = "plain",
+        think: bool = False,
         with_audio: bool = True,
         lr: float = 1e-6,
         weight_decay: float = 0.0,
@@ -45,6 +47,8 @@ class PolicyModule(L.LightningModule):
         self.save_hyperparameters()
         self.policy = None
         self.processor = None
+        # ``think`` is the paper's one switch: the think prompt (and, in GRPO, the think format reward)
+        self.template = "think" if think and template == "plain" else template
 
     # -- model ------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -63,8 +67,7 @@ class PolicyModule(L.LightningModule):
             self.eos_ids = [self.policy.generation_config.eos_token_id]
 
     def encode(self, questions: list[Question], audio: list) -> dict[str, Tensor]:
-        inputs = policy.encode_prompts(self.processor, questions, audio, self.hparams.template,
-                                       self.hparams.with_audio)
+        inputs = policy.encode_prompts(self.processor, questions, audio, self.template, self.hparams.with_audio)
         dtype = next(self.policy.parameters()).dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in inputs.items()}
@@ -176,7 +179,9 @@ class GRPOModule(PolicyModule):
     ):
         super().__init__(model_name_or_path, **policy_kwargs)
         self.save_hyperparameters()
-        self.reward_weights = reward_weights or {"accuracy": 1.0, "format": 1.0}
+        self.reward_weights = dict(reward_weights or {"accuracy": 1.0, "format": 1.0})
+        if self.hparams.think and "format" in self.reward_weights:
+            self.reward_weights["think_format"] = self.reward_weights.pop("format")
         rewards.check_weights(self.reward_weights)
         grpo.aggregate(torch.zeros(1, 1), torch.ones(1, 1), loss_type)  # unknown loss_type fails at start-up
         self.automatic_optimization = False
@@ -346,11 +351,21 @@ class GRPOModule(PolicyModule):
         }
         for name in self.reward_weights:
             log[f"train/rewards/{name}"] = torch.cat([ro["per_fn"][name] for ro in rollouts]).mean()
+        if self.hparams.think:  # words inside <think> and inside <answer>, separately
+            texts = [t for ro in rollouts for t in ro["texts"]]
+            for part in ("think", "answer"):
+                log[f"train/{part}_length"] = torch.tensor([float(len(_tagged(t, part).split())) for t in texts]).mean()
         domains = [q.domain for ro in rollouts for q in ro["questions"] for _ in range(G)]
         for d in sorted(set(domains)):
             log[f"train/reward/{d}"] = r[torch.tensor([x == d for x in domains])].mean()
         self.log_dict({k: v.float() for k, v in log.items()}, prog_bar=False)
         self.log("reward", log["train/reward"].float(), prog_bar=True, logger=False)
+
+
+def _tagged(text: str, tag: str) -> str:
+    """The text inside the first ``<tag>…</tag>`` ('' if absent)."""
+    m = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    return m.group(1) if m else ""
 
 
 class SFTModule(PolicyModule):

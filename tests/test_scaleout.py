@@ -65,14 +65,154 @@ def worker(out: str, root: str, warm: str, steps: int = 2) -> None:
                         gradient_accumulation_steps=1)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
                         max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=out,
-                        callbacks=[MMAUEvaluation(write_predictions=False), Seen()])
+                        callbacks=[MMAUEvaluation(write_predictions=False), Seen(),
+                                   L.pytorch.callbacks.ModelCheckpoint(dirpath=f"{out}/ckpt", filename="last",
+                                                                       every_n_train_steps=steps)])
     trainer.fit(module, dm)
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
         (out_dir / "metrics.json").write_text(json.dumps(metrics))
         module.export_hf(str(out_dir / "final"))
+
+
+def deepspeed_worker(out: str) -> None:
+    """Real DeepSpeed engines on the CPU (gloo, one process): GRPO's micro-batch accumulation, the
+    engine's clipping, and gathering ZeRO-3 partitions for generation. Results go to ``out`` as JSON."""
+    for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(29500 + os.getpid() % 1000)), ("RANK", "0"),
+                 ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("DS_ACCELERATOR", "cpu")):
+        os.environ.setdefault(k, v)
+    import deepspeed
+    import torch
+
+    from r1aqa_pl.distributed import _gathered, deepspeed_config, mark_micro_batch
+
+    deepspeed.init_distributed(dist_backend="gloo")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    def flat(model):
+        return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+    xs = [torch.randn(3, 8, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    results = {}
+    for name, stage, offload, mark in (("z2", 2, False, True), ("z3", 3, False, True), ("z3_offload", 3, True, True),
+                                       ("z2_unmarked", 2, False, False), ("z3_unmarked", 3, False, False)):
+        torch.manual_seed(0)
+        model, ref = Net(), Net()
+        ref.load_state_dict(model.state_dict())
+        for x in xs:  # the reference: plain autograd sums the 4 micro-batches' gradients
+            ref(x).pow(2).mean().backward()
+        grad = torch.cat([p.grad.flatten() for p in ref.parameters()])
+        clip = 0.5 * grad.norm().item()  # so that the engine's clipping bites
+        cfg = deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload, bf16=False,
+                               max_grad_norm=clip, micro_batch_size=1, pin_memory=False)
+        cfg["gradient_accumulation_steps"] = 1  # what Lightning sets under manual optimization
+        cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition even these tiny weights
+        if offload:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            opt = DeepSpeedCPUAdam(model.parameters(), lr=1e-3)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), optimizer=opt, config=cfg)
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            before = flat(engine.module)
+        res = {"expected_norm": grad.norm().item(), "clip": clip}
+        if stage == 3:
+            res["partitioned_numel"] = engine.module.a.weight.numel()
+            with _gathered(engine):  # what generation_context does under ZeRO-3
+                res["gathered_numel"] = engine.module.a.weight.numel()
+                with torch.no_grad():
+                    res["gathered_forward"] = list(engine.module(xs[0]).shape)
+        engine(xs[0])  # Lightning's one engine.forward per training_step ...
+        for i, x in enumerate(xs):  # ... then GRPO's micro-batches call submodules directly
+            if mark:
+                mark_micro_batch(engine, last=i == len(xs) - 1)
+            engine.backward(engine.module.b(torch.tanh(engine.module.a(x))).pow(2).mean())
+        engine.step()
+        res["engine_norm"] = float(engine.get_global_grad_norm())
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            res["update_norm"] = (flat(engine.module) - before).norm().item()
+        results[name] = res
+    Path(out).write_text(json.dumps(results))
+
+
+def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, steps: int = 2) -> None:
+    """GRPOModule under Lightning's DeepSpeedStrategy on the CPU (DeepSpeed's CPU accelerator, gloo): the
+    strategy's CUDA-only checks are bypassed, everything else - zero.Init loading, the unsharded reference,
+    gathered generation, micro-batch accumulation, the engine's clipping, the sharded checkpoint and its
+    HF export - is the real code path. ``engine``: single (no DeepSpeed), z2, z3 or z3_offload."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import lightning as L
+    import torch
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+    from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
+    from r1aqa_pl.data import AudioQADataModule
+    from r1aqa_pl.distributed import deepspeed_config
+    from r1aqa_pl.module import GRPOModule
+
+    torch.set_num_threads(1)
+
+    class CPUDeepSpeed(DeepSpeedStrategy):
+        @property
+        def root_device(self):
+            return torch.device("cpu", 0)
+
+        def setup_environment(self):  # skips the "CUDA only" check
+            DDPStrategy.setup_environment(self)
+
+        def setup_distributed(self):  # skips the CUDA device-index check
+            from lightning.fabric.utilities.seed import reset_seed
+
+            reset_seed()
+            self.set_world_ranks()
+            self._init_deepspeed_distributed()
+
+    class Steps(L.Callback):
+        def __init__(self):
+            self.steps, self._last = {}, 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step != self._last:
+                self._last = trainer.global_step
+                self.steps[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                                                   if k.startswith("train/")}
+
+    L.seed_everything(0)
+    dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
+                           feature_extractor=warm, batch_size=2, val_batch_size=12, seed=0)
+    module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, max_grad_norm=0.5,
+                        micro_batch_prompts=1, gradient_accumulation_steps=2)
+    if engine == "single":
+        strategy = "auto"
+    else:
+        stage, offload = (2 if engine == "z2" else 3), engine.endswith("offload")
+        cfg = deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload, bf16=False,
+                               max_grad_norm=None, pin_memory=False)
+        cfg.pop("gradient_clipping")  # filled in from the module's max_grad_norm
+        strategy = CPUDeepSpeed(config=cfg, process_group_backend="gloo")
+    rec = Steps()
+    trainer = L.Trainer(accelerator="cpu", devices=1, strategy=strategy, max_steps=steps, val_check_interval=2 * steps,
+                        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=out,
+                        callbacks=[MMAUEvaluation(write_predictions=False), rec,
+                                   HFCheckpoint(dirpath=f"{out}/ckpt", every_n_train_steps=steps, save_top_k=-1,
+                                                filename="step{step}", auto_insert_metric_name=False)])
+    trainer.fit(module, dm)
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/acc/")}
+    ds_cfg = trainer.strategy.config if engine != "single" else {}
+    Path(out, "result.json").write_text(json.dumps({"steps": rec.steps, "val": val, "config": {
+        "gradient_clipping": ds_cfg.get("gradient_clipping"), "micro": ds_cfg.get("train_micro_batch_size_per_gpu"),
+        "accumulation": ds_cfg.get("gradient_accumulation_steps")}}))
 
 
 # ---------------------------------------------------------------- the test
@@ -114,6 +254,10 @@ def test_ddp_two_processes(demo, tmp_path):
     assert len(seen) == len(set(seen)) == 2 * 2 * steps
     # gradients were all-reduced: the two replicas ended with identical weights
     assert ranks[0]["weights"] == ranks[1]["weights"]
+    # the checkpoint carries both ranks' RNG streams (gathered in on_save_checkpoint) and the data position
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["grpo_resume"]["world_size"] == 2 and len(saved["grpo_resume"]["ranks"]) == 2
+    assert saved["AudioQADataModule"] == {"epoch": 0, "batches": steps}
 
     # validation across 2 ranks == validation in one process, same weights, same data
     ddp = json.loads((tmp_path / "metrics.json").read_text())
@@ -128,6 +272,60 @@ def test_ddp_two_processes(demo, tmp_path):
     val_single = {k: v for k, v in single.items() if k.startswith("val/acc/")}
     assert "val/acc/total" in val_ddp and val_single == pytest.approx(val_ddp, abs=1e-6)
     print(f"DDP 2 x CPU: {steps} steps + validation in {t_ddp:.1f} s; val/acc/total {val_ddp['val/acc/total']:.3f}")
+
+
+def test_deepspeed_engine_accumulates_clips_and_gathers_on_cpu(tmp_path):
+    """Real DeepSpeed ZeRO-2 / ZeRO-3 (/ + CPU offload) engines, CPU only: with begin_micro_batch the engine's
+    gradient is the sum over GRPO's micro-batches (without it DeepSpeed keeps only the last one), the engine
+    clips at gradient_clipping (our own clipping is off under DeepSpeed), and ZeRO-3 weights are whole
+    inside generation_context's gather and partitioned again after it."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "ds.json"
+    proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "deepspeed", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    r = json.loads(out.read_text())
+    for name in ("z2", "z3", "z3_offload"):
+        assert r[name]["engine_norm"] == pytest.approx(r[name]["expected_norm"], rel=1e-5), name
+    for name in ("z2", "z3"):  # SGD(lr=1): the applied update is the gradient clipped to max_grad_norm
+        assert r[name]["update_norm"] == pytest.approx(r[name]["clip"], rel=1e-4), name
+    for name in ("z2_unmarked", "z3_unmarked"):  # the bug begin_micro_batch prevents
+        assert r[name]["engine_norm"] < 0.5 * r[name]["expected_norm"], name
+    assert r["z3"]["partitioned_numel"] == 0 and r["z3"]["gathered_numel"] == 16 * 8
+    assert r["z3"]["gathered_forward"] == [3, 4]
+
+
+@pytest.mark.slow
+def test_grpo_under_lightning_deepspeed_matches_single_process(demo, tmp_path):
+    """The whole GRPO step under Lightning's DeepSpeedStrategy (ZeRO-2, ZeRO-3, ZeRO-3 + CPU offload; run on
+    DeepSpeed's CPU accelerator) against the same run without DeepSpeed: same completions and rewards, same
+    gradient norm and loss (fp32), a validation, and an HF export that loads and moved away from the warm start."""
+    pytest.importorskip("deepspeed")
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    root, warm = demo
+    results = {}
+    for engine in ("single", "z2", "z3", "z3_offload"):
+        out = tmp_path / engine
+        proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "lightning_deepspeed", str(out), str(root),
+                               warm, engine], cwd=REPO, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, engine + proc.stdout[-3000:] + proc.stderr[-6000:]
+        results[engine] = json.loads((out / "result.json").read_text())
+    single = results["single"]["steps"]
+    start = Qwen2AudioForConditionalGeneration.from_pretrained(warm).state_dict()
+    for engine in ("z2", "z3", "z3_offload"):
+        r = results[engine]
+        assert r["config"] == {"gradient_clipping": 0.5, "micro": 2 * 2 * 4, "accumulation": 1}
+        for step in ("1", "2"):
+            for k in ("train/reward", "train/completion_length"):
+                assert r["steps"][step][k] == single[step][k], (engine, step, k)
+        for k in ("train/grad_norm", "train/loss", "train/kl"):  # step 1: same weights, same rollouts
+            assert r["steps"]["1"][k] == pytest.approx(single["1"][k], rel=1e-4, abs=1e-6), (engine, k)
+        assert "val/acc/total" in r["val"]
+        hf = Qwen2AudioForConditionalGeneration.from_pretrained(str(tmp_path / engine / "ckpt" / "step2_hf"))
+        assert any(not torch.equal(v, start[k]) for k, v in hf.state_dict().items())
 
 
 def test_deepspeed_config_for_the_paper_run():
@@ -169,6 +367,67 @@ def test_deepspeed_config_refuses_what_would_change_the_algorithm():
     assert cfg["gradient_clipping"] == 1.0 and cfg["train_micro_batch_size_per_gpu"] == 16
 
 
+@pytest.mark.parametrize("config", ["configs/grpo.yaml", "configs/grpo_1gpu_lora.yaml"])
+def test_paper_configs_resolve(config):
+    """``fit --print_config`` resolves without loading any weights (configure_model is lazy)."""
+    import yaml
+
+    proc = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", config, "--print_config"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # DeepSpeed prints an accelerator warning on stdout when imported on a machine without a GPU
+    cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
+    m, d, t = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+    assert m["model_name_or_path"] == "Qwen/Qwen2-Audio-7B-Instruct" and m["dtype"] == "bfloat16"
+    assert (m["G"], m["temperature"], m["max_new_tokens"], m["beta"], m["max_grad_norm"]) == (8, 1.0, 256, 0.04, 1.0)
+    assert m["reward_weights"] == {"accuracy": 1.0, "format": 1.0} and m["eval_max_new_tokens"] == 256
+    assert t["max_steps"] == 1000 and d["val_batch_size"] == 32
+    ckpt = next(c for c in t["callbacks"] if c["class_path"].endswith("HFCheckpoint"))["init_args"]
+    assert ckpt["every_n_train_steps"] == 100 and ckpt["save_top_k"] == -1
+    assert any(c["class_path"].endswith("MMAUEvaluation") for c in t["callbacks"])
+    prompts_per_step = t["devices"] * t["num_nodes"] * d["batch_size"] * m["gradient_accumulation_steps"]
+    assert prompts_per_step == 16  # the paper's 16 prompts = 128 completions per optimizer step
+    assert t["val_check_interval"] == 100 * m["gradient_accumulation_steps"]  # batches: every 100 steps
+    if config == "configs/grpo.yaml":
+        assert m["lr"] == 1e-6 and t["precision"] == "bf16-true" and t["devices"] == 8
+        strategy = t["strategy"]
+        assert strategy["class_path"].endswith("DeepSpeedStrategy")
+        from r1aqa_pl.distributed import check_deepspeed_config
+
+        ds = json.loads((REPO / strategy["init_args"]["config"]).read_text())
+        check_deepspeed_config(ds, m["max_grad_norm"])  # consistent with the model: raises otherwise
+        z = ds["zero_optimization"]
+        assert z["stage"] == 3 and z["offload_optimizer"]["device"] == z["offload_param"]["device"] == "cpu"
+    else:
+        assert t["devices"] == 1 and m["lora"]["r"] == 64 and m["gradient_checkpointing"]
+        assert t["precision"] == "bf16-mixed"
+
+
+@pytest.mark.slow
+def test_zero3_export_reads_a_real_sharded_checkpoint(tmp_path, tiny_run):
+    """The HF export under ZeRO-3 consolidates the weights from the sharded folder on one process:
+    a real ZeRO-3 folder (DeepSpeed engine on CPU/gloo, laid out as Lightning writes it) gives back the
+    policy's weights, which save_pretrained / from_pretrained round-trip."""
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from r1aqa_pl.distributed import zero3_state_dict
+
+    src, ds = tiny_run.ckpts[2], tmp_path / "step2.ckpt"
+    res = subprocess.run([sys.executable, str(REPO / "tests" / "_make_deepspeed_ckpt.py"), str(src), str(ds), "3"],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sd = zero3_state_dict(str(ds), dtype=torch.float32)
+    expected = {k[len("policy."):]: v for k, v in torch.load(src, map_location="cpu", weights_only=False)
+                ["state_dict"].items() if k.startswith("policy.")}
+    assert sd.keys() == expected.keys()
+    assert all(torch.equal(sd[k], expected[k].float()) for k in sd)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(str(tiny_run.warm))
+    model.save_pretrained(tmp_path / "hf", state_dict=sd)
+    back = Qwen2AudioForConditionalGeneration.from_pretrained(str(tmp_path / "hf")).state_dict()
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
 def test_without_a_sharded_strategy_the_helpers_do_nothing():
     import torch
 
@@ -187,3 +446,7 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":
     worker(*sys.argv[2:5], steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2)
+elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "deepspeed":
+    deepspeed_worker(sys.argv[2])
+elif __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "lightning_deepspeed":
+    lightning_deepspeed_worker(*sys.argv[2:6])

@@ -1,0 +1,323 @@
+"""GRPO vs SFT vs audio-free GRPO on the synthetic set, from the same warm start (``make compare``).
+
+Three runs of the real entry point (``python -m r1aqa_pl fit --config ...``), one after the other,
+each in its own folder under ``--out``:
+
+* ``grpo``          -- ``configs/demo.yaml`` as it is (the model settings the demo uses);
+* ``sft``           -- ``configs/demo_sft.yaml``: cross-entropy on the right answer, prompt masked;
+* ``grpo_noaudio``  -- ``configs/demo.yaml`` with ``with_audio: false`` in the model *and* the data:
+  the policy is trained and evaluated on the question text alone (no audio turn in the prompt, no
+  audio features), which measures how much of the accuracy the audio is responsible for.
+
+All three start from ``demo.prepare()``'s warm folder and are validated by ``MMAUEvaluation`` on the
+same test set, before training (step 0) and every ``val_check_interval`` steps.
+
+**Samples seen = prompts seen.** A GRPO optimizer step sees ``batch_size × gradient_accumulation_steps``
+prompts, each with G sampled completions; an SFT step sees ``batch_size`` prompts, each with its one
+right answer. SFT gets ``batch_size = GRPO batch_size × gradient_accumulation_steps`` and the same number
+of optimizer steps, so both see the same prompts (the same seeded order: same data seed and batch size).
+GRPO scores G times as many completions; SFT is told the answer, GRPO only whether it was right.
+
+Writes ``<out>/compare.json`` (per run: command, wall time, prompts seen, per-domain accuracy at start and
+end, best, the curves), ``<out>/compare.md`` (the table) and ``<out>/compare.png`` (the curves, one panel
+per domain). In a notebook::
+
+    from r1aqa_pl import compare
+    results = compare.load("../checkpoints/compare/compare.json")
+    print(compare.table(results))
+    compare.plot_comparison(results)      # a matplotlib Figure
+
+Think mode and the audio-free ablation of the demo need no config file of their own, they are overrides::
+
+    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.think true \\
+        --model.init_args.max_new_tokens 32 --model.init_args.eval_max_new_tokens 32 \\
+        --trainer.logger.init_args.name think
+    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.with_audio false \\
+        --data.init_args.with_audio false --trainer.logger.init_args.name noaudio
+
+(``think: true`` swaps the prompt for the think prompt and the format reward for ``think_format``; the
+demo's warm start only ever wrote ``<answer>…</answer>``, so expect the think-format reward near 0 at first.)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from r1aqa_pl.records import DOMAINS
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = (*DOMAINS, "total")
+ACC = {c: f"val/acc/{c}" for c in COLUMNS}
+ARMS = {
+    "grpo": "GRPO (audio)",
+    "sft": "SFT (audio)",
+    "grpo_noaudio": "GRPO (no audio)",
+}
+_STYLE = {"grpo": ("tab:blue", "-"), "sft": ("tab:orange", "--"), "grpo_noaudio": ("tab:gray", ":")}
+
+
+# ---------------------------------------------------------------- planning
+
+def _init_args(cfg: dict, key: str) -> dict:
+    part = cfg.get(key) or {}
+    return part.get("init_args", part) if isinstance(part, dict) else {}
+
+
+def eval_interval(steps: int, every: int) -> int:
+    """The largest divisor of ``steps`` in [2, ``every``] (so that the last step is validated), else ``steps``.
+
+    Never 1: a validation after the first step would be logged at TensorBoard step 0, on top of the
+    one before training (see :func:`optimizer_steps`).
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2, got {steps}")
+    return next((d for d in range(min(every, steps), 1, -1) if steps % d == 0), steps)
+
+
+def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_every: int | None = None,
+         grpo_config: str | Path = "configs/demo.yaml", sft_config: str | Path = "configs/demo_sft.yaml",
+         arms: list[str] | None = None) -> dict:
+    """The three runs: config, CLI overrides, log folder, and the accounting of prompts seen.
+
+    ``steps`` defaults to the GRPO config's ``trainer.max_steps``; ``eval_every`` (optimizer steps) to its
+    ``val_check_interval`` (batches) divided by gradient accumulation, lowered to a divisor of ``steps``
+    so that the last step is validated (:func:`eval_interval`).
+    """
+    import yaml
+
+    grpo_config, sft_config = Path(grpo_config), Path(sft_config)
+    cfg = yaml.safe_load((ROOT / grpo_config if not grpo_config.is_absolute() else grpo_config).read_text())
+    model, data, trainer = _init_args(cfg, "model"), _init_args(cfg, "data"), cfg.get("trainer") or {}
+    accum = int(model.get("gradient_accumulation_steps", 1))
+    batch = int(data.get("batch_size", 1))
+    G = int(model.get("G", 8))
+    steps = int(steps or trainer.get("max_steps") or 100)
+    vci = trainer.get("val_check_interval") or 25
+    every = int(eval_every or max(1, int(vci) // accum))
+    every = eval_interval(steps, every)
+    out, demo_dir = Path(out), Path(demo_dir)
+    warm, data_dir = demo_dir / "warm", demo_dir / "data"
+    prompts = steps * batch * accum
+
+    def common(name: str, batches_per_step: int) -> list[str]:
+        return [
+            "--model.init_args.model_name_or_path", str(warm),
+            "--data.init_args.train_file", str(data_dir / "train.jsonl"),
+            "--data.init_args.val_file", str(data_dir / "test-mini.json"),
+            "--data.init_args.feature_extractor", str(warm),
+            "--trainer.max_steps", str(steps),
+            "--trainer.val_check_interval", str(every * batches_per_step),
+            "--trainer.check_val_every_n_epoch", "null",
+            "--trainer.num_sanity_val_steps", "-1",
+            "--trainer.default_root_dir", str(out / name),
+            "--trainer.logger.init_args.save_dir", str(out),
+            "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.version", "0",
+            "--trainer.enable_progress_bar", "false",
+        ]
+
+    runs = {
+        "grpo": {"config": str(grpo_config), "overrides": common("grpo", accum),
+                 "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
+                 "with_audio": True},
+        "sft": {"config": str(sft_config),
+                "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
+                "prompts_seen": prompts, "completions_seen": prompts, "batch_size": batch * accum,
+                "with_audio": True},
+        "grpo_noaudio": {"config": str(grpo_config),
+                         "overrides": common("grpo_noaudio", accum) + [
+                             "--model.init_args.with_audio", "false", "--data.init_args.with_audio", "false"],
+                         "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
+                         "with_audio": False},
+    }
+    chosen = list(arms or ARMS)
+    unknown = sorted(set(chosen) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known: {list(ARMS)}")
+    for name in chosen:
+        runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", "--config", runs[name]["config"],
+                                 *runs[name]["overrides"]]
+        runs[name]["log_dir"] = str(out / name / "version_0")
+        runs[name]["batches_per_step"] = 1 if name == "sft" else accum
+    return {"steps": steps, "eval_every": every, "G": G, "gradient_accumulation_steps": accum,
+            "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out),
+            "runs": {name: runs[name] for name in chosen}}
+
+
+# ---------------------------------------------------------------- results
+
+def optimizer_steps(logged: list[tuple[int, float]], batches_per_step: int = 1,
+                    before_training: bool = True) -> list[list]:
+    """TensorBoard steps of ``val/acc/*`` -> optimizer steps done when each validation ran.
+
+    Inside training Lightning logs at the number of batches that had stepped *before* the current one
+    (validation after optimizer step 25 appears at 24; ``train/*`` of step k at k-1), while
+    ``MMAUEvaluation(log_before_training=True)`` logs the pass before training at 0. So the first point
+    stays at 0 (when ``before_training``) and every other one becomes ``(logged + 1) / batches_per_step``
+    (GRPO with gradient accumulation takes several batches per optimizer step).
+    """
+    out = []
+    for i, (s, v) in enumerate(logged):
+        step = 0 if (before_training and i == 0 and s == 0) else (int(s) + 1) // max(1, batches_per_step)
+        out.append([step, float(v)])
+    return out
+
+
+def summarize(scalars: dict[str, list[tuple[int, float]]], batches_per_step: int = 1,
+              before_training: bool = True) -> dict:
+    """Per-domain accuracy at the first and last validation, the best total, and the curves (x: optimizer steps)."""
+    curves = {c: optimizer_steps(scalars.get(tag, []), batches_per_step, before_training) for c, tag in ACC.items()}
+    start = {c: (pts[0][1] if pts else None) for c, pts in curves.items()}
+    end = {c: (pts[-1][1] if pts else None) for c, pts in curves.items()}
+    total = curves["total"]
+    best = max(total, key=lambda p: p[1]) if total else None
+    steps = [p[0] for p in total]
+    out = {"start": start, "end": end, "start_step": steps[0] if steps else None,
+           "end_step": steps[-1] if steps else None,
+           "best_total": None if best is None else {"step": best[0], "acc": best[1]}, "curves": curves}
+    for tag in ("train/reward", "train/loss"):
+        pts = scalars.get(tag)
+        if pts:
+            out[tag.replace("/", "_") + "_last"] = float(pts[-1][1])
+    return out
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def table(results: dict) -> str:
+    """Markdown table: one row per run, each domain as ``start → end`` accuracy in %."""
+    head = ["run", "steps", "prompts seen", *(f"{c} (%)" for c in COLUMNS), "wall (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for name, r in results["runs"].items():
+        cells = [ARMS.get(name, name), str(r.get("end_step", results.get("steps", "?"))),
+                 str(r.get("prompts_seen", "?"))]
+        cells += [f"{_pct(r['start'].get(c))} → {_pct(r['end'].get(c))}" for c in COLUMNS]
+        wall = r.get("wall_s")
+        cells.append("–" if wall is None else f"{wall:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load(path: str | Path) -> dict:
+    """A ``compare.json`` written by :func:`compare` (or a folder that holds one)."""
+    p = Path(path)
+    return json.loads((p / "compare.json" if p.is_dir() else p).read_text())
+
+
+def plot_comparison(results: dict, title: str | None = None):
+    """Accuracy (%) over optimizer steps, one panel per domain and total, one line per run."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0 * len(COLUMNS), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(COLUMNS), sharey=True)
+    for ax, col in zip(axes, COLUMNS):
+        for name, r in results["runs"].items():
+            pts = r.get("curves", {}).get(col) or []
+            if not pts:
+                continue
+            color, ls = _STYLE.get(name, ("black", "-"))
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=color, ls=ls, marker="o", ms=3,
+                    lw=2 if col == "total" else 1.4, label=ARMS.get(name, name))
+        ax.set(title=col, xlabel="optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=8, loc="best")
+    steps = results.get("steps")
+    fig.suptitle(title or f"synthetic set: GRPO vs SFT vs audio-free GRPO ({steps} steps, same prompts seen)")
+    return fig
+
+
+# ---------------------------------------------------------------- running
+
+def _weights_hash(folder: Path) -> str:
+    """sha256 of a Hugging Face folder's weight files: the start every run must share."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir: str = "checkpoints/demo",
+            eval_every: int | None = None, arms: list[str] | None = None,
+            grpo_config: str = "configs/demo.yaml", sft_config: str = "configs/demo_sft.yaml",
+            n_train: int | None = None, n_test: int | None = None, warm_steps: int | None = None,
+            dry_run: bool = False) -> dict:
+    """GRPO with audio, SFT (same prompts seen) and GRPO without audio from one warm start; table, JSON, PNG.
+
+    Args:
+        out: folder for the three runs (``<out>/<run>/version_0``), compare.json, compare.md, compare.png.
+        steps: optimizer steps per run (default: the GRPO config's trainer.max_steps).
+        demo_dir: where ``demo.prepare`` builds (or finds) data/, tiny/ and warm/.
+        eval_every: validate every this many optimizer steps (default: the GRPO config's val_check_interval).
+        arms: a subset of grpo, sft, grpo_noaudio (default: all three).
+        grpo_config: the GRPO config (runs ``grpo`` and ``grpo_noaudio``).
+        sft_config: the SFT config (run ``sft``).
+        n_train: synthetic training questions, if demo_dir has to be prepared (default: demo.prepare's).
+        n_test: synthetic test questions, if demo_dir has to be prepared (default: demo.prepare's).
+        warm_steps: SFT warm-start steps, if demo_dir has to be prepared (default: demo.prepare's).
+        dry_run: print the commands only.
+    """
+    from r1aqa_pl import runs
+    from r1aqa_pl.demo import prepare
+
+    out_p, demo_dir = Path(out).resolve(), str(Path(demo_dir).resolve())  # the runs' cwd is the repository
+    p = plan(out_p, demo_dir, steps, eval_every, grpo_config, sft_config, arms)
+    if dry_run:
+        for name, r in p["runs"].items():
+            print(f"# {name}\n" + " ".join(r["command"]))
+        return p
+    sizes = {"n_train": n_train, "n_test": n_test, "warm_steps": warm_steps}
+    prepare(out=demo_dir, **{k: v for k, v in sizes.items() if v is not None})  # cached: reuses what exists
+    (out_p / "logs").mkdir(parents=True, exist_ok=True)
+    p["warm_sha256"] = _weights_hash(Path(demo_dir) / "warm")
+    t_all = time.time()
+    for name, r in p["runs"].items():
+        shutil.rmtree(out_p / name, ignore_errors=True)  # a rerun must not mix with old events
+        log_file = out_p / "logs" / f"{name}.log"
+        print(f"[compare] {name}: {' '.join(r['command'])}\n[compare]   log: {log_file}", flush=True)
+        t0 = time.time()
+        with open(log_file, "w") as f:
+            proc = subprocess.run(r["command"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        r["wall_s"] = time.time() - t0
+        r["returncode"] = proc.returncode
+        if _weights_hash(Path(demo_dir) / "warm") != p["warm_sha256"]:
+            raise RuntimeError(f"{demo_dir}/warm changed during the comparison (rebuilt by another process?): "
+                               "the runs no longer share their start; run again")
+        if proc.returncode != 0:
+            tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
+            raise RuntimeError(f"run {name} failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
+        r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"]), r["batches_per_step"]))
+        print(f"[compare]   {r['wall_s']:.0f} s; total {_pct(r['start']['total'])} → {_pct(r['end']['total'])} %",
+              flush=True)
+    p["wall_s"] = time.time() - t_all
+    md = table(p)
+    note = (f"\nPrompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
+            f"{p['gradient_accumulation_steps']} accumulation, each with G={p['G']} completions; SFT: the same "
+            f"prompts, one right answer each). Accuracy on {demo_dir}/data/test-mini.json, start = step 0 "
+            f"(before training), end = step {p['steps']}. Total wall time {p['wall_s']:.0f} s.\n")
+    (out_p / "compare.json").write_text(json.dumps(p, indent=1))
+    (out_p / "compare.md").write_text(md + "\n" + note)
+    fig = plot_comparison(p)
+    fig.savefig(out_p / "compare.png", dpi=110)
+    print("\n" + md + "\n" + note)
+    print(f"[compare] wrote {out_p / 'compare.json'}, {out_p / 'compare.md'}, {out_p / 'compare.png'}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import auto_cli
+
+    auto_cli(compare, args=argv)
+
+
+if __name__ == "__main__":
+    main()

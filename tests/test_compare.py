@@ -1,0 +1,198 @@
+"""The CPU demos through the real entry point (GRPO: configs/demo.yaml, SFT: configs/demo_sft.yaml)
+and ``r1aqa_pl.compare``: its accounting and table on fake numbers, and a tiny real run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from r1aqa_pl import compare, runs
+
+ROOT = Path(__file__).parents[1]
+
+
+def demo_overrides(demo_root: Path, out: Path, name: str) -> list[str]:
+    """Point a demo config at a prepared tiny set and a temporary run folder; 2 steps, validated at 0 and 2."""
+    warm, data = demo_root / "warm", demo_root / "data"
+    return ["--model.init_args.model_name_or_path", str(warm),
+            "--data.init_args.train_file", str(data / "train.jsonl"),
+            "--data.init_args.val_file", str(data / "test-mini.json"),
+            "--data.init_args.feature_extractor", str(warm),
+            "--data.init_args.val_batch_size", "24",
+            "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.default_root_dir", str(out),
+            "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", name,
+            "--trainer.enable_progress_bar", "false"]
+
+
+def fit(config: str, overrides: list[str]):
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", config, *overrides],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+@pytest.mark.parametrize("config, name, module", [("configs/demo.yaml", "grpo", "GRPOModule"),
+                                                  ("configs/demo_sft.yaml", "sft", "SFTModule")])
+def test_demo_config_fits_two_steps(tiny_run, tmp_path, config, name, module):
+    """``demo.prepare(out=tmp, n_train=48, n_test=24, warm_steps=20)`` (the tiny_run fixture's folder)."""
+    cfg = yaml.safe_load((ROOT / config).read_text())
+    assert cfg["model"]["class_path"].endswith(module)
+    fit(config, demo_overrides(tiny_run.root, tmp_path, name))
+    scalars = runs.load_scalars(tmp_path / name)
+    total = scalars["val/acc/total"]
+    assert [s for s, _ in total] == [0, 1]  # before training, then after step 2 (Lightning logs it at 1)
+    for d in ("sound", "music", "speech"):
+        assert len(scalars[f"val/acc/{d}"]) == 2
+    assert len(scalars["train/loss"]) == 2
+    if name == "grpo":
+        assert "train/reward" in scalars and "train/kl" in scalars
+    version = tmp_path / name / "version_0"
+    assert (version / "checkpoints" / "last.ckpt").is_file() and (version / "checkpoints" / "last_hf").is_dir()
+    assert sorted(p.name for p in (version / "predictions").glob("*.json")) == ["val_step0.json", "val_step2.json"]
+
+
+# ---------------------------------------------------------------- compare: accounting and table (unit)
+
+def _fake_config(tmp_path, accum=2, batch=3, G=5, max_steps=40, vci=20):
+    cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    cfg["model"]["init_args"].update(gradient_accumulation_steps=accum, G=G)
+    cfg["data"]["init_args"]["batch_size"] = batch
+    cfg["trainer"].update(max_steps=max_steps, val_check_interval=vci)
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _value(overrides, flag):
+    return overrides[overrides.index(flag) + 1]
+
+
+def test_plan_gives_sft_the_same_prompts(tmp_path):
+    p = compare.plan(tmp_path / "out", tmp_path / "demo", grpo_config=_fake_config(tmp_path))
+    assert p["steps"] == 40 and p["eval_every"] == 10  # 20 batches / accumulation 2
+    grpo, sft, noaudio = p["runs"]["grpo"], p["runs"]["sft"], p["runs"]["grpo_noaudio"]
+    assert grpo["prompts_seen"] == sft["prompts_seen"] == noaudio["prompts_seen"] == 40 * 3 * 2
+    assert grpo["completions_seen"] == 40 * 3 * 2 * 5 and sft["completions_seen"] == 40 * 3 * 2
+    assert _value(sft["overrides"], "--data.init_args.batch_size") == "6"  # 3 prompts × 2 accumulation
+    assert _value(grpo["overrides"], "--trainer.val_check_interval") == "20"  # batches
+    assert _value(sft["overrides"], "--trainer.val_check_interval") == "10"
+    for r in (grpo, sft, noaudio):
+        assert _value(r["overrides"], "--trainer.max_steps") == "40"
+        assert _value(r["overrides"], "--model.init_args.model_name_or_path") == str(tmp_path / "demo" / "warm")
+    assert _value(noaudio["overrides"], "--model.init_args.with_audio") == "false"
+    assert _value(noaudio["overrides"], "--data.init_args.with_audio") == "false"
+    assert "--model.init_args.with_audio" not in grpo["overrides"] + sft["overrides"]
+    assert sft["command"][3:6] == ["fit", "--config", "configs/demo_sft.yaml"]
+    assert len({r["log_dir"] for r in p["runs"].values()}) == 3
+    with pytest.raises(ValueError, match="unknown arm"):
+        compare.plan(tmp_path, tmp_path, arms=["grpo", "dpo"])
+
+
+def test_eval_interval_lands_on_the_last_step():
+    assert compare.eval_interval(200, 25) == 25
+    assert compare.eval_interval(2, 25) == 2
+    assert compare.eval_interval(30, 25) == 15
+    assert compare.eval_interval(37, 25) == 37  # prime: only at the end
+    assert compare.eval_interval(10, 1) == 10  # never 1 (it would collide with the step-0 point)
+    with pytest.raises(ValueError):
+        compare.eval_interval(1, 1)
+
+
+def _fake_scalars(values, every=10, batches_per_step=1):
+    """``val/acc/*`` as Lightning logs them: the pre-training pass at 0, then at (step × bps) - 1."""
+    steps = [0] + [every * (i + 1) * batches_per_step - 1 for i in range(len(values) - 1)]
+    out = {f"val/acc/{c}": [(s, v[c]) for s, v in zip(steps, values)] for c in ("sound", "music", "speech", "total")}
+    out["train/loss"] = [(0, 2.0), (1, 1.5)]
+    return out
+
+
+def test_summarize_and_table_on_fake_metrics():
+    def acc(s, m, sp):
+        return {"sound": s, "music": m, "speech": sp, "total": (s + m + sp) / 3}
+
+    grpo = compare.summarize(_fake_scalars([acc(0.5, 0.5, 0.5), acc(0.6, 0.7, 0.5), acc(0.9, 0.8, 0.7)],
+                                           batches_per_step=2), batches_per_step=2)
+    assert grpo["curves"]["sound"] == [[0, 0.5], [10, 0.6], [20, 0.9]]  # optimizer steps
+    assert grpo["start"]["music"] == 0.5 and grpo["end"]["music"] == 0.8 and grpo["end_step"] == 20
+    assert grpo["best_total"] == {"step": 20, "acc": pytest.approx(0.8)}
+    assert grpo["train_loss_last"] == 1.5
+    sft = compare.summarize(_fake_scalars([acc(0.5, 0.5, 0.5), acc(0.55, 0.5, 0.45), acc(0.6, 0.5, 0.5)]))
+    assert sft["curves"]["total"][1][0] == 10 and sft["best_total"]["step"] == 20
+    results = {"steps": 20, "runs": {"grpo": {**grpo, "prompts_seen": 80, "wall_s": 12.3},
+                                     "sft": {**sft, "prompts_seen": 80}}}
+    lines = compare.table(results).splitlines()
+    assert lines[0] == "| run | steps | prompts seen | sound (%) | music (%) | speech (%) | total (%) | wall (s) |"
+    assert lines[2] == "| GRPO (audio) | 20 | 80 | 50.0 → 90.0 | 50.0 → 80.0 | 50.0 → 70.0 | 50.0 → 80.0 | 12 |"
+    assert lines[3] == "| SFT (audio) | 20 | 80 | 50.0 → 60.0 | 50.0 → 50.0 | 50.0 → 50.0 | 50.0 → 53.3 | – |"
+    missing = compare.summarize({})
+    assert missing["start"]["total"] is None and "– → –" in compare.table({"runs": {"x": missing}})
+
+
+def test_plot_comparison_one_panel_per_domain(tmp_path):
+    def curves(v):
+        return {c: [[0, 0.5], [10, v]] for c in ("sound", "music", "speech", "total")}
+
+    results = {"steps": 10, "runs": {name: {"curves": curves(v)} for name, v in
+                                     (("grpo", 0.9), ("sft", 0.6), ("grpo_noaudio", 0.5))}}
+    (tmp_path / "compare.json").write_text(json.dumps(results))
+    fig = compare.plot_comparison(compare.load(tmp_path))
+    axes = fig.get_axes()
+    assert [a.get_title() for a in axes] == ["sound", "music", "speech", "total"]
+    assert all(len(a.get_lines()) == 3 for a in axes)
+    assert axes[3].get_lines()[0].get_ydata()[-1] == pytest.approx(90.0)
+    fig.savefig(tmp_path / "c.png")
+
+
+# ---------------------------------------------------------------- compare: a tiny real run
+
+@pytest.mark.slow  # three `fit` subprocesses: ~1.5 min on 2 busy cores
+def test_compare_tiny_end_to_end(tiny_run, tmp_path):
+    out = tmp_path / "cmp"
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl.compare", "--out", str(out), "--steps", "2",
+                          "--demo_dir", str(tiny_run.root)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = json.loads((out / "compare.json").read_text())
+    assert list(results["runs"]) == ["grpo", "sft", "grpo_noaudio"]
+    for name, r in results["runs"].items():
+        assert r["returncode"] == 0 and r["prompts_seen"] == 2 * 4
+        assert [p[0] for p in r["curves"]["total"]] == [0, 2], name
+        assert all(r["start"][c] is not None and r["end"][c] is not None for c in compare.COLUMNS)
+    # same warm start and same validation set: GRPO and SFT start from the same numbers
+    assert results["runs"]["grpo"]["start"] == results["runs"]["sft"]["start"]
+    assert (out / "compare.png").stat().st_size > 0
+    table = (out / "compare.md").read_text()
+    assert "| GRPO (no audio) |" in table and "| GRPO (audio) |" in res.stdout
+    # the audio-free run really ran without audio: every validation question was answered from text alone
+    pred = json.loads(next((out / "grpo_noaudio" / "version_0" / "predictions").glob("val_step2.json")).read_text())
+    assert len(pred) == 24
+    noaudio_scalars = runs.load_scalars(out / "grpo_noaudio")
+    assert noaudio_scalars["val/count/no_audio"][-1][1] == 24
+
+
+# ---------------------------------------------------------------- the real-model SFT config
+
+def test_sft_config_has_grpo_engine_and_prompts_per_step():
+    """configs/sft.yaml: GRPO's engine (strategy, precision, devices, dtype) and data, the same prompts
+    per optimizer step and the same number of steps; it resolves through the CLI."""
+    grpo = yaml.safe_load((ROOT / "configs/grpo.yaml").read_text())
+    sft = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
+    assert sft["model"]["class_path"] == "r1aqa_pl.module.SFTModule"
+    for key in ("accelerator", "devices", "num_nodes", "precision", "strategy", "max_steps", "val_check_interval"):
+        assert sft["trainer"][key] == grpo["trainer"][key], key
+    for key in ("model_name_or_path", "dtype", "attn_implementation", "max_grad_norm", "eval_max_new_tokens"):
+        assert sft["model"]["init_args"][key] == grpo["model"]["init_args"][key], key
+    assert sft["data"] == grpo["data"]
+    assert sft["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["gradient_accumulation_steps"]
+    assert "gradient_clip_val" not in sft["trainer"]  # DeepSpeed clips (the JSON's gradient_clipping)
+    ds = json.loads((ROOT / grpo["trainer"]["strategy"]["init_args"]["config"]).read_text())
+    assert ds["gradient_clipping"] == sft["model"]["init_args"]["max_grad_norm"]
+    assert "gradient_accumulation_steps" not in ds
+    out = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/sft.yaml", "--print_config"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = out.stdout[out.stdout.index("# lightning"):]  # DeepSpeed may print a CUDA warning first
+    assert yaml.safe_load(printed)["model"]["init_args"]["target"] == "<answer>{answer}</answer>"
