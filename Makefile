@@ -56,8 +56,8 @@ eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [
 bench: install ## time the GRPO step and evaluation against a straightforward reference
 	$(PY) -m r1aqa_pl.bench
 
-compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table
-	$(PY) -m r1aqa_pl.compare
+compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table [COMPARE_ARGS=...]
+	$(PY) -m r1aqa_pl.compare $(COMPARE_ARGS)
 
 tensorboard: install ## serve the runs' TensorBoard curves (per domain) from checkpoints/
 	$(VENV)/bin/tensorboard --logdir checkpoints

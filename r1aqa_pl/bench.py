@@ -13,7 +13,9 @@ positions), 10 s clips (250 audio tokens in the prompt), encoder d_model 128 x 4
 * **reference step** = R1-AQA / TRL's way, written out below: ``generate(num_return_sequences=G)``
   (the audio encoder and the prompt run once per completion), then for each prompt's G completions
   ``model(**inputs repeated G times + completions).logits`` over every position, log_softmax,
-  gather; the reference model the same way; the same loss; the same AdamW step.
+  gather; the reference model the same way; the same loss; the same AdamW step. Like the project
+  (``micro_batch_prompts=1``) it runs one prompt's G completions per forward/backward (R1-AQA's
+  per-GPU batch), so the memory comparison is not a micro-batching artefact.
 
 Both run in one process, interleaved, with the same models; the optimizer has lr 0 so the weights
 stay put and every repetition does the same work. Memory is the peak resident set size during a
@@ -22,23 +24,32 @@ step above the resident size just before it (see :class:`PeakRSS`).
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import copy
-import ctypes
-import gc
-import math
 import os
-import statistics
-import tempfile
-import time
-from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
-import torch
+# Waiting OpenMP threads sleep instead of spinning. On a machine shared with other busy processes
+# spinning threads burn the cores the descheduled ones need and every parallel operator stalls
+# for a scheduler time slice: wall times become noise (measured here: the same step 2.5 s vs
+# 12 s). Set before torch loads its OpenMP runtime (so only when run as ``python -m``, never on
+# import); export OMP_WAIT_POLICY to override.
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from r1aqa_pl import policy, rewards
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import copy  # noqa: E402
+import ctypes  # noqa: E402
+import gc  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from r1aqa_pl import grpo, policy, rewards  # noqa: E402
 
 GEOMETRY = dict(window_seconds=30, n_mels=128, hidden_size=256, num_layers=4, num_heads=8,
                 encoder_dim=128, encoder_layers=4)
@@ -241,12 +252,9 @@ class Harness:
     def model(self):
         return self.module.policy
 
-    def batch(self, qs, audio) -> dict:
-        return {"questions": qs, "audio": audio}
-
     def rollout(self, qs, audio) -> dict:
         self.module.policy.train()
-        return self.module.make_rollout(self.batch(qs, audio))
+        return self.module.make_rollout({"questions": qs, "audio": audio})
 
     def update(self, ro: dict) -> float:
         self.module.update([ro])
@@ -281,8 +289,6 @@ def reference_rollout(h: Harness, qs, audio) -> dict:
     mask = policy.completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
     total, _ = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
-    from r1aqa_pl import grpo
-
     return {"inputs": inputs, "completion_ids": completion_ids, "mask": mask,
             "advantages": grpo.group_advantages(total, G, "group")}
 
@@ -311,9 +317,7 @@ def reference_update(h: Harness, ro: dict, beta: float = BETA) -> float:
         total += float(loss)
     params = [p for p in m.policy.parameters() if p.grad is not None]
     torch.nn.utils.clip_grad_norm_(params, float("inf"))
-    if h.capture:
-        h.grads = {n: p.grad.detach().clone() for n, p in m.policy.named_parameters() if p.grad is not None}
-    h.opt.step()
+    h.opt.step()  # copies the gradients first when h.capture is set
     h.opt.zero_grad(set_to_none=True)
     return total
 
@@ -510,7 +514,7 @@ def profile_step(h: Harness, B: int, seed: int, top: int = 12) -> dict:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         h.step(qs, audio)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=48)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60)
     return {"total": total, "phases": dict(pt.t), "ops": table}
 
 
@@ -529,7 +533,8 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
-    lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
+    lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
+                 f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
                  f"load average at start {info['load']}, at end {info['load_end']}, G = {G}, {NEW_TOKENS} new tokens, beta = {BETA}, "
                  f"{args.reps} timed repetitions after a warm-up (median)")
     lines.append("")
@@ -603,7 +608,7 @@ def main(argv=None) -> None:
     ap.add_argument("--fit-steps", type=int, default=30, help="SFT steps that teach the bench policy the answer format")
     ap.add_argument("--eval-items", type=int, default=16)
     ap.add_argument("--eval-batch", type=int, default=8, help="the Makefile's eval batch")
-    ap.add_argument("--eval-reps", type=int, default=2)
+    ap.add_argument("--eval-reps", type=int, default=1, help="timed passes over the items, after a warm-up pass")
     ap.add_argument("--profile-prompts", type=int, default=4, help="0: skip the profile")
     ap.add_argument("--work", default=None, help="folder for the bench policy (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)

@@ -187,6 +187,18 @@ def summarize(scalars: dict[str, list[tuple[int, float]]], batches_per_step: int
     return out
 
 
+def chance(val_file: str | Path) -> dict:
+    """Expected accuracy of a uniform random guess per domain (mean of 1 / number of choices)."""
+    from r1aqa_pl.data import read_questions
+
+    qs = read_questions(val_file)
+    out = {}
+    for c in COLUMNS:
+        sel = [q for q in qs if c == "total" or q.domain == c]
+        out[c] = sum(1 / len(q.choices) for q in sel) / len(sel) if sel else None
+    return out
+
+
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
@@ -201,6 +213,9 @@ def table(results: dict) -> str:
         cells += [f"{_pct(r['start'].get(c))} → {_pct(r['end'].get(c))}" for c in COLUMNS]
         wall = r.get("wall_s")
         cells.append("–" if wall is None else f"{wall:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if results.get("chance"):
+        cells = ["chance (uniform guess)", "", "", *(_pct(results["chance"].get(c)) for c in COLUMNS), ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -225,6 +240,8 @@ def plot_comparison(results: dict, title: str | None = None):
             color, ls = _STYLE.get(name, ("black", "-"))
             ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=color, ls=ls, marker="o", ms=3,
                     lw=2 if col == "total" else 1.4, label=ARMS.get(name, name))
+        if results.get("chance") and results["chance"].get(col) is not None:
+            ax.axhline(100 * results["chance"][col], color="black", lw=0.8, ls="-.", alpha=0.5, label="chance")
         ax.set(title=col, xlabel="optimizer step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
@@ -279,6 +296,7 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
     prepare(out=demo_dir, **{k: v for k, v in sizes.items() if v is not None})  # cached: reuses what exists
     (out_p / "logs").mkdir(parents=True, exist_ok=True)
     p["warm_sha256"] = _weights_hash(Path(demo_dir) / "warm")
+    p["chance"] = chance(Path(demo_dir) / "data" / "test-mini.json")
     t_all = time.time()
     for name, r in p["runs"].items():
         shutil.rmtree(out_p / name, ignore_errors=True)  # a rerun must not mix with old events

@@ -48,6 +48,8 @@ def load_policy(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_name_or_path, **kwargs)
+    # transformers freezes the encoder's sinusoidal positions in __init__, but loading re-enables them
+    model.model.audio_tower.embed_positions.requires_grad_(False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

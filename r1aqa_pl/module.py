@@ -392,6 +392,12 @@ class SFTModule(PolicyModule):
         logp = policy.completion_logprobs(self.policy, inputs, target_ids, mask, G=1)
         return -(logp * mask).sum() / mask.sum()
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """``max_grad_norm`` unless the trainer sets ``gradient_clip_val``; DeepSpeed clips via its config."""
+        if distributed.is_deepspeed(self):
+            return
+        self.clip_gradients(optimizer, gradient_clip_val or self.hparams.max_grad_norm, gradient_clip_algorithm or "norm")
+
     def training_step(self, batch, batch_idx):
         loss = self.sft_loss(batch)
         self.log("train/loss", loss, prog_bar=True)

@@ -34,7 +34,7 @@ def test_print_config_resolves_the_demo_config():
     cfg = yaml.safe_load(out)
     assert cfg["model"]["class_path"] == "r1aqa_pl.module.GRPOModule"
     assert cfg["model"]["init_args"]["G"] == 16
-    assert cfg["data"]["init_args"]["batch_size"] == 4
+    assert cfg["data"]["init_args"]["batch_size"] == 16
     assert cfg["trainer"]["max_steps"] > 0
 
 

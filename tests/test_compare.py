@@ -128,8 +128,16 @@ def test_summarize_and_table_on_fake_metrics():
     assert lines[0] == "| run | steps | prompts seen | sound (%) | music (%) | speech (%) | total (%) | wall (s) |"
     assert lines[2] == "| GRPO (audio) | 20 | 80 | 50.0 → 90.0 | 50.0 → 80.0 | 50.0 → 70.0 | 50.0 → 80.0 | 12 |"
     assert lines[3] == "| SFT (audio) | 20 | 80 | 50.0 → 60.0 | 50.0 → 50.0 | 50.0 → 50.0 | 50.0 → 53.3 | – |"
+    results["chance"] = {"sound": 4 / 9, "music": 0.5, "speech": 0.5, "total": 13 / 27}
+    assert compare.table(results).splitlines()[-1] == "| chance (uniform guess) |  |  | 44.4 | 50.0 | 50.0 | 48.1 |  |"
     missing = compare.summarize({})
     assert missing["start"]["total"] is None and "– → –" in compare.table({"runs": {"x": missing}})
+
+
+def test_chance_per_domain(synth_dir):
+    c = compare.chance(synth_dir / "test-mini.json")  # sound: 3-, 2- and 2-choice tasks; music, speech: 2
+    assert c["music"] == c["speech"] == 0.5
+    assert 1 / 3 < c["sound"] < 0.5 and c["sound"] < c["total"] < 0.5
 
 
 def test_plot_comparison_one_panel_per_domain(tmp_path):

@@ -124,19 +124,26 @@ def test_seeded_run_is_deterministic(synth_dir, tiny_dir):
     assert torch.equal(w1, w2)
 
 
-def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir):
-    """Hand check: the loss is the mean NLL of the target tokens '<answer> x </answer> <|im_end|>'."""
-    m = SFTModule(str(tiny_dir))
+@pytest.mark.parametrize("think,target,text", [
+    (False, "<answer>{answer}</answer>", "<answer>{answer}</answer>"),
+    (True, "<think> {choices} </think> <answer>{answer}</answer>", "<think> {choices} </think> <answer>{answer}</answer>"),
+])
+def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, text):
+    """Hand check: the loss is the mean NLL of the target tokens (then <|im_end|>), the prompt masked out."""
+    m = SFTModule(str(tiny_dir), think=think, target=target)
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
     ids, mask = m.targets(batch["questions"])
     tok = m.processor.tokenizer
     q0 = batch["questions"][0]
-    expected = tok(f"<answer>{q0.answer}</answer>", add_special_tokens=False).input_ids + [m.eos_ids[0]]
+    expected = tok(text.format(answer=q0.answer, choices=list(q0.choices)), add_special_tokens=False).input_ids
+    expected += [m.eos_ids[0]]
     assert ids[0, : len(expected)].tolist() == expected
     assert int(mask[0].sum()) == len(expected)
-    # the same number by a plain full forward over prompt + target, reading only target positions
     inputs = m.encode(batch["questions"], batch["audio"])
+    prompt = tok.decode(inputs["input_ids"][0], skip_special_tokens=False)
+    assert prompt.count("<think>") == int(think)  # the think prompt asks for <think> </think>
+    # the same number by a plain full forward over prompt + target, reading only target positions
     full_ids = torch.cat([inputs["input_ids"], ids], 1)
     full_mask = torch.cat([inputs["attention_mask"], mask], 1)
     logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=policy.position_ids(full_mask),

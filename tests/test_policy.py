@@ -227,3 +227,22 @@ def test_stop_after_text_looks_only_at_the_completion(tiny):
     favour(model, close, bias=60.0)
     ids = policy.rollout(model, inputs, 1, do_sample=False, max_new_tokens=6, stop_after="</answer>", tokenizer=tok)
     assert ids.shape[1] == 1 and (ids == close).all()
+
+
+# ------------------------------------------------------------------ the bench's memory measure
+
+
+def test_bench_peak_rss_sees_torch_allocations():
+    """``make bench`` reads peak memory from the kernel's resettable high-water mark."""
+    from pathlib import Path
+
+    from r1aqa_pl.bench import PeakRSS
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc")
+    for mib in (64, 8, 32):  # a smaller block after a larger one: the mark really was reset
+        with PeakRSS() as m:
+            torch.ones(mib << 18).sum()  # float32: mib MiB
+        if m.mib != m.mib:  # nan: clear_refs not writable here
+            pytest.skip("/proc/self/clear_refs not writable")
+        assert abs(m.mib - mib) < 0.25 * mib + 2, (mib, m.mib)

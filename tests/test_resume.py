@@ -76,20 +76,6 @@ def run(demo, out, steps, ckpt_path=None, every=None, batch_size=4, val_every=8)
     return recorder, weights, trainer
 
 
-def test_resume_continues_exactly(demo, tmp_path):
-    """Fast version: 3 steps of 2 prompts x 2 rollouts; interrupted after step 2."""
-    full, w_full, _ = run(demo, tmp_path / "full", steps=3, every=2, batch_size=2, val_every=6)
-    resumed, w_res, _ = run(demo, tmp_path / "resumed", steps=3, batch_size=2, val_every=6,
-                            ckpt_path=str(tmp_path / "full" / "step2.ckpt"))
-    assert sorted(resumed.train) == [3] and resumed.prompts[3] == full.prompts[3]
-    for k, v in full.train[3].items():
-        assert resumed.train[3][k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
-    for k in w_full:
-        assert torch.allclose(w_full[k], w_res[k], rtol=0, atol=1e-7), k
-    assert resumed.val[3] == pytest.approx(full.val[3]) and "val/acc/total" in full.val[3]
-
-
-@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(demo, tmp_path):
     """8 steps interrupted after 4 (mid-epoch), the resumed part crossing into the next epoch."""
     t0 = time.time()
@@ -122,9 +108,8 @@ def test_resumed_run_matches_uninterrupted_run(demo, tmp_path):
     print(f"uninterrupted 8 steps {t1 - t0:.1f} s, resumed 4 steps {time.time() - t1:.1f} s")
 
 
-@pytest.mark.slow
 def test_resume_without_rng_restore_differs(demo, tmp_path, monkeypatch):
-    """The checks above have teeth: without the saved RNG streams the resumed rollouts differ."""
+    """The check above has teeth: without the saved RNG streams the resumed rollouts differ."""
     full, w_full, _ = run(demo, tmp_path / "full", steps=3, every=2, batch_size=2, val_every=6)
     monkeypatch.setattr("r1aqa_pl.distributed.set_rng_state", lambda state: torch.manual_seed(12345))
     resumed, w_res, _ = run(demo, tmp_path / "resumed", steps=3, batch_size=2, val_every=6,

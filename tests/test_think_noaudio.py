@@ -5,10 +5,10 @@ import lightning as L
 import pytest
 import torch
 
-from r1aqa_pl import policy, prompts
+from r1aqa_pl import prompts
 from r1aqa_pl.callbacks import MMAUEvaluation
 from r1aqa_pl.data import AudioQADataModule
-from r1aqa_pl.module import GRPOModule, SFTModule
+from r1aqa_pl.module import GRPOModule
 
 AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 # record 0 of the synthetic training set, as the tiny processor's chat template renders it
@@ -108,29 +108,6 @@ def test_think_lengths_and_reward_on_known_completions(synth_dir, tiny_dir):
     assert float(metrics["train/think_length"]) == 3.0
     assert float(metrics["train/answer_length"]) == 1.0
     assert float(metrics["train/rewards/think_format"]) == 1.0
-
-
-def test_sft_think_target_counts_only_target_tokens(synth_dir, tiny_dir):
-    """The think variant of the SFT target: think prompt in, '<think> … </think> <answer> x </answer>' scored."""
-    m = SFTModule(str(tiny_dir), think=True, target="<think> {choices} </think> <answer>{answer}</answer>")
-    m.configure_model()
-    batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
-    ids, mask = m.targets(batch["questions"])
-    tok = m.processor.tokenizer
-    q0 = batch["questions"][0]
-    expected = tok(f"<think> {list(q0.choices)} </think> <answer>{q0.answer}</answer>",
-                   add_special_tokens=False).input_ids + [m.eos_ids[0]]
-    assert ids[0, : len(expected)].tolist() == expected and int(mask[0].sum()) == len(expected)
-    inputs = m.encode(batch["questions"], batch["audio"])
-    assert tok.decode(inputs["input_ids"][0], skip_special_tokens=False).count("<think>") == 1  # the think prompt
-    full_ids = torch.cat([inputs["input_ids"], ids], 1)
-    full_mask = torch.cat([inputs["attention_mask"], mask], 1)
-    logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=policy.position_ids(full_mask),
-                      input_features=inputs["input_features"],
-                      feature_attention_mask=inputs["feature_attention_mask"]).logits
-    P = inputs["input_ids"].shape[1]
-    logp = logits[:, P - 1:-1].log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(m.sft_loss(batch), -(logp * mask).sum() / mask.sum(), atol=1e-5)
 
 
 # ---------------------------------------------------------------- audio-free ablation
