@@ -31,7 +31,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@if ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q torch; fi
 	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
-	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" || $(PY) -m pip install -q "torchaudio<=$$TV.99"
+	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" 2>/dev/null || { \
+	    echo "no torchaudio $$TV.* wheel: taking the newest release up to it"; $(PY) -m pip install -q "torchaudio<=$$TV.99"; }
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 

@@ -165,8 +165,9 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "compare.json").read_text())
     assert list(results["runs"]) == ["grpo", "sft", "grpo_noaudio"]
+    batch = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["data"]["init_args"]["batch_size"]
     for name, r in results["runs"].items():
-        assert r["returncode"] == 0 and r["prompts_seen"] == 2 * 4
+        assert r["returncode"] == 0 and r["prompts_seen"] == 2 * batch
         assert [p[0] for p in r["curves"]["total"]] == [0, 2], name
         assert all(r["start"][c] is not None and r["end"][c] is not None for c in compare.COLUMNS)
     # same warm start and same validation set: GRPO and SFT start from the same numbers
