@@ -35,7 +35,7 @@ def encode_prompts(processor, questions: list[Question], audio: list, template: 
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
-    """1 up to and including the first EOS of each row, 0 after it (and everywhere if none... but all up to the end)."""
+    """1 up to and including the first EOS of each row, 0 after it; a row without EOS is all 1."""
     is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
     after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
     return (~after_eos).long()
