@@ -4,35 +4,12 @@ faults, determinism, SFT masking."""
 import math
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
+from helpers import batch_of, datamodule, fit
 
 from r1aqa_pl import policy
-from r1aqa_pl.data import AudioQADataModule
 from r1aqa_pl.module import GRPOModule, SFTModule
-
-
-def datamodule(synth_dir, tiny_dir, **kw):
-    args = dict(train_file=str(synth_dir / "train.jsonl"), val_file=str(synth_dir / "test-mini.json"),
-                feature_extractor=str(tiny_dir), batch_size=2, val_batch_size=12, seed=0)
-    args.update(kw)
-    return AudioQADataModule(**args)
-
-
-def fit(module, dm, steps=2, **kw):
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, deterministic=True, **kw)
-    trainer.fit(module, dm)
-    return trainer
-
-
-def batch_of(dm, n=3):
-    dm.setup("fit")
-    ds = dm.datasets["train"]
-    items = [ds[i] for i in range(n)]
-    return {"questions": [x["question"] for x in items], "audio": [x["audio"] for x in items]}
 
 
 def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tiny_dir):
