@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -105,17 +106,11 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     if "val/acc/total" not in val:
         problems.append("no val/acc/total after validation")
     hf = out_dir / "checkpoints" / f"step{steps}_hf"
-    try:  # the export loads and differs from the warm start (the optimizer steps were applied)
-        from transformers import Qwen2AudioForConditionalGeneration
-
-        exported = Qwen2AudioForConditionalGeneration.from_pretrained(str(hf))
-        start = Qwen2AudioForConditionalGeneration.from_pretrained(warm)
-        moved = max((a.float() - b.float()).abs().max().item()
-                    for a, b in zip(exported.parameters(), start.parameters()))
-        if not moved > 0:
-            problems.append(f"exported weights equal the warm start ({hf})")
-    except Exception as e:  # noqa: BLE001 - reported, then the run fails
-        problems.append(f"HF export at {hf} does not load: {e!r}")
+    # Loaded in a fresh process: after a ZeRO-3 fit DeepSpeed's partitioning stays hooked into module
+    # construction in this one, so a model built here would come out partitioned (empty tensors).
+    res = subprocess.run([sys.executable, __file__, "check-export", str(hf), warm], capture_output=True, text=True)
+    if res.returncode != 0:
+        problems.append(f"HF export at {hf}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
     summary = {"strategy": strategy, "steps": stats.steps, "peak_memory_mb": peak / 2**20, "val": val,
                "seconds": time.time() - t0, "problems": problems}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -123,6 +118,22 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
         raise SystemExit(f"[gpu_smoke] {strategy} FAILED:\n  " + "\n  ".join(problems))
     print(f"[gpu_smoke] {strategy} OK in {summary['seconds']:.0f} s")
     return summary
+
+
+def check_export(hf: str, warm: str) -> None:
+    """The export loads with ``from_pretrained``, has the warm start's shapes, and differs from it
+    (the optimizer steps were applied)."""
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    exported = Qwen2AudioForConditionalGeneration.from_pretrained(hf).state_dict()
+    start = Qwen2AudioForConditionalGeneration.from_pretrained(warm).state_dict()
+    wrong = [k for k in start if k not in exported or exported[k].shape != start[k].shape]
+    if wrong:
+        raise SystemExit(f"{hf}: missing or mis-shaped weights: {wrong[:5]}")
+    moved = max((exported[k].float() - start[k].float()).abs().max().item() for k in start)
+    if not moved > 0:
+        raise SystemExit(f"{hf}: exported weights equal the warm start")
+    print(f"export OK: {len(start)} tensors, largest change {moved:.3g}")
 
 
 def compare(run_dir: str) -> int:
@@ -169,9 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--steps", type=int, default=3)
     r.add_argument("--accelerator", default="gpu", help="cpu: dry-run of the script's own logic (ddp only)")
+    e = sub.add_parser("check-export")
+    e.add_argument("hf")
+    e.add_argument("warm")
     c = sub.add_parser("compare")
     c.add_argument("run_dir")
     args = ap.parse_args(argv)
+    if args.cmd == "check-export":
+        check_export(args.hf, args.warm)
+        return 0
     if args.cmd == "run":
         run(args.strategy, args.root, args.out, args.steps, args.accelerator)
         return 0
