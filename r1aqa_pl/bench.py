@@ -61,6 +61,7 @@ EVAL_NEW_TOKENS = 256
 BETA = 0.04
 # what the fitted bench policy says after its answer (no EOS): the case stopping at </answer> is for
 AFTER_ANSWER = " ".join(f"w{i}" for i in range(100, 124))
+DEVICE = torch.device("cpu")  # --device
 
 
 # ------------------------------------------------------------------ memory
@@ -148,18 +149,10 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     ids = [tok(f"<answer> {q.answer} </answer> {AFTER_ANSWER}", add_special_tokens=False).input_ids for q in qs]
     target = torch.tensor(ids)  # same length for every row
     mask = torch.ones_like(target)
-    tower = model.model.audio_tower
-    tower.requires_grad_(False)
-    memo: dict = {}
-
-    def cached_tower(*a, **k):
-        if "out" not in memo:
-            with torch.no_grad():
-                memo["out"] = type(tower).forward(tower, *a, **k)
-        return memo["out"]
-
-    tower.forward = cached_tower
-    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():  # the encoder stays as built: its output is computed once
+        feats = policy.encode_audio(model.model, inputs["input_features"], inputs["feature_attention_mask"])
+    encode_audio, policy.encode_audio = policy.encode_audio, lambda *a, **k: feats
+    params = [p for n, p in model.named_parameters() if p.requires_grad and "audio_tower" not in n]
     opt = torch.optim.AdamW(params, lr=lr)
     snapshot = None
     model.train()
@@ -167,15 +160,13 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
         for step in range(steps):
             if step == snapshot_at:
                 snapshot = copy.deepcopy(model)
-                snapshot.model.audio_tower.__dict__.pop("forward", None)  # not the memo above
             logp = policy.completion_logprobs(model, inputs, target, mask, G=1)
             loss = -(logp * mask).sum() / mask.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     finally:
-        del tower.forward
-        tower.requires_grad_(True)
+        policy.encode_audio = encode_audio
     model.eval()
     if snapshot is None:
         snapshot = copy.deepcopy(model)
@@ -227,8 +218,9 @@ class Harness:
                        micro_batch_prompts=1, share_prompt=True, lr=0.0, max_grad_norm=0.0,
                        eval_max_new_tokens=EVAL_NEW_TOKENS, eval_stop_at_answer=True)
         m.configure_model()
+        m.to(DEVICE)
         ref, _ = load_policy(ref_dir)
-        object.__setattr__(m, "ref_policy", ref.eval().requires_grad_(False))
+        object.__setattr__(m, "ref_policy", ref.to(DEVICE).eval().requires_grad_(False))
         self.module, self.logged, self.capture, self.grads = m, {}, False, None
         params = [p for p in m.policy.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=0.0)
@@ -290,7 +282,7 @@ def reference_rollout(h: Harness, qs, audio) -> dict:
     texts = m.decode(completion_ids)
     total, _ = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
     return {"inputs": inputs, "completion_ids": completion_ids, "mask": mask,
-            "advantages": grpo.group_advantages(total, G, "group")}
+            "advantages": grpo.group_advantages(total, G, "group").to(DEVICE)}
 
 
 def reference_update(h: Harness, ro: dict, beta: float = BETA) -> float:
@@ -339,7 +331,7 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
     """
     torch.manual_seed(seed)
     ro = h.rollout(qs, audio)
-    ro["advantages"] = torch.randn(ro["completion_ids"].shape[0], generator=torch.Generator().manual_seed(seed))
+    ro["advantages"] = torch.randn(ro["completion_ids"].shape[0], generator=torch.Generator().manual_seed(seed)).to(DEVICE)
     h.capture = True
     try:
         loss_p = h.update(ro)
@@ -364,11 +356,28 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
 # ------------------------------------------------------------------ timing
 
 
+class PeakCUDA:
+    """Peak allocated GPU memory (MiB) of a block above what was allocated at its start."""
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        return False
+
+
 def timed(fn, *args) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds of this process, peak MiB) of one call."""
-    with PeakRSS() as mem:
+    """(wall seconds, CPU seconds of this process, peak MiB) of one call, on the device the bench runs on."""
+    with (PeakCUDA() if DEVICE.type == "cuda" else PeakRSS()) as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         fn(*args)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()  # the kernels have run before the clock is read
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return dt, cpu, mem.mib
 
@@ -480,16 +489,25 @@ class PhaseTimer:
         m.manual_backward = self._wrap(lambda *a, **k: "backward", backward)
         opt_step = self.h.opt.step
         self.h.opt.step = self._wrap(lambda *a, **k: "optimizer step", opt_step)
+        encode_audio = saved["encode_audio"] = policy.encode_audio
+
+        def timed_encoder(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return encode_audio(*a, **k)
+            finally:
+                self.t[(self.phase, "audio encoder")] += time.perf_counter() - t0
+
+        policy.encode_audio = timed_encoder
         handles, starts = [], {}
-        for tag, mod in (("audio encoder", m.policy.model.audio_tower), ("audio encoder", m.ref_policy.model.audio_tower),
-                         ("LM", m.policy.model.language_model), ("LM", m.ref_policy.model.language_model)):
-            def pre(mod_, args, kwargs, tag=tag):
+        for mod in (m.policy.model.language_model, m.ref_policy.model.language_model):
+            def pre(mod_, args, kwargs):
                 starts[id(mod_)] = time.perf_counter()
 
-            def post(mod_, args, kwargs, out, tag=tag):
+            def post(mod_, args, kwargs, out):
                 ids = kwargs.get("inputs_embeds")
                 kind = "decode" if self.phase == "rollout" and ids is not None and ids.shape[1] == 1 else "prefill"
-                self.t[(self.phase, tag if tag != "LM" else f"LM {kind}")] += time.perf_counter() - starts.pop(id(mod_))
+                self.t[(self.phase, f"LM {kind}")] += time.perf_counter() - starts.pop(id(mod_))
 
             handles += [mod.register_forward_pre_hook(pre, with_kwargs=True),
                         mod.register_forward_hook(post, with_kwargs=True)]
@@ -497,6 +515,7 @@ class PhaseTimer:
             yield self
         finally:
             policy.rollout, policy.completion_logprobs = saved["rollout"], saved["completion_logprobs"]
+            policy.encode_audio = saved["encode_audio"]
             del m.encode
             m.manual_backward, self.h.opt.step = backward, opt_step
             for hd in handles:
@@ -533,7 +552,8 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
-    lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    lines.append(f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
                  f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
                  f"load average at start {info['load']}, at end {info['load_end']}, G = {G}, {NEW_TOKENS} new tokens, beta = {BETA}, "
                  f"{args.reps} timed repetitions after a warm-up (median)")
@@ -612,7 +632,10 @@ def main(argv=None) -> None:
     ap.add_argument("--profile-prompts", type=int, default=4, help="0: skip the profile")
     ap.add_argument("--work", default=None, help="folder for the bench policy (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cuda: time the steps on a GPU (fp32; peak = allocated GPU memory)")
     args = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
 
     import logging
     import warnings

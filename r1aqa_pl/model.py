@@ -51,7 +51,7 @@ def load_policy(
     # transformers freezes the encoder's sinusoidal positions in __init__, but loading re-enables them
     model.model.audio_tower.embed_positions.requires_grad_(False)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if lora:
         from peft import LoraConfig, get_peft_model

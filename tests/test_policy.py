@@ -96,6 +96,62 @@ def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
         assert rel_err(g_s[n], g_u[n]) < 1e-4, n  # per tensor too, not only against the largest
 
 
+def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
+    """The trimmed encoder gives Qwen2-Audio's own features (full 3000-style window) for clips of odd
+    and even frame counts, one that fills the window, and a batch mixing them."""
+    model, processor = tiny
+    core = model.model
+    sr = processor.feature_extractor.sampling_rate
+    rng = np.random.default_rng(5)
+    clips = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (int(0.31 * sr), int(0.5 * sr) + 160,
+                                                                        int(1.27 * sr), 2 * sr)]
+    feats = processor.feature_extractor(clips, sampling_rate=sr, return_attention_mask=True, padding="max_length",
+                                        return_tensors="pt")
+    x, fmask = feats["input_features"], feats["attention_mask"]
+    assert len({int(n) % 2 for n in fmask.sum(-1)}) == 2 and int(fmask.sum(-1).max()) == x.shape[-1]
+    with torch.no_grad():
+        ours = policy.encode_audio(core, x, fmask)
+        feat_len, tok_len = core.audio_tower._get_feat_extract_output_lengths(fmask.sum(-1))
+        S = core.audio_tower.config.max_source_positions
+        mask2d = (torch.arange(S)[None] < feat_len[:, None]).long()
+        from transformers.masking_utils import create_bidirectional_mask
+
+        full_mask = create_bidirectional_mask(config=core.audio_tower.config, inputs_embeds=torch.zeros(len(clips), S, 1),
+                                              attention_mask=mask2d)
+        full = core.multi_modal_projector(core.audio_tower(x, attention_mask=full_mask).last_hidden_state)
+        full = full[torch.arange(full.shape[1])[None] < tok_len[:, None]]
+    assert ours.shape == full.shape == (int(tok_len.sum()), model.config.text_config.hidden_size)
+    assert rel_err(ours, full) < 1e-5
+    for i, clip in enumerate(clips):  # alone = in the batch: the trimming follows each batch's longest clip
+        one = processor.feature_extractor([clip], sampling_rate=sr, return_attention_mask=True, padding="max_length",
+                                          return_tensors="pt")
+        with torch.no_grad():
+            alone = policy.encode_audio(core, one["input_features"], one["attention_mask"])
+        start = int(tok_len[:i].sum())
+        assert rel_err(alone, ours[start:start + int(tok_len[i])]) < 1e-5
+
+
+def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
+    """With gradient checkpointing (no cache) the audio is still encoded once and the numbers agree."""
+    model, processor = tiny
+    _, inputs = batch(processor)
+    ids = sampled(model, processor, inputs)
+    mask = policy.completion_mask(ids, eos_ids(model))
+    model.train()
+    grads = {}
+    for share in (True, False):
+        model.activation_checkpointing_enable() if share else model.activation_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        logp = policy.completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
+        (logp * mask).sum().backward()
+        grads[share] = (logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert model.model.language_model.gradient_checkpointing is False
+    (lp_s, g_s), (lp_u, g_u) = grads[True], grads[False]
+    assert rel_err(lp_s, lp_u) < 1e-5
+    assert g_s.keys() == g_u.keys()
+    assert max(rel_err(g_s[n], g_u[n]) for n in g_s if "audio_tower" in n) < 1e-4
+
+
 def test_completion_logprobs_equal_generate_logits(tiny):
     """log p of each sampled token = log_softmax(raw logit / T) that generate sampled it from."""
     model, processor = tiny
