@@ -636,6 +636,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     global DEVICE
     DEVICE = torch.device(args.device)
+    torch.backends.cudnn.allow_tf32 = False  # fp32 agreement: cuDNN's convolutions default to TF32
 
     import logging
     import warnings

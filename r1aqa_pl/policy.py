@@ -61,9 +61,12 @@ def encode_audio(core, input_features: Tensor, feature_attention_mask: Tensor) -
     The same numbers as Qwen2-Audio's own encoder, which insists on the full 30 s window (3000 mel
     frames) whatever the clip's length: here it runs over the batch's longest clip plus the two frames
     of right context its two convolutions read, so a 10 s clip costs a third of the window, and less
-    than that in attention. Every weight is reached through a module call (ZeRO-3 gathers on those).
+    than that in attention. Under DeepSpeed ZeRO-3 the encoder's own forward runs instead (its
+    parameter fetching follows module calls; the trimmed path left a convolution "active" on an H100).
     """
     enc = core.audio_tower
+    if hasattr(enc.conv1.weight, "ds_id"):
+        return encode_audio_window(core, input_features, feature_attention_mask)
     n_frames = feature_attention_mask.sum(-1)
     T = min(input_features.shape[-1], int(n_frames.max()) + 2)
     x = input_features[..., :T].to(enc.conv1.weight.device, enc.conv1.weight.dtype)
@@ -80,6 +83,19 @@ def encode_audio(core, input_features: Tensor, feature_attention_mask: Tensor) -
     h = enc.layer_norm(enc.avg_pooler(h.transpose(1, 2)).transpose(1, 2))
     feats = core.multi_modal_projector(h)
     return feats[torch.arange(feats.shape[1], device=x.device)[None] < token_lengths[:, None]]
+
+
+def encode_audio_window(core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
+    """:func:`encode_audio` through Qwen2-Audio's own encoder forward, over the full window."""
+    enc = core.audio_tower
+    device = enc.conv1.weight.device
+    feat_lengths, token_lengths = enc._get_feat_extract_output_lengths(feature_attention_mask.sum(-1).to(device))
+    S = enc.config.max_source_positions
+    positions = torch.arange(S, device=device)
+    mask = create_bidirectional_mask(config=enc.config, inputs_embeds=torch.zeros(len(feat_lengths), S, 1, device=device),
+                                     attention_mask=(positions[None] < feat_lengths[:, None]).long())
+    feats = core.multi_modal_projector(enc(input_features.to(device), attention_mask=mask).last_hidden_state)
+    return feats[torch.arange(feats.shape[1], device=device)[None] < token_lengths[:, None]]
 
 
 def prompt_embeds(core, input_ids: Tensor, input_features: Tensor | None = None,

@@ -160,6 +160,10 @@ def compare(run_dir: str) -> int:
             print(f"note: {name} sampled other completions than ddp at step 1 (reward {b['train/reward']:.3f} vs "
                   f"{a['train/reward']:.3f}); gradient norms not compared")
             continue
+        if a["train/grad_norm"] < 1e-3:
+            print(f"note: step-1 gradient norm {a['train/grad_norm']:.1e} is rounding noise (no reward variance at "
+                  f"step 1: KL only, zero at the start); {name} not compared")
+            continue
         ratio = b["train/grad_norm"] / a["train/grad_norm"]
         print(f"{name}: step-1 gradient norm / ddp's = {ratio:.3f}")
         if not 0.8 < ratio < 1.25:

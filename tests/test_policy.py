@@ -111,15 +111,8 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
     assert len({int(n) % 2 for n in fmask.sum(-1)}) == 2 and int(fmask.sum(-1).max()) == x.shape[-1]
     with torch.no_grad():
         ours = policy.encode_audio(core, x, fmask)
-        feat_len, tok_len = core.audio_tower._get_feat_extract_output_lengths(fmask.sum(-1))
-        S = core.audio_tower.config.max_source_positions
-        mask2d = (torch.arange(S)[None] < feat_len[:, None]).long()
-        from transformers.masking_utils import create_bidirectional_mask
-
-        full_mask = create_bidirectional_mask(config=core.audio_tower.config, inputs_embeds=torch.zeros(len(clips), S, 1),
-                                              attention_mask=mask2d)
-        full = core.multi_modal_projector(core.audio_tower(x, attention_mask=full_mask).last_hidden_state)
-        full = full[torch.arange(full.shape[1])[None] < tok_len[:, None]]
+        full = policy.encode_audio_window(core, x, fmask)  # Qwen2-Audio's own encoder forward
+    tok_len = core.audio_tower._get_feat_extract_output_lengths(fmask.sum(-1))[1]
     assert ours.shape == full.shape == (int(tok_len.sum()), model.config.text_config.hidden_size)
     assert rel_err(ours, full) < 1e-5
     for i, clip in enumerate(clips):  # alone = in the batch: the trimming follows each batch's longest clip
@@ -129,6 +122,21 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
             alone = policy.encode_audio(core, one["input_features"], one["attention_mask"])
         start = int(tok_len[:i].sum())
         assert rel_err(alone, ours[start:start + int(tok_len[i])]) < 1e-5
+
+
+def test_zero3_partitioned_encoder_runs_its_own_forward(tiny):
+    """Under ZeRO-3 (parameters carry ``ds_id``) the encoder's own forward runs, with the same numbers."""
+    model, processor = tiny
+    _, inputs = batch(processor)
+    core, calls = model.model, []
+    core.audio_tower.register_forward_pre_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        trimmed = policy.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
+        assert calls == []
+        core.audio_tower.conv1.weight.ds_id = 0
+        window = policy.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
+    assert calls == [1]
+    assert rel_err(trimmed, window) < 1e-5
 
 
 def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
