@@ -96,6 +96,19 @@ def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
         assert rel_err(g_s[n], g_u[n]) < 1e-4, n  # per tensor too, not only against the largest
 
 
+def encode_audio_window(core, input_features, feature_attention_mask):
+    """The oracle: Qwen2-Audio's own encoder forward over the full window, as its model forward calls it."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    enc = core.audio_tower
+    feat_len, tok_len = enc._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
+    S = enc.config.max_source_positions
+    mask = create_bidirectional_mask(config=enc.config, inputs_embeds=torch.zeros(len(feat_len), S, 1),
+                                     attention_mask=(torch.arange(S)[None] < feat_len[:, None]).long())
+    feats = core.multi_modal_projector(enc(input_features, attention_mask=mask).last_hidden_state)
+    return feats[torch.arange(feats.shape[1])[None] < tok_len[:, None]]
+
+
 def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
     """The trimmed encoder gives Qwen2-Audio's own features (full 3000-style window) for clips of odd
     and even frame counts, one that fills the window, and a batch mixing them."""
@@ -111,7 +124,7 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
     assert len({int(n) % 2 for n in fmask.sum(-1)}) == 2 and int(fmask.sum(-1).max()) == x.shape[-1]
     with torch.no_grad():
         ours = policy.encode_audio(core, x, fmask)
-        full = policy.encode_audio_window(core, x, fmask)  # Qwen2-Audio's own encoder forward
+        full = encode_audio_window(core, x, fmask)
     tok_len = core.audio_tower._get_feat_extract_output_lengths(fmask.sum(-1))[1]
     assert ours.shape == full.shape == (int(tok_len.sum()), model.config.text_config.hidden_size)
     assert rel_err(ours, full) < 1e-5
@@ -124,19 +137,28 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
         assert rel_err(alone, ours[start:start + int(tok_len[i])]) < 1e-5
 
 
-def test_zero3_partitioned_encoder_runs_its_own_forward(tiny):
-    """Under ZeRO-3 (parameters carry ``ds_id``) the encoder's own forward runs, with the same numbers."""
+def test_under_zero3_the_prompt_goes_through_qwen2_audios_own_forward(tiny):
+    """ZeRO-3 partitioned weights (``ds_id``): the prompt is fed as ids + features to Qwen2-Audio's
+    forward (the encoder's own forward runs), the path verified on GPU under ZeRO-3; same numbers."""
     model, processor = tiny
     _, inputs = batch(processor)
+    ids = sampled(model, processor, inputs)
+    mask = policy.completion_mask(ids, eos_ids(model))
     core, calls = model.model, []
     core.audio_tower.register_forward_pre_hook(lambda *a: calls.append(1))
     with torch.no_grad():
-        trimmed = policy.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
+        merged = policy.completion_logprobs(model, inputs, ids, mask, G)
         assert calls == []
         core.audio_tower.conv1.weight.ds_id = 0
-        window = policy.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
-    assert calls == [1]
-    assert rel_err(trimmed, window) < 1e-5
+        own = policy.completion_logprobs(model, inputs, ids, mask, G)
+        assert calls == [1]  # once per group of G, not G times
+        greedy = policy.rollout(model, inputs, G, do_sample=False, max_new_tokens=4,
+                                suppress_tokens=structural_token_ids(processor))
+    assert calls == [1, 1]
+    assert rel_err(merged, own) < 1e-5
+    del core.audio_tower.conv1.weight.ds_id
+    assert torch.equal(greedy, policy.rollout(model, inputs, G, do_sample=False, max_new_tokens=4,
+                                              suppress_tokens=structural_token_ids(processor)))
 
 
 def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
