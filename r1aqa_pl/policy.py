@@ -62,11 +62,16 @@ def encode_audio(core, input_features: Tensor, feature_attention_mask: Tensor) -
     frames) whatever the clip's length: here it runs over the batch's longest clip plus the two frames
     of right context its two convolutions read, so a 10 s clip costs a third of the window, and less
     than that in attention.
+
+    Weights are only touched inside module calls: under DeepSpeed ZeRO-3 reading ``conv1.weight``
+    here would fetch it for the enclosing (root) module, which never releases it, and the next
+    rollout's re-partitioning fails ("Cannot free a ZeRO-3 parameter while it is still active").
     """
     enc = core.audio_tower
     n_frames = feature_attention_mask.sum(-1)
     T = min(input_features.shape[-1], int(n_frames.max()) + 2)
-    x = input_features[..., :T].to(enc.conv1.weight.device, enc.conv1.weight.dtype)
+    w = next(enc.conv1.parameters())  # not ``enc.conv1.weight``: see the docstring
+    x = input_features[..., :T].to(w.device, w.dtype)
     x = F.gelu(enc.conv2(F.gelu(enc.conv1(x)))).transpose(1, 2)
     S = x.shape[1]
     positions = torch.arange(S, device=x.device)
@@ -96,21 +101,6 @@ def prompt_embeds(core, input_ids: Tensor, input_features: Tensor | None = None,
     return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
 
 
-def _zero3(core) -> bool:
-    return hasattr(core.audio_tower.conv1.weight, "ds_id")  # DeepSpeed marks its partitioned parameters
-
-
-def prompt_inputs(core, input_ids: Tensor, audio_kw: dict[str, Tensor]) -> dict[str, Tensor]:
-    """What ``core`` is fed for the prompt: embeddings with the audio merged in (:func:`prompt_embeds`),
-    or under DeepSpeed ZeRO-3 the ids and features for Qwen2-Audio's own forward over the full
-    window: ZeRO-3 fetches weights on module calls, and the merged path, which calls the encoder
-    and the embeddings outside that forward, left a convolution "active" at the next rollout's
-    re-partitioning on an H100 (DeepSpeed 0.19.8), while this one trained there."""
-    if _zero3(core):
-        return {"input_ids": input_ids, **audio_kw}
-    return {"inputs_embeds": prompt_embeds(core, input_ids, **audio_kw)}
-
-
 def completion_logprobs(model, inputs: dict[str, Tensor], completion_ids: Tensor, completion_attention: Tensor,
                         G: int, temperature: float = 1.0, share_prompt: bool = True) -> Tensor:
     """Per-token log p(completion | prompt, audio) for B prompts × G completions, shape [B·G, T].
@@ -118,8 +108,7 @@ def completion_logprobs(model, inputs: dict[str, Tensor], completion_ids: Tensor
     Completions are group-contiguous (rows b·G … b·G+G−1 belong to prompt b). With ``share_prompt``
     each prompt's audio is encoded once (over the clip, not the 30 s window) and the prompt runs once,
     its key/value cache repeated for its G completions; under gradient checkpointing (no cache) the
-    encoded prompt embeddings are repeated and the full sequence runs (under ZeRO-3: unshared, see
-    :func:`prompt_inputs`). Without ``share_prompt`` every
+    encoded prompt embeddings are repeated and the full sequence runs. Without ``share_prompt`` every
     completion runs the full sequence through Qwen2-Audio's own forward (R1-AQA's way). All give the
     same numbers and gradients.
     """
@@ -129,7 +118,7 @@ def completion_logprobs(model, inputs: dict[str, Tensor], completion_ids: Tensor
     full_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), completion_attention], 1)
     audio_kw = {k: inputs[k] for k in ("input_features", "feature_attention_mask") if k in inputs}
     checkpointing = getattr(core.language_model, "gradient_checkpointing", False)
-    if not share_prompt or (checkpointing and _zero3(core)):
+    if not share_prompt:
         rep = {k: v.repeat_interleave(G, 0) for k, v in audio_kw.items()}
         ids = torch.cat([inputs["input_ids"].repeat_interleave(G, 0), completion_ids], 1)
         out = core(input_ids=ids, attention_mask=full_mask, position_ids=position_ids(full_mask), use_cache=False,
@@ -142,7 +131,7 @@ def completion_logprobs(model, inputs: dict[str, Tensor], completion_ids: Tensor
                    use_cache=False)
         hidden = out.last_hidden_state[:, P - 1:-1]
     else:
-        out = core(**prompt_inputs(core, inputs["input_ids"], audio_kw), attention_mask=prompt_mask,
+        out = core(inputs_embeds=prompt_embeds(core, inputs["input_ids"], **audio_kw), attention_mask=prompt_mask,
                    position_ids=position_ids(prompt_mask), use_cache=True)
         cache = out.cache
         cache.batch_repeat_interleave(G)
@@ -186,7 +175,7 @@ def rollout(model, inputs: dict[str, Tensor], G: int, share_prompt: bool = True,
     if share_prompt:
         core, _ = _backbone(model)
         audio_kw = {k: inputs[k] for k in ("input_features", "feature_attention_mask") if k in inputs}
-        cache = core(**prompt_inputs(core, ids[:, :-1], audio_kw), attention_mask=mask[:, :-1],
+        cache = core(inputs_embeds=prompt_embeds(core, ids[:, :-1], **audio_kw), attention_mask=mask[:, :-1],
                      position_ids=position_ids(mask[:, :-1]), use_cache=True).cache
         cache.batch_repeat_interleave(G)
         out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
