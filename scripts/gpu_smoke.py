@@ -106,8 +106,8 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     if "val/acc/total" not in val:
         problems.append("no val/acc/total after validation")
     hf = out_dir / "checkpoints" / f"step{steps}_hf"
-    # Loaded in a fresh process: after a ZeRO-3 fit DeepSpeed's partitioning stays hooked into module
-    # construction in this one, so a model built here would come out partitioned (empty tensors).
+    # Loaded in a fresh process: after a ZeRO-3 fit the HfDeepSpeedConfig that made the policy load
+    # partitioned is still registered in this one, so from_pretrained here gives empty tensors.
     res = subprocess.run([sys.executable, __file__, "check-export", str(hf), warm], capture_output=True, text=True)
     if res.returncode != 0:
         problems.append(f"HF export at {hf}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
