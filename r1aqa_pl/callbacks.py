@@ -142,6 +142,9 @@ class MMAUEvaluation(pl.Callback):
         pl_module.log(f"{stage}/acc/total", total, sync_dist=True, reduce_fx="max", prog_bar=True)
         no_audio = torch.tensor(float(self._no_audio), device=pl_module.device)
         pl_module.log(f"{stage}/count/no_audio", no_audio, sync_dist=True, reduce_fx="sum")
+        # the loggers' x is the optimizer step (Lightning's own would be the batches stepped so far,
+        # one behind here, several per step with accumulation): the checkpoint's and prediction file's step
+        pl_module.log("step", float(trainer.global_step), reduce_fx="max")
         if self._no_audio:
             rank_zero_info(f"MMAUEvaluation: {self._no_audio} {stage} question(s) on rank 0 had no audio")
         if self.write_predictions:

@@ -71,8 +71,7 @@ def _init_args(cfg: dict, key: str) -> dict:
 def eval_interval(steps: int, every: int) -> int:
     """The largest divisor of ``steps`` in [2, ``every``] (so that the last step is validated), else ``steps``.
 
-    Never 1: a validation after the first step would be logged at TensorBoard step 0, on top of the
-    one before training (see :func:`optimizer_steps`).
+    Never 1: a validation after every step would cost more than the training.
     """
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
@@ -143,7 +142,6 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
         runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", "--config", runs[name]["config"],
                                  *runs[name]["overrides"]]
         runs[name]["log_dir"] = str(out / name / "version_0")
-        runs[name]["batches_per_step"] = 1 if name == "sft" else accum
     return {"steps": steps, "eval_every": every, "G": G, "gradient_accumulation_steps": accum,
             "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out),
             "runs": {name: runs[name] for name in chosen}}
@@ -151,27 +149,10 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
 
 # ---------------------------------------------------------------- results
 
-def optimizer_steps(logged: list[tuple[int, float]], batches_per_step: int = 1,
-                    before_training: bool = True) -> list[list]:
-    """TensorBoard steps of ``val/acc/*`` -> optimizer steps done when each validation ran.
-
-    Inside training Lightning logs at the number of batches that had stepped *before* the current one
-    (validation after optimizer step 25 appears at 24; ``train/*`` of step k at k-1), while
-    ``MMAUEvaluation(log_before_training=True)`` logs the pass before training at 0. So the first point
-    stays at 0 (when ``before_training``) and every other one becomes ``(logged + 1) / batches_per_step``
-    (GRPO with gradient accumulation takes several batches per optimizer step).
-    """
-    out = []
-    for i, (s, v) in enumerate(logged):
-        step = 0 if (before_training and i == 0 and s == 0) else (int(s) + 1) // max(1, batches_per_step)
-        out.append([step, float(v)])
-    return out
-
-
-def summarize(scalars: dict[str, list[tuple[int, float]]], batches_per_step: int = 1,
-              before_training: bool = True) -> dict:
-    """Per-domain accuracy at the first and last validation, the best total, and the curves (x: optimizer steps)."""
-    curves = {c: optimizer_steps(scalars.get(tag, []), batches_per_step, before_training) for c, tag in ACC.items()}
+def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
+    """Per-domain accuracy at the first and last validation, the best total, and the curves (x: optimizer
+    steps, as the modules and MMAUEvaluation log them)."""
+    curves = {c: [[int(s), float(v)] for s, v in scalars.get(tag, [])] for c, tag in ACC.items()}
     start = {c: (pts[0][1] if pts else None) for c, pts in curves.items()}
     end = {c: (pts[-1][1] if pts else None) for c, pts in curves.items()}
     total = curves["total"]
@@ -313,7 +294,7 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         if proc.returncode != 0:
             tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
             raise RuntimeError(f"run {name} failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
-        r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"]), r["batches_per_step"]))
+        r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"])))
         print(f"[compare]   {r['wall_s']:.0f} s; total {_pct(r['start']['total'])} → {_pct(r['end']['total'])} %",
               flush=True)
     p["wall_s"] = time.time() - t_all

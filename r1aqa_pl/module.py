@@ -334,7 +334,8 @@ class GRPOModule(PolicyModule):
         log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
         log.update({"train/loss": loss_sum, "train/grad_norm": grad_norm.float(),
                     "train/lr": torch.tensor(sched.get_last_lr()[0]),
-                    "train/skipped_steps": torch.tensor(float(self.skipped_steps))})
+                    "train/skipped_steps": torch.tensor(float(self.skipped_steps)),
+                    "step": torch.tensor(float(self.global_step))})  # the loggers' x: optimizer steps
         self.log_dict(log, prog_bar=False)
 
     def log_rollouts(self, rollouts: list[dict]) -> None:
@@ -401,4 +402,5 @@ class SFTModule(PolicyModule):
     def training_step(self, batch, batch_idx):
         loss = self.sft_loss(batch)
         self.log("train/loss", loss, prog_bar=True)
+        self.log("step", float(self.global_step + 1))  # the loggers' x: the optimizer step this batch ends
         return loss

@@ -35,19 +35,24 @@ def fit(config: str, overrides: list[str]):
     return res
 
 
-@pytest.mark.parametrize("config, name, module", [("configs/demo.yaml", "grpo", "GRPOModule"),
-                                                  ("configs/demo_sft.yaml", "sft", "SFTModule")])
-def test_demo_config_fits_two_steps(tiny_run, tmp_path, config, name, module):
+ACCUMULATE_2 = ["--model.init_args.gradient_accumulation_steps", "2", "--trainer.val_check_interval", "4"]
+
+
+@pytest.mark.parametrize("config, name, module, extra", [
+    ("configs/demo.yaml", "grpo", "GRPOModule", []),
+    ("configs/demo.yaml", "grpo", "GRPOModule", ACCUMULATE_2),  # 2 batches per step: the x-axis stays in steps
+    ("configs/demo_sft.yaml", "sft", "SFTModule", [])])
+def test_demo_config_fits_two_steps(tiny_run, tmp_path, config, name, module, extra):
     """``demo.prepare(out=tmp, n_train=48, n_test=24, warm_steps=20)`` (the tiny_run fixture's folder)."""
     cfg = yaml.safe_load((ROOT / config).read_text())
     assert cfg["model"]["class_path"].endswith(module)
-    fit(config, demo_overrides(tiny_run.root, tmp_path, name))
+    fit(config, demo_overrides(tiny_run.root, tmp_path, name) + extra)
     scalars = runs.load_scalars(tmp_path / name)
     total = scalars["val/acc/total"]
-    assert [s for s, _ in total] == [0, 1]  # before training, then after step 2 (Lightning logs it at 1)
+    assert [s for s, _ in total] == [0, 2]  # x is the optimizer step: before training, then after step 2
     for d in ("sound", "music", "speech"):
-        assert len(scalars[f"val/acc/{d}"]) == 2
-    assert len(scalars["train/loss"]) == 2
+        assert [s for s, _ in scalars[f"val/acc/{d}"]] == [0, 2]
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2]
     if name == "grpo":
         assert "train/reward" in scalars and "train/kl" in scalars
     version = tmp_path / name / "version_0"
@@ -102,9 +107,9 @@ def test_eval_interval_lands_on_the_last_step():
         compare.eval_interval(1, 1)
 
 
-def _fake_scalars(values, every=10, batches_per_step=1):
-    """``val/acc/*`` as Lightning logs them: the pre-training pass at 0, then at (step × bps) - 1."""
-    steps = [0] + [every * (i + 1) * batches_per_step - 1 for i in range(len(values) - 1)]
+def _fake_scalars(values, every=10):
+    """``val/acc/*`` as the runs log them: the pre-training pass at 0, then at each validated optimizer step."""
+    steps = [0] + [every * (i + 1) for i in range(len(values) - 1)]
     out = {f"val/acc/{c}": [(s, v[c]) for s, v in zip(steps, values)] for c in ("sound", "music", "speech", "total")}
     out["train/loss"] = [(0, 2.0), (1, 1.5)]
     return out
@@ -114,9 +119,8 @@ def test_summarize_and_table_on_fake_metrics():
     def acc(s, m, sp):
         return {"sound": s, "music": m, "speech": sp, "total": (s + m + sp) / 3}
 
-    grpo = compare.summarize(_fake_scalars([acc(0.5, 0.5, 0.5), acc(0.6, 0.7, 0.5), acc(0.9, 0.8, 0.7)],
-                                           batches_per_step=2), batches_per_step=2)
-    assert grpo["curves"]["sound"] == [[0, 0.5], [10, 0.6], [20, 0.9]]  # optimizer steps
+    grpo = compare.summarize(_fake_scalars([acc(0.5, 0.5, 0.5), acc(0.6, 0.7, 0.5), acc(0.9, 0.8, 0.7)]))
+    assert grpo["curves"]["sound"] == [[0, 0.5], [10, 0.6], [20, 0.9]]
     assert grpo["start"]["music"] == 0.5 and grpo["end"]["music"] == 0.8 and grpo["end_step"] == 20
     assert grpo["best_total"] == {"step": 20, "acc": pytest.approx(0.8)}
     assert grpo["train_loss_last"] == 1.5

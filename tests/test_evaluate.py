@@ -33,14 +33,10 @@ def run_predictions(tiny_run, step: int) -> list[dict]:
 
 
 def logged_total(tiny_run, step: int) -> float:
-    """val/acc/total as TensorBoard holds it for the validation at global ``step``.
-
-    Lightning logs validation before it advances its logging step, so TensorBoard's step is not the
-    checkpoint's global step: the k-th logged value belongs to the k-th prediction file."""
-    points = runs.load_scalars(tiny_run.run)["val/acc/total"]
-    steps = [runs.file_step(p) for p in runs.prediction_files(tiny_run.run)]
-    assert len(points) == len(steps)
-    return dict(zip(steps, (v for _, v in points)))[step]
+    """val/acc/total as TensorBoard holds it at optimizer ``step`` (the checkpoint's global step)."""
+    points = dict(runs.load_scalars(tiny_run.run)["val/acc/total"])
+    assert sorted(points) == sorted(runs.file_step(p) for p in runs.prediction_files(tiny_run.run))
+    return points[step]
 
 
 def check_against_run(out: Path, results: dict, tiny_run, step: int) -> None:
