@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from r1aqa_pl.callbacks import MMAUEvaluation
+from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
 from r1aqa_pl.mmau import score_records
 from r1aqa_pl.records import Question
 
@@ -158,6 +158,19 @@ def test_fit_monitors_val_acc_and_skips_sanity_check(tmp_path):
     assert files == ["val_step3.json"]  # the sanity check neither writes nor logs
     assert model.calls == 1 + 4  # one sanity batch + the real pass
     assert ckpt.best_model_score.item() == pytest.approx(expected_acc(questions)["acc/total"])
+
+
+@pytest.mark.parametrize("every, steps, best_at", [(1, 3, 1), (2, 3, 2)])
+def test_last_checkpoint_is_the_latest_state(tmp_path, every, steps, best_at):
+    """``last`` follows every validation (the score never improves after the first) and the end of
+    training (the last step is not validated); the top-k checkpoint stays the best one."""
+    ckpt = HFCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc/total", mode="max", save_top_k=1,
+                        save_last=True, filename="step{step}", auto_insert_metric_name=False)
+    t = trainer(tmp_path, max_steps=steps, val_check_interval=every, check_val_every_n_epoch=None,
+                num_sanity_val_steps=0, callbacks=[MMAUEvaluation(write_predictions=False), ckpt])
+    t.fit(FakePolicy(), train_dataloaders=DataLoader([0] * 8, batch_size=1), val_dataloaders=loader(make_questions(8)))
+    saved = {p.name: torch.load(p, weights_only=False)["global_step"] for p in (tmp_path / "ckpt").glob("*.ckpt")}
+    assert saved == {f"step{best_at}.ckpt": best_at, "last.ckpt": steps}
 
 
 def test_wrong_number_of_answers_is_an_error(tmp_path):
