@@ -46,13 +46,14 @@ test: install ## run the test suite (slow tests excluded)
 test-slow: install ## run only the slow tests (learning curves, multi-process)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-eval: install ## score a checkpoint on MMAU: make eval CKPT=path [DATA=json] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n]
+eval: install ## score a checkpoint on MMAU: make eval CKPT=path [DATA=json] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
 	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [DATA=...] [OUT=...]"; exit 2; }
 	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" --data "$(DATA)" --batch_size $(BATCH) \
-	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)")
+	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE))
 
-eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...]
-	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)")
+eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...] [DTYPE=bfloat16]
+	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") \
+	  $(if $(DTYPE),--dtype $(DTYPE))
 
 bench: install ## time the GRPO step and evaluation against a straightforward reference
 	$(PY) -m r1aqa_pl.bench

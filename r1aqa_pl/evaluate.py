@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from r1aqa_pl.audio import load_audio
 from r1aqa_pl.data import AudioQADataModule, AudioQADataset, check_audio, detect_format, iter_questions
 from r1aqa_pl.mmau import extract_answer, format_table, load_records, score_records
+from r1aqa_pl.model import Dtype
 from r1aqa_pl.module import PolicyModule
 from r1aqa_pl.records import DOMAINS, DataError, Question
 
@@ -143,7 +144,7 @@ class EvalPolicy(PolicyModule):
         return super().answer(questions, audio) if questions else []
 
 
-def _load_lightning(path: Path, source_hint: Path | None = None) -> tuple[EvalPolicy, dict]:
+def _load_lightning(path: Path, source_hint: Path | None = None, override: dict | None = None) -> tuple[EvalPolicy, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path}: no 'state_dict' in this file; is it a Lightning checkpoint?")
@@ -158,7 +159,7 @@ def _load_lightning(path: Path, source_hint: Path | None = None) -> tuple[EvalPo
     hf = source_hint if source_hint is not None else path.with_name(path.stem + "_hf")
     if not Path(arch).exists() and is_hf_dir(hf):
         kwargs["model_name_or_path"] = str(hf)
-    module = EvalPolicy(**kwargs)
+    module = EvalPolicy(**{**kwargs, **(override or {})})
     module.configure_model()
     state = ckpt["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
@@ -171,12 +172,14 @@ def _load_lightning(path: Path, source_hint: Path | None = None) -> tuple[EvalPo
 
 
 def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
-                  with_audio: bool = True) -> tuple[EvalPolicy, dict]:
-    """(module with its policy loaded, info) for any checkpoint kind; info has kind, model and step."""
+                  with_audio: bool = True, dtype: str | None = None) -> tuple[EvalPolicy, dict]:
+    """(module with its policy loaded, info) for any checkpoint kind; info has kind, model and step.
+    ``dtype`` overrides the checkpoint's (e.g. ``bfloat16`` for a hub model, float32 by default)."""
     kind = checkpoint_kind(checkpoint)
     p = Path(checkpoint)
+    override = {"dtype": dtype} if dtype else {}
     if kind == "lightning":
-        module, info = _load_lightning(p)
+        module, info = _load_lightning(p, override=override)
     elif kind == "deepspeed":
         # the fp32 file is as big as the model: write it beside the checkpoint rather than in /tmp
         parent = p.parent if os.access(p.parent, os.W_OK) else None
@@ -185,11 +188,11 @@ def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
             tag = None if (p / "latest").is_file() else "checkpoint"
             convert_zero_checkpoint_to_fp32_state_dict(str(p), str(fp32), tag=tag)
             hf = p.with_name(p.name[: -len(".ckpt")] + "_hf") if p.name.endswith(".ckpt") else Path(f"{p}_hf")
-            module, info = _load_lightning(fp32, source_hint=hf)
+            module, info = _load_lightning(fp32, source_hint=hf, override=override)
     else:
         # an _hf folder beside a Lightning checkpoint evaluates with that run's prompt and lengths
         kwargs = {k: v for k, v in _sibling_hparams(p).items() if k in _HF_ARGS}
-        module = EvalPolicy(str(checkpoint), **kwargs)
+        module = EvalPolicy(str(checkpoint), **{**kwargs, **override})
         module.configure_model()
         info = {"model": str(checkpoint), "step": checkpoint_step(checkpoint) if p.exists() else None}
     if max_new_tokens is not None:
@@ -263,6 +266,7 @@ def evaluate(
     with_audio: bool = True,
     accelerator: str = "auto",
     num_workers: int = 0,
+    dtype: Dtype | None = None,
 ) -> dict:
     """Score a checkpoint on an MMAU-format JSON list (greedy answers) and print the per-domain table.
 
@@ -286,6 +290,7 @@ def evaluate(
         with_audio: False asks the questions without their audio (the audio-free ablation).
         accelerator: Lightning accelerator ("auto" takes a GPU when there is one).
         num_workers: DataLoader worker processes for audio decoding.
+        dtype: weights dtype (``bfloat16`` on a GPU); default: the checkpoint's (float32 for a hub id).
 
     Returns:
         The dict written to ``results.json``.
@@ -299,7 +304,7 @@ def evaluate(
     if fmt != "mmau":
         raise ValueError(f"{data}: evaluate scores MMAU-format JSON lists (answer = choice string); this file is {fmt}")
     out_dir = Path(out) if out else default_out(checkpoint)
-    module, info = load_for_eval(checkpoint, max_new_tokens, with_audio)
+    module, info = load_for_eval(checkpoint, max_new_tokens, with_audio, dtype)
     dm = EvalDataModule(val_file=data, audio_dir=audio_dir, feature_extractor=None,
                         val_batch_size=batch_size, num_workers=num_workers, on_error="skip", max_skip_fraction=1.0,
                         with_audio=with_audio, limit_val=limit)
@@ -426,6 +431,7 @@ def evaluate_all(
     limit: int | None = None,
     with_audio: bool = True,
     force: bool = False,
+    dtype: Dtype | None = None,
 ) -> list[dict]:
     """Evaluate every checkpoint of a run folder on MMAU and print one table, best total accuracy first.
 
@@ -442,6 +448,7 @@ def evaluate_all(
         limit: score only the first N scorable records.
         with_audio: False asks the questions without their audio.
         force: evaluate again even where ``results.json`` exists.
+        dtype: weights dtype (``bfloat16`` on a GPU); default: each checkpoint's own.
 
     Returns:
         The results of every checkpoint (stored ones included), best total accuracy first.
@@ -461,7 +468,7 @@ def evaluate_all(
             continue
         print(f"[eval-all] {ckpt}")
         rows.append(evaluate(checkpoint=str(ckpt), data=data, audio_dir=audio_dir, batch_size=batch_size,
-                             max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio))
+                             max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio, dtype=dtype))
     rows.sort(key=lambda r: r["total"]["acc"] if r["total"]["total"] else -1.0, reverse=True)
     print()
     print(accuracy_table(rows, run))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -28,9 +29,13 @@ STRUCTURAL = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>"]
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]  # configs and the CLI check it at start-up
+
+
 def load_policy(
     model_name_or_path: str,
-    dtype: str = "float32",
+    dtype: Dtype = "float32",
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
     lora: dict | None = None,
@@ -42,6 +47,8 @@ def load_policy(
     """
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     processor = AutoProcessor.from_pretrained(model_name_or_path)
     processor.tokenizer.padding_side = "left"  # generation appends on the right
     kwargs = {"dtype": getattr(torch, dtype)}

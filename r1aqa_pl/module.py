@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl import distributed, grpo, policy, rewards
-from r1aqa_pl.model import load_policy, structural_token_ids
+from r1aqa_pl.model import Dtype, load_policy, structural_token_ids
 from r1aqa_pl.records import Question
 
 
@@ -29,7 +29,7 @@ class PolicyModule(L.LightningModule):
     def __init__(
         self,
         model_name_or_path: str,
-        dtype: str = "float32",
+        dtype: Dtype = "float32",
         attn_implementation: str | None = None,
         gradient_checkpointing: bool = False,
         lora: dict | None = None,

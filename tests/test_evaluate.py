@@ -100,6 +100,21 @@ def test_hf_folder_matches_run(tmp_path, tiny_run):
     check_against_run(out, results, tiny_run, 4)
 
 
+@pytest.mark.parametrize("kind", ["lightning", "hf"])
+def test_dtype_override(tmp_path, tiny_run, kind):
+    """``--dtype bfloat16`` loads any checkpoint kind in bf16 (a hub model is float32 by default);
+    a dtype outside float32 / bfloat16 / float16 is a named error."""
+    ckpt = tiny_run.ckpts[4]
+    path = ckpt if kind == "lightning" else ckpt.with_name(ckpt.stem + "_hf")
+    module, info = ev.load_for_eval(str(path), dtype="bfloat16")
+    assert info["kind"] == kind and {p.dtype for p in module.policy.parameters()} == {torch.bfloat16}
+    results = ev.evaluate(checkpoint=str(path), data=str(tiny_run.data), out=str(tmp_path / "bf16"),
+                          batch_size=tiny_run.val_batch_size, dtype="bfloat16")
+    assert results["total"]["total"] == len(load_records(tiny_run.data))
+    with pytest.raises(ValueError, match="dtype 'bf16'"):
+        ev.load_for_eval(str(path), dtype="bf16")
+
+
 def test_ckpt_falls_back_to_hf_export_when_the_base_model_is_gone(tmp_path, tiny_run):
     """A checkpoint moved to another machine: its model_name_or_path no longer exists, the _hf beside it serves."""
     src = tiny_run.ckpts[2]
