@@ -7,13 +7,15 @@ positions), 10 s clips (250 audio tokens in the prompt), encoder d_model 128 x 4
 ``<answer> wK </answer>`` and then keep talking, so that stopping at ``</answer>`` is meaningful.
 
 * **project step** = ``GRPOModule.make_rollout`` + ``GRPOModule.update`` exactly as training runs
-  them (G completions per prompt sampled from one prefill whose cache is shared, the reference
-  model's log-probs, the policy forward/backward with the shared prompt and completion-only
-  logits, one micro-batch of G completions per prompt, AdamW step).
+  them (G completions per prompt sampled from one prefill whose cache is shared, the audio encoder
+  run over the clip rather than the 30 s window, the reference model's log-probs, the policy
+  forward/backward with the shared prompt and completion-only logits, one micro-batch of G
+  completions per prompt, AdamW step).
 * **reference step** = R1-AQA / TRL's way, written out below: ``generate(num_return_sequences=G)``
-  (the audio encoder and the prompt run once per completion), then for each prompt's G completions
-  ``model(**inputs repeated G times + completions).logits`` over every position, log_softmax,
-  gather; the reference model the same way; the same loss; the same AdamW step. Like the project
+  (the audio encoder, over the full window, and the prompt run once per completion), then for
+  each prompt's G completions ``model(**inputs repeated G times + completions).logits`` over
+  every position, log_softmax, gather; the reference model the same way; the same loss; the same
+  AdamW step. Like the project
   (``micro_batch_prompts=1``) it runs one prompt's G completions per forward/backward (R1-AQA's
   per-GPU batch), so the memory comparison is not a micro-batching artefact.
 
