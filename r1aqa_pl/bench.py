@@ -15,9 +15,9 @@ positions), 10 s clips (250 audio tokens in the prompt), encoder d_model 128 x 4
   (the audio encoder, over the full window, and the prompt run once per completion), then for
   each prompt's G completions ``model(**inputs repeated G times + completions).logits`` over
   every position, log_softmax, gather; the reference model the same way; the same loss; the same
-  AdamW step. Like the project
-  (``micro_batch_prompts=1``) it runs one prompt's G completions per forward/backward (R1-AQA's
-  per-GPU batch), so the memory comparison is not a micro-batching artefact.
+  AdamW step. Like the project (``micro_batch_prompts=1``) it runs one prompt's G completions per
+  forward/backward (R1-AQA's per-GPU batch), so the memory comparison is not a micro-batching
+  artefact.
 
 Both run in one process, interleaved, with the same models; the optimizer has lr 0 so the weights
 stay put and every repetition does the same work. Memory is the peak resident set size during a
