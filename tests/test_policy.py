@@ -326,6 +326,22 @@ def test_stop_after_text_looks_only_at_the_completion(tiny):
 # ------------------------------------------------------------------ the bench's memory measure
 
 
+@pytest.mark.slow
+def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path):
+    """``make bench`` in miniature (1 prompt, 1 repetition, 2 fit steps): it runs through and prints the
+    goals, and the project's and the reference's loss and gradients on the same rollout agree."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl.bench", "--prompts", "1", "--reps", "1", "--fit-steps", "2",
+                          "--eval-items", "2", "--eval-batch", "2", "--profile-prompts", "1", "--work", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    goals = res.stdout[res.stdout.index("goals:"):]
+    assert "same loss and gradients within 1e-5 relative" in goals
+    assert goals.split("same loss and gradients")[1].splitlines()[0].endswith("-> met"), goals
+
+
 def test_bench_peak_rss_sees_torch_allocations():
     """``make bench`` reads peak memory from the kernel's resettable high-water mark."""
     from pathlib import Path
