@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -29,8 +29,8 @@ STRUCTURAL = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>"]
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-DTYPES = ("float32", "bfloat16", "float16")
 Dtype = Literal["float32", "bfloat16", "float16"]  # configs and the CLI check it at start-up
+DTYPES = get_args(Dtype)
 
 
 def load_policy(
