@@ -172,7 +172,7 @@ def _load_lightning(path: Path, source_hint: Path | None = None, override: dict 
 
 
 def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
-                  with_audio: bool = True, dtype: str | None = None) -> tuple[EvalPolicy, dict]:
+                  with_audio: bool = True, dtype: Dtype | None = None) -> tuple[EvalPolicy, dict]:
     """(module with its policy loaded, info) for any checkpoint kind; info has kind, model and step.
     ``dtype`` overrides the checkpoint's (e.g. ``bfloat16`` for a hub model, float32 by default)."""
     kind = checkpoint_kind(checkpoint)

@@ -110,7 +110,8 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     # partitioned is still registered in this one, so from_pretrained here gives empty tensors.
     res = subprocess.run([sys.executable, __file__, "check-export", str(hf), warm], capture_output=True, text=True)
     if res.returncode != 0:
-        problems.append(f"HF export at {hf}: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+        last = ((res.stderr or res.stdout).strip().splitlines() or ["no output"])[-1]
+        problems.append(f"HF export at {hf}: {last}")
     summary = {"strategy": strategy, "steps": stats.steps, "peak_memory_mb": peak / 2**20, "val": val,
                "seconds": time.time() - t0, "problems": problems}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
