@@ -6,16 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the demo run and its caches live here (ignored by git)
 RUN_DIR ?= checkpoints/demo
-# eval knobs: make eval CKPT=... [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
+# eval knobs: make eval CKPT=... [DATA=...] [BENCHMARK=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
 CKPT ?=
-DATA ?= ../shared/data/mmau/mmau-test-mini.json
+DATA ?= data/mmau/mmau-test-mini.json
 AUDIO_DIR ?=
 OUT ?=
 BATCH ?= 8
 RUN ?= $(RUN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow eval eval-all bench compare tensorboard clean
+.PHONY: help install demo test test-slow eval eval-all bench compare memory tensorboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,20 +46,23 @@ test: install ## run the test suite (slow tests excluded)
 test-slow: install ## run only the slow tests (learning curves, multi-process)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-eval: install ## score a checkpoint on MMAU: make eval CKPT=path [DATA=json] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
+eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [DATA=file] [BENCHMARK=mmau] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
 	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [DATA=...] [OUT=...]"; exit 2; }
-	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" --data "$(DATA)" --batch_size $(BATCH) \
+	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" --data "$(DATA)" --batch_size $(BATCH) $(if $(BENCHMARK),--benchmark $(BENCHMARK)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE))
 
-eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...] [DTYPE=bfloat16]
-	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") \
-	  $(if $(DTYPE),--dtype $(DTYPE))
+eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...] [BENCHMARK=...] [DTYPE=bfloat16]
+	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(BENCHMARK),--benchmark $(BENCHMARK)) \
+	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
 
-bench: install ## time the GRPO step and evaluation against a straightforward reference
-	$(PY) -m r1aqa_pl.bench
+bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table [COMPARE_ARGS=...]
-	$(PY) -m r1aqa_pl.compare $(COMPARE_ARGS)
+	$(PY) scripts/compare.py $(COMPARE_ARGS)
+
+memory: install ## the per-GPU memory estimate of each configuration (scripts/memory.py)
+	$(PY) scripts/memory.py
 
 tensorboard: install ## serve the runs' TensorBoard curves (per domain) from checkpoints/
 	$(VENV)/bin/tensorboard --logdir checkpoints

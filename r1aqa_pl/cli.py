@@ -8,17 +8,18 @@ functions whose command line jsonargparse derives from their signatures and docs
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> "module:function"; each function is typed and documented, jsonargparse builds its CLI.
 COMMANDS: dict[str, str] = {
-    "check-data": "r1aqa_pl.data:check_data",
-    "synth": "r1aqa_pl.synth:synth",
-    "score": "r1aqa_pl.mmau:score",
-    "eval": "r1aqa_pl.evaluate:evaluate",
-    "eval-all": "r1aqa_pl.evaluate:evaluate_all",
-    "ask": "r1aqa_pl.evaluate:ask",
-    "tiny-model": "r1aqa_pl.model:build_tiny_model",
+    "check-data": "r1aqa_pl.data.check:check_data",
+    "synth": "r1aqa_pl.data.synth:synth",
+    "score": "r1aqa_pl.eval.score:score",
+    "eval": "r1aqa_pl.eval.evaluate:evaluate",
+    "eval-all": "r1aqa_pl.eval.evaluate:evaluate_all",
+    "ask": "r1aqa_pl.eval.ask:ask",
+    "tiny-model": "r1aqa_pl.models:build_tiny_model",
     "demo-prepare": "r1aqa_pl.demo:prepare",
 }
 
@@ -46,12 +47,46 @@ def _load(target: str):
     return getattr(importlib.import_module(module), func)
 
 
+# facts stated once: the data module reads the policy's own feature extractor (sampling rate,
+# window), and the audio-free ablation switches model and data together
+LINKS = (("model.init_args.model_name_or_path", "data.init_args.feature_extractor"),
+         ("model.init_args.with_audio", "data.init_args.with_audio"))
+
+
+def _refuse_linked_targets(argv: list[str]) -> None:
+    """A linked value given by hand would be overwritten without a word: say so and stop instead."""
+    import yaml
+
+    given = []
+    for i, a in enumerate(argv):
+        if a.startswith("--config") and (a.startswith("--config=") or i + 1 < len(argv)):
+            path = a.split("=", 1)[1] if "=" in a else argv[i + 1]
+            cfg = yaml.safe_load(open(path)) if os.path.isfile(path) else None
+            data = (cfg or {}).get("data") or {} if isinstance(cfg, dict) else {}
+            keys = {**data, **(data.get("init_args") or {})} if isinstance(data, dict) else {}
+            given += [f"{path}: data.init_args.{t.rsplit('.', 1)[1]}" for _, t in LINKS if t.rsplit(".", 1)[1] in keys]
+        given += [a for _, t in LINKS for flag in (f"--{t}", f"--data.{t.rsplit('.', 1)[1]}")
+                  if a == flag or a.startswith(flag + "=")]
+    if given:
+        sources = ", ".join(f"{s} -> {t}" for s, t in LINKS)
+        raise SystemExit(f"error: {', '.join(given)}: set by its link ({sources}); set the model's value instead")
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build the LightningCLI; every model, data module and callback comes from the config."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
+    class CLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            for source, target in LINKS:
+                parser.link_arguments(source, target)
+
+        def parse_arguments(self, parser, args) -> None:
+            _refuse_linked_targets(sys.argv[1:] if args is None else list(args))
+            super().parse_arguments(parser, args)
+
+    return CLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,

@@ -1,29 +1,31 @@
 """Everything the CPU demo needs before ``lightning fit --config configs/demo.yaml``.
 
 1. the synthetic 3-domain audio-QA set (AVQA-format train, MMAU-format test-mini);
-2. a tiny random Qwen2-Audio whose word-level vocabulary covers that set;
+2. a tiny random policy of the chosen family whose word-level vocabulary covers that set;
 3. a brief seeded SFT warm start on correct answers, saved as a Hugging Face folder.
 
 GRPO from a random policy never sees a reward (it cannot write the format), and a policy warm-
 started on *random* answers learns to ignore the audio; a short warm start on correct answers
-leaves it near chance but listening, which is where RL can take over (GUIDE §5). Each stage is
+leaves it near chance but listening, which is where RL can take over. Each stage is
 cached under ``out`` and rebuilt only when missing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
-def prepare(out: str = "checkpoints/demo", seed: int = 0, n_train: int = 600, n_test: int = 150,
+def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: int = 0, n_train: int = 600, n_test: int = 150,
             warm_steps: int = 150, warm_lr: float = 3e-3, warm_batch_size: int = 8, force: bool = False) -> str:
     """Build (or reuse) the demo's data, tiny policy and warm start under ``out``; returns the warm folder.
 
     Args:
         out: cache folder (ignored by git).
+        family: the policy family of the tiny model (see ``r1aqa_pl.models.FAMILIES``).
         seed: seeds the data, the tiny model and the warm start.
         n_train: synthetic training questions.
         n_test: synthetic MMAU-format test-mini questions.
@@ -34,19 +36,21 @@ def prepare(out: str = "checkpoints/demo", seed: int = 0, n_train: int = 600, n_
     """
     import lightning as L
 
-    from r1aqa_pl.data import AudioQADataModule
-    from r1aqa_pl.model import build_tiny_model
-    from r1aqa_pl.module import SFTModule
-    from r1aqa_pl.synth import synth, synth_vocabulary
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.data.synth import synth, synth_vocabulary
+    from r1aqa_pl.models import build_tiny_model
+    from r1aqa_pl.training.sft_module import SFTModule
 
     root = Path(out)
     data, tiny, warm = root / "data", root / "tiny", root / "warm"
     if force or not (data / "test-mini.json").exists():
         print(f"[demo] synthetic data -> {data}")
         synth(str(data), n_train=n_train, n_test=n_test, seed=seed)
-    if force or not (tiny / "config.json").exists():
-        print(f"[demo] tiny Qwen2-Audio -> {tiny}")
-        build_tiny_model(str(tiny), words=synth_vocabulary(), seed=seed)
+    built = json.loads((tiny / "tiny.json").read_text()).get("family") if (tiny / "tiny.json").exists() else None
+    if force or built != family:  # a cache of another family is rebuilt, with its warm start
+        print(f"[demo] tiny {family} -> {tiny}")
+        build_tiny_model(str(tiny), family=family, words=synth_vocabulary(), seed=seed)
+        force = True
     if force or not (warm / "config.json").exists():
         print(f"[demo] SFT warm start ({warm_steps} steps) -> {warm}")
         L.seed_everything(seed, workers=True)

@@ -1,4 +1,4 @@
-"""GRPO mathematics as small pure functions on tensors (GUIDE §2).
+"""GRPO mathematics as small pure functions on tensors (the paper's objective, its variants as options).
 
 Layout: a rollout holds N = B*G completions, group-contiguous (prompt b owns rows b*G .. b*G+G-1).
 Per-token tensors are [N, T] with a 0/1 ``mask`` over the completion tokens; ``logp`` are the

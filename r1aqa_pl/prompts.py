@@ -1,22 +1,25 @@
-"""The paper's prompt (GUIDE §2), rendered through the processor's chat template.
+"""The paper's prompts: the user turn's text for a question, and its chat messages.
 
 The user turn is the audio followed by the text; ``{question}``, ``{choices}`` (a Python list,
 as R1-AQA prints it) are the template's fields. A config may supply its own template string.
+How the messages become the model's prompt (chat template, audio placeholder) is the policy
+family's business (:mod:`r1aqa_pl.models`).
 """
 
 from __future__ import annotations
 
 import re
 
+from r1aqa_pl.answer_format import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from r1aqa_pl.records import Question
 
 PLAIN = (
     "{question} Please choose the answer from the following options: {choices}. "
-    "Output the final answer in <answer> </answer>."
+    f"Output the final answer in {ANSWER_OPEN} {ANSWER_CLOSE}."
 )
 THINK = (
     "{question} Please choose the answer from the following options: {choices}. "
-    "Output the thinking process in <think> </think> and final answer in <answer> </answer>."
+    f"Output the thinking process in {THINK_OPEN} {THINK_CLOSE} and final answer in {ANSWER_OPEN} {ANSWER_CLOSE}."
 )
 TEMPLATES = {"plain": PLAIN, "think": THINK}
 
@@ -39,10 +42,3 @@ def messages(q: Question, template: str = "plain", with_audio: bool = True) -> l
     content = [{"type": "audio", "audio_url": q.audio_path or ""}] if with_audio else []
     content.append({"type": "text", "text": user_text(q, template)})
     return [{"role": "user", "content": content}]
-
-
-def render(processor, q: Question, template: str = "plain", with_audio: bool = True) -> str:
-    """The full prompt text with the generation prompt, as the model sees it before audio expansion."""
-    return processor.apply_chat_template(
-        messages(q, template, with_audio), add_generation_prompt=True, tokenize=False
-    )

@@ -1,16 +1,14 @@
 """One record type for an audio question, whatever file format it came from.
 
 The trainer, the reward functions, the metric and the scorer only ever see :class:`Question`,
-so AVQA (JSONL or the original JSON list) and MMAU (JSON list) differ only in their readers
-(:mod:`r1aqa_pl.data`).
+so AVQA (JSONL or the original JSON list) and benchmark files differ only in their readers
+(:mod:`r1aqa_pl.data.formats`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-DOMAINS = ("sound", "music", "speech")
 
 
 class DataError(ValueError):
@@ -26,7 +24,7 @@ class Question:
     """An audio multiple-choice question.
 
     ``answer`` is always the choice *string* (AVQA's index is resolved by the reader);
-    ``domain`` is the MMAU task (sound / music / speech); ``raw`` keeps the source record so that
+    ``domain`` is the benchmark's task (MMAU: sound / music / speech); ``raw`` keeps the source record so that
     prediction files can be written back in the source's own format.
     """
 

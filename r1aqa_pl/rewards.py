@@ -1,4 +1,4 @@
-"""Rule-based reward functions (GUIDE §2) and their weighted sum.
+"""Rule-based reward functions and their weighted sum.
 
 Every reward function has the signature ``f(completions, questions) -> list[float]`` where
 ``questions[i]`` is the :class:`~r1aqa_pl.records.Question` that ``completions[i]`` answers
@@ -7,19 +7,16 @@ Every reward function has the signature ``f(completions, questions) -> list[floa
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from r1aqa_pl import answer_format
 from r1aqa_pl.records import Question
 
 RewardFn = Callable[[Sequence[str], Sequence[Question]], list[float]]
 
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-FORMAT_RE = re.compile(r"<answer>.*?</answer>", re.DOTALL)
-THINK_FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 
 
 def _aligned(completions: Sequence[str], questions: Sequence[Question]) -> None:
@@ -35,11 +32,8 @@ def accuracy(completions: Sequence[str], questions: Sequence[Question]) -> list[
     rule, used here, is the tag-only exact match.)
     """
     _aligned(completions, questions)
-    out = []
-    for c, q in zip(completions, questions):
-        m = ANSWER_RE.search(c)
-        out.append(1.0 if m is not None and m.group(1).strip() == q.answer else 0.0)
-    return out
+    inside = [answer_format.tagged(c) for c in completions]
+    return [1.0 if a is not None and a.strip() == q.answer else 0.0 for a, q in zip(inside, questions)]
 
 
 def format(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:  # noqa: A001
@@ -48,21 +42,22 @@ def format(completions: Sequence[str], questions: Sequence[Question]) -> list[fl
     The completion is *not* stripped: any text or whitespace outside the tags gives 0.
     """
     _aligned(completions, questions)
-    return [1.0 if FORMAT_RE.fullmatch(c) else 0.0 for c in completions]
+    return [1.0 if answer_format.is_answer_format(c) else 0.0 for c in completions]
 
 
 def think_format(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
     """1.0 iff ``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>", completion, re.DOTALL)``."""
     _aligned(completions, questions)
-    return [1.0 if THINK_FORMAT_RE.fullmatch(c) else 0.0 for c in completions]
+    return [1.0 if answer_format.is_think_format(c) else 0.0 for c in completions]
 
 
 def mmau_accuracy(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
-    """1.0 iff the official MMAU rule (GUIDE §4) accepts ``mmau.extract_answer(completion)``."""
-    from r1aqa_pl.mmau import extract_answer, is_correct  # lazy: keeps rewards importable alone
+    """1.0 iff the official MMAU rule accepts the extracted answer (see :mod:`r1aqa_pl.benchmarks.mmau`)."""
+    from r1aqa_pl.benchmarks.mmau import is_correct  # lazy: keeps rewards importable alone
 
     _aligned(completions, questions)
-    return [1.0 if is_correct(extract_answer(c), q.answer, q.choices) else 0.0 for c, q in zip(completions, questions)]
+    return [1.0 if is_correct(answer_format.extract_answer(c), q.answer, q.choices) else 0.0
+            for c, q in zip(completions, questions)]
 
 
 REWARDS: dict[str, RewardFn] = {

@@ -26,22 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-STRATEGIES = ("ddp", "deepspeed_stage_2", "deepspeed_stage_3", "deepspeed_stage_3_offload", "fsdp")
+STRATEGIES = ("ddp", "deepspeed_stage_2", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 
 
 def make_strategy(name: str):
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-    from r1aqa_pl.distributed import deepspeed_config
+    from r1aqa_pl.training.strategy import deepspeed_config
 
     if name == "ddp":
         return DDPStrategy()
-    if name == "fsdp":  # not in the default list: GRPO under FSDP is untested (see r1aqa_pl.distributed)
-        from lightning.pytorch.strategies import FSDPStrategy
-        from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
-        from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoderLayer
-
-        return FSDPStrategy(auto_wrap_policy={Qwen2DecoderLayer, Qwen2AudioEncoderLayer})
     stage = 2 if name == "deepspeed_stage_2" else 3
     offload = name.endswith("offload")
     return DeepSpeedStrategy(config=deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload))
@@ -51,9 +45,11 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     import lightning as L
     import torch
 
-    from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
-    from r1aqa_pl.data import AudioQADataModule
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     out_dir, warm = Path(out), str(Path(root) / "warm")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +84,7 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
                         strategy=make_strategy(strategy) if accelerator == "gpu" else "auto",
                         max_steps=steps, val_check_interval=2 * steps, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(out_dir), callbacks=[MMAUEvaluation(write_predictions=False), stats, ckpt])
+                        default_root_dir=str(out_dir), callbacks=[BenchmarkEvaluation(write_predictions=False), stats, ckpt])
     if accelerator == "gpu":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, dm)

@@ -6,7 +6,6 @@
 #
 #   scripts/gpu_smoke.sh [RUN_DIR]          (default: a fresh temporary folder)
 #   ENGINES="ddp deepspeed_stage_3" scripts/gpu_smoke.sh
-#   ENGINES="ddp fsdp" scripts/gpu_smoke.sh        (FSDP is not in the default list: untested)
 #
 # Needs the project's environment (PY, default .venv/bin/python) with a CUDA build of torch and
 # deepspeed; the offloaded run compiles DeepSpeed's CPU Adam on first use (g++ and ninja), or falls

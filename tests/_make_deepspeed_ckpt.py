@@ -21,7 +21,7 @@ for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("DS_ACCEL
 
 import deepspeed  # noqa: E402
 
-from r1aqa_pl.evaluate import _load_lightning  # noqa: E402
+from r1aqa_pl.eval.checkpoints import _load_lightning  # noqa: E402
 
 
 class Wrapper(torch.nn.Module):  # what Lightning hands DeepSpeed: _LightningModuleWrapperBase

@@ -1,9 +1,12 @@
 """Shared fixtures: the real MMAU test-mini metadata (from ../shared) and a small synthetic set."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
+# the programs under scripts/ (bench, compare, memory) are not the library; their tests import them from there
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 SHARED = Path(__file__).parents[1].parent / "shared"
 MMAU_JSON = SHARED / "data" / "mmau" / "mmau-test-mini.json"
 
@@ -19,7 +22,7 @@ def mmau_json() -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic set (48 train / 24 test, 2 s clips at 16 kHz), built once per session."""
-    from r1aqa_pl.synth import synth
+    from r1aqa_pl.data.synth import synth
 
     d = tmp_path_factory.mktemp("synth")
     synth(str(d), n_train=48, n_test=24, seed=0)
@@ -29,8 +32,8 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2-Audio (vocabulary covering the synthetic set), saved with save_pretrained."""
-    from r1aqa_pl.model import build_tiny_model
-    from r1aqa_pl.synth import synth_vocabulary
+    from r1aqa_pl.models import build_tiny_model
+    from r1aqa_pl.data.synth import synth_vocabulary
 
     d = tmp_path_factory.mktemp("tiny")
     build_tiny_model(str(d), words=synth_vocabulary(), seed=0)
@@ -40,7 +43,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A tiny GRPO run, trained once per session: ``demo.prepare`` (synthetic data, tiny policy,
-    20-step SFT warm start) then 4 GRPO steps (G=4) validated every 2 steps, with MMAUEvaluation,
+    20-step SFT warm start) then 4 GRPO steps (G=4) validated every 2 steps, with BenchmarkEvaluation,
     HFCheckpoint (every validation kept, plus last) and TensorBoard, as ``configs/demo.yaml`` wires them.
 
     Returns a namespace: ``root``, ``data`` (the MMAU-format test file), ``warm``, ``run`` (the run
@@ -53,10 +56,12 @@ def tiny_run(tmp_path_factory):
     import torch
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
-    from r1aqa_pl.data import AudioQADataModule
+    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
+    from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.demo import prepare
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     t0 = time.time()
     root = tmp_path_factory.mktemp("tiny_run")
@@ -70,7 +75,7 @@ def tiny_run(tmp_path_factory):
                         save_last=True, filename="step{step}-acc{val/acc/total:.3f}", auto_insert_metric_name=False)
     logger = TensorBoardLogger(str(run), name="grpo")
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, val_check_interval=2, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, log_every_n_steps=1, logger=logger, callbacks=[MMAUEvaluation(), ckpt],
+                        num_sanity_val_steps=0, log_every_n_steps=1, logger=logger, callbacks=[BenchmarkEvaluation(), ckpt],
                         enable_model_summary=False, enable_progress_bar=False, deterministic=True,
                         default_root_dir=str(run))
     trainer.fit(module, dm)

@@ -2,7 +2,7 @@
 
 import lightning as L
 
-from r1aqa_pl.data import AudioQADataModule
+from r1aqa_pl.data.datamodule import AudioQADataModule
 
 
 def datamodule(synth_dir, tiny_dir, **kw):

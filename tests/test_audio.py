@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from r1aqa_pl.audio import audio_info, load_audio
+from r1aqa_pl.data.audio import audio_info, load_audio
 from r1aqa_pl.records import DataError
 
 

@@ -1,4 +1,4 @@
-"""MMAUEvaluation through a real Trainer: logged per-domain accuracy, prediction file, re-scoring."""
+"""BenchmarkEvaluation (MMAU) through a real Trainer: logged per-domain accuracy, prediction file, re-scoring."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
-from r1aqa_pl.mmau import score_records
+from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+from r1aqa_pl.training.checkpointing import HFCheckpoint
+from r1aqa_pl.benchmarks.mmau import MMAU
 from r1aqa_pl.records import Question
+
+score_records = MMAU().score_records
 
 TASKS, LEVELS, SUBS = ("sound", "music", "speech"), ("easy", "medium", "hard"), ("Counting", "Instrumentation")
 
@@ -104,7 +107,7 @@ def loader(questions, batch_size=4):
 
 def trainer(tmp_path, **kw):
     kw = {"accelerator": "cpu", "devices": 1, "logger": TensorBoardLogger(str(tmp_path), name="run"),
-          "enable_progress_bar": False, "enable_model_summary": False, "callbacks": [MMAUEvaluation()], **kw}
+          "enable_progress_bar": False, "enable_model_summary": False, "callbacks": [BenchmarkEvaluation()], **kw}
     return Trainer(default_root_dir=str(tmp_path), **kw)
 
 
@@ -151,7 +154,7 @@ def test_fit_monitors_val_acc_and_skips_sanity_check(tmp_path):
     questions = make_questions(16)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc/total", mode="max")
     t = trainer(tmp_path, max_epochs=1, limit_train_batches=3, num_sanity_val_steps=1,
-                callbacks=[MMAUEvaluation(), ckpt])
+                callbacks=[BenchmarkEvaluation(), ckpt])
     model = FakePolicy()
     t.fit(model, train_dataloaders=DataLoader([0] * 3, batch_size=1), val_dataloaders=loader(questions))
     files = sorted(p.name for p in (Path(t.log_dir) / "predictions").iterdir())
@@ -167,7 +170,7 @@ def test_last_checkpoint_is_the_latest_state(tmp_path, every, steps, best_at):
     ckpt = HFCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc/total", mode="max", save_top_k=1,
                         save_last=True, filename="step{step}", auto_insert_metric_name=False)
     t = trainer(tmp_path, max_steps=steps, val_check_interval=every, check_val_every_n_epoch=None,
-                num_sanity_val_steps=0, callbacks=[MMAUEvaluation(write_predictions=False), ckpt])
+                num_sanity_val_steps=0, callbacks=[BenchmarkEvaluation(write_predictions=False), ckpt])
     t.fit(FakePolicy(), train_dataloaders=DataLoader([0] * 8, batch_size=1), val_dataloaders=loader(make_questions(8)))
     saved = {p.name: torch.load(p, weights_only=False)["global_step"] for p in (tmp_path / "ckpt").glob("*.ckpt")}
     assert saved == {f"step{best_at}.ckpt": best_at, "last.ckpt": steps}

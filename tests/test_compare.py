@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r1aqa_pl import compare, runs
+import compare
+
+from r1aqa_pl.eval import runs
 
 ROOT = Path(__file__).parents[1]
 
@@ -20,7 +22,6 @@ def demo_overrides(demo_root: Path, out: Path, name: str) -> list[str]:
     return ["--model.init_args.model_name_or_path", str(warm),
             "--data.init_args.train_file", str(data / "train.jsonl"),
             "--data.init_args.val_file", str(data / "test-mini.json"),
-            "--data.init_args.feature_extractor", str(warm),
             "--data.init_args.val_batch_size", "24",
             "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
             "--trainer.default_root_dir", str(out),
@@ -28,8 +29,9 @@ def demo_overrides(demo_root: Path, out: Path, name: str) -> list[str]:
             "--trainer.enable_progress_bar", "false"]
 
 
-def fit(config: str, overrides: list[str]):
-    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", config, *overrides],
+def fit(configs: list[str], overrides: list[str]):
+    args = [a for c in configs for a in ("--config", c)]
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", *args, *overrides],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
@@ -38,15 +40,15 @@ def fit(config: str, overrides: list[str]):
 ACCUMULATE_2 = ["--model.init_args.gradient_accumulation_steps", "2", "--trainer.val_check_interval", "4"]
 
 
-@pytest.mark.parametrize("config, name, module, extra", [
-    ("configs/demo.yaml", "grpo", "GRPOModule", []),
-    ("configs/demo.yaml", "grpo", "GRPOModule", ACCUMULATE_2),  # 2 batches per step: the x-axis stays in steps
-    ("configs/demo_sft.yaml", "sft", "SFTModule", [])])
-def test_demo_config_fits_two_steps(tiny_run, tmp_path, config, name, module, extra):
+@pytest.mark.parametrize("configs, name, module, extra", [
+    (["configs/demo.yaml"], "grpo", "GRPOModule", []),
+    (["configs/demo.yaml"], "grpo", "GRPOModule", ACCUMULATE_2),  # 2 batches per step: the x-axis stays in steps
+    (["configs/demo.yaml", "configs/demo_sft.yaml"], "sft", "SFTModule", [])])  # the SFT overlay
+def test_demo_config_fits_two_steps(tiny_run, tmp_path, configs, name, module, extra):
     """``demo.prepare(out=tmp, n_train=48, n_test=24, warm_steps=20)`` (the tiny_run fixture's folder)."""
-    cfg = yaml.safe_load((ROOT / config).read_text())
+    cfg = yaml.safe_load((ROOT / configs[-1]).read_text())
     assert cfg["model"]["class_path"].endswith(module)
-    fit(config, demo_overrides(tiny_run.root, tmp_path, name) + extra)
+    fit(configs, demo_overrides(tiny_run.root, tmp_path, name) + extra)
     scalars = runs.load_scalars(tmp_path / name)
     total = scalars["val/acc/total"]
     assert [s for s, _ in total] == [0, 2]  # x is the optimizer step: before training, then after step 2
@@ -89,9 +91,8 @@ def test_plan_gives_sft_the_same_prompts(tmp_path):
         assert _value(r["overrides"], "--trainer.max_steps") == "40"
         assert _value(r["overrides"], "--model.init_args.model_name_or_path") == str(tmp_path / "demo" / "warm")
     assert _value(noaudio["overrides"], "--model.init_args.with_audio") == "false"
-    assert _value(noaudio["overrides"], "--data.init_args.with_audio") == "false"
     assert "--model.init_args.with_audio" not in grpo["overrides"] + sft["overrides"]
-    assert sft["command"][3:6] == ["fit", "--config", "configs/demo_sft.yaml"]
+    assert sft["command"][3:8] == ["fit", "--config", str(_fake_config(tmp_path)), "--config", "configs/demo_sft.yaml"]
     assert len({r["log_dir"] for r in p["runs"].values()}) == 3
     with pytest.raises(ValueError, match="unknown arm"):
         compare.plan(tmp_path, tmp_path, arms=["grpo", "dpo"])
@@ -164,7 +165,7 @@ def test_plot_comparison_one_panel_per_domain(tmp_path):
 @pytest.mark.slow  # three `fit` subprocesses: ~1.5 min on 2 busy cores
 def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "cmp"
-    res = subprocess.run([sys.executable, "-m", "r1aqa_pl.compare", "--out", str(out), "--steps", "2",
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--out", str(out), "--steps", "2",
                           "--demo_dir", str(tiny_run.root)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "compare.json").read_text())
@@ -188,24 +189,29 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
 
 # ---------------------------------------------------------------- the real-model SFT config
 
-def test_sft_config_has_grpo_engine_and_prompts_per_step():
-    """configs/sft.yaml: GRPO's engine (strategy, precision, devices, dtype) and data, the same prompts
-    per optimizer step and the same number of steps; it resolves through the CLI."""
+def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
+    """configs/sft.yaml on top of configs/grpo.yaml: GRPO's engine (strategy, precision, devices, dtype) and
+    data, the same prompts per optimizer step and the same number of steps; it resolves through the CLI."""
     grpo = yaml.safe_load((ROOT / "configs/grpo.yaml").read_text())
-    sft = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
-    assert sft["model"]["class_path"] == "r1aqa_pl.module.SFTModule"
-    for key in ("accelerator", "devices", "num_nodes", "precision", "strategy", "max_steps", "val_check_interval"):
-        assert sft["trainer"][key] == grpo["trainer"][key], key
-    for key in ("model_name_or_path", "dtype", "attn_implementation", "max_grad_norm", "eval_max_new_tokens"):
-        assert sft["model"]["init_args"][key] == grpo["model"]["init_args"][key], key
-    assert sft["data"] == grpo["data"]
-    assert sft["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["gradient_accumulation_steps"]
-    assert "gradient_clip_val" not in sft["trainer"]  # DeepSpeed clips (the JSON's gradient_clipping)
+    overlay = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
+    assert "data" not in overlay and not {"strategy", "precision", "devices", "max_steps"} & set(overlay["trainer"])
+    assert overlay["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["gradient_accumulation_steps"]
+    assert "gradient_clip_val" not in overlay["trainer"]  # DeepSpeed clips (the JSON's gradient_clipping)
     ds = json.loads((ROOT / grpo["trainer"]["strategy"]["init_args"]["config"]).read_text())
-    assert ds["gradient_clipping"] == sft["model"]["init_args"]["max_grad_norm"]
+    assert ds["gradient_clipping"] == grpo["model"]["init_args"]["max_grad_norm"]
     assert "gradient_accumulation_steps" not in ds
-    out = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/sft.yaml", "--print_config"],
+    out = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/grpo.yaml",
+                          "--config", "configs/sft.yaml", "--print_config"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    printed = out.stdout[out.stdout.index("# lightning"):]  # DeepSpeed may print a CUDA warning first
-    assert yaml.safe_load(printed)["model"]["init_args"]["target"] == "<answer>{answer}</answer>"
+    sft = yaml.safe_load(out.stdout[out.stdout.index("# lightning"):])  # DeepSpeed may print a CUDA warning first
+    assert sft["model"]["class_path"] == "r1aqa_pl.training.sft_module.SFTModule"
+    assert sft["model"]["init_args"]["target"] == "<answer>{answer}</answer>"
+    assert "G" not in sft["model"]["init_args"]  # GRPO's own arguments are dropped with the class
+    for key in ("model_name_or_path", "dtype", "attn_implementation", "max_grad_norm", "eval_max_new_tokens"):
+        assert sft["model"]["init_args"][key] == grpo["model"]["init_args"][key], key
+    for key in ("accelerator", "devices", "num_nodes", "precision", "max_steps", "val_check_interval"):
+        assert sft["trainer"][key] == grpo["trainer"][key], key
+    assert sft["trainer"]["strategy"]["init_args"]["config"] == grpo["trainer"]["strategy"]["init_args"]["config"]
+    assert sft["data"]["init_args"]["batch_size"] == grpo["data"]["init_args"]["batch_size"]
+

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from r1aqa_pl.data import (AudioQADataModule, AudioQADataset, avqa_audio_name, check_data, collate,
-                           detect_format, load_questions, read_questions)
+from r1aqa_pl.data.check import check_data
+from r1aqa_pl.data.datamodule import AudioQADataModule, AudioQADataset, collate
+from r1aqa_pl.data.formats import avqa_audio_name, detect_format, load_questions, read_questions
 from r1aqa_pl.records import DataError
 
 CHOICES = ["motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car"]

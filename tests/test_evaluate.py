@@ -18,9 +18,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from r1aqa_pl import evaluate as ev
-from r1aqa_pl import runs
-from r1aqa_pl.mmau import load_records, score_records
+from r1aqa_pl.benchmarks.mmau import MMAU
+from r1aqa_pl.eval import checkpoints as ck
+from r1aqa_pl.eval import evaluate as ev
+from r1aqa_pl.eval import runs
+from r1aqa_pl.eval.ask import ask
+
+load_records, score_records = MMAU().load_records, MMAU().score_records
 
 REPO = Path(__file__).parents[1]
 
@@ -28,7 +32,7 @@ REPO = Path(__file__).parents[1]
 # ---------------------------------------------------------------- helpers
 
 def run_predictions(tiny_run, step: int) -> list[dict]:
-    """What MMAUEvaluation wrote during training at ``step``."""
+    """What BenchmarkEvaluation wrote during training at ``step``."""
     return load_records(tiny_run.log_dir / "predictions" / f"val_step{step}.json")
 
 
@@ -65,16 +69,16 @@ def test_checkpoint_kinds_and_default_out(tmp_path, tiny_run):
     hf = ckpt.with_name(ckpt.stem + "_hf")
     ds = tmp_path / "ds.ckpt"
     (ds / "checkpoint").mkdir(parents=True)
-    assert ev.checkpoint_kind(ckpt) == "lightning" and ev.default_out(ckpt) == ckpt.with_name(ckpt.stem + "_eval")
-    assert ev.checkpoint_kind(hf) == "hf" and ev.default_out(hf) == hf / "eval"
-    assert ev.checkpoint_kind(ds) == "deepspeed" and ev.default_out(ds) == ds / "eval"
-    assert ev.checkpoint_kind("Qwen/Qwen2-Audio-7B-Instruct") == "hf"
-    assert ev.default_out("Qwen/Qwen2-Audio-7B-Instruct") == Path("eval_Qwen__Qwen2-Audio-7B-Instruct")
+    assert ck.checkpoint_kind(ckpt) == "lightning" and ck.default_out(ckpt) == ckpt.with_name(ckpt.stem + "_eval")
+    assert ck.checkpoint_kind(hf) == "hf" and ck.default_out(hf) == hf / "eval"
+    assert ck.checkpoint_kind(ds) == "deepspeed" and ck.default_out(ds) == ds / "eval"
+    assert ck.checkpoint_kind("Qwen/Qwen2-Audio-7B-Instruct") == "hf"
+    assert ck.default_out("Qwen/Qwen2-Audio-7B-Instruct") == Path("eval_Qwen__Qwen2-Audio-7B-Instruct")
     for bad in (tmp_path / "missing.ckpt", tmp_path, "./nope", "/abs/nope"):
         with pytest.raises(FileNotFoundError):
-            ev.checkpoint_kind(bad)
-    assert ev.checkpoint_step(ckpt) == 2 and ev.checkpoint_step(hf) == 2
-    assert ev.checkpoint_step(tmp_path / "x_step300_hf") == 300
+            ck.checkpoint_kind(bad)
+    assert ck.checkpoint_step(ckpt) == 2 and ck.checkpoint_step(hf) == 2
+    assert ck.checkpoint_step(tmp_path / "x_step300_hf") == 300
     expected = ["last_hf", *(p.stem + "_hf" for p in tiny_run.ckpts.values())]
     assert sorted(p.name for p in ev.find_checkpoints(tiny_run.run)) == sorted(expected)
 
@@ -106,13 +110,13 @@ def test_dtype_override(tmp_path, tiny_run, kind):
     a dtype outside float32 / bfloat16 / float16 is a named error."""
     ckpt = tiny_run.ckpts[4]
     path = ckpt if kind == "lightning" else ckpt.with_name(ckpt.stem + "_hf")
-    module, info = ev.load_for_eval(str(path), dtype="bfloat16")
+    module, info = ck.load_for_eval(str(path), dtype="bfloat16")
     assert info["kind"] == kind and {p.dtype for p in module.policy.parameters()} == {torch.bfloat16}
     results = ev.evaluate(checkpoint=str(path), data=str(tiny_run.data), out=str(tmp_path / "bf16"),
                           batch_size=tiny_run.val_batch_size, dtype="bfloat16")
     assert results["total"]["total"] == len(load_records(tiny_run.data))
     with pytest.raises(ValueError, match="dtype 'bf16'"):
-        ev.load_for_eval(str(path), dtype="bf16")
+        ck.load_for_eval(str(path), dtype="bf16")
 
 
 def test_ckpt_falls_back_to_hf_export_when_the_base_model_is_gone(tmp_path, tiny_run):
@@ -125,7 +129,7 @@ def test_ckpt_falls_back_to_hf_export_when_the_base_model_is_gone(tmp_path, tiny
     shutil.copytree(src.with_name(src.stem + "_hf"), tmp_path / (src.stem + "_hf"))
     results = ev.evaluate(checkpoint=str(moved), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
     assert results["model"] == str(tmp_path / (src.stem + "_hf"))
-    check_against_run(ev.default_out(moved), results, tiny_run, 2)
+    check_against_run(ck.default_out(moved), results, tiny_run, 2)
 
 
 def test_deepspeed_folder_is_converted(tmp_path, tiny_run, monkeypatch):
@@ -143,7 +147,7 @@ def test_deepspeed_folder_is_converted(tmp_path, tiny_run, monkeypatch):
         torch.save(state, output_file)
         return state
 
-    monkeypatch.setattr(ev, "convert_zero_checkpoint_to_fp32_state_dict", fake_convert)
+    monkeypatch.setattr(ck, "convert_zero_checkpoint_to_fp32_state_dict", fake_convert)
     results = ev.evaluate(checkpoint=str(ds), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
     assert calls == [(str(ds), None)]
     assert results["kind"] == "deepspeed" and results["step"] == 2
@@ -247,10 +251,16 @@ def test_limit_and_no_audio(tmp_path, tiny_run):
     assert results["logged"]["val/count/no_audio"] == 24
 
 
-def test_non_mmau_data_is_refused(tmp_path, tiny_run):
-    with pytest.raises(ValueError, match="MMAU-format"):
+def test_non_benchmark_data_is_refused(tmp_path, tiny_run):
+    with pytest.raises(ValueError, match="train.jsonl: not a file of any known benchmark"):
         ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(tiny_run.root / "data" / "train.jsonl"),
                     out=str(tmp_path / "x"))
+
+
+def test_missing_default_data_says_where_it_comes_from(tmp_path, tiny_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/mmau/ here
+    with pytest.raises(FileNotFoundError, match=r"data/mmau/mmau-test-mini.json: benchmark file not found.*MMAU"):
+        ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), out=str(tmp_path / "x"))
 
 
 # ---------------------------------------------------------------- eval-all, ask
@@ -273,7 +283,7 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
     shutil.rmtree(found[0] / "eval")  # evaluated through the .ckpt instead: that counts too
     ckpt = found[0].with_name(found[0].name[: -len("_hf")] + ".ckpt")
     ev.evaluate(checkpoint=str(ckpt), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
-    assert (ev.default_out(ckpt) / "results.json").is_file()
+    assert (ck.default_out(ckpt) / "results.json").is_file()
     capsys.readouterr()
     calls = []
     monkeypatch.setattr(ev, "evaluate", lambda **kw: calls.append(kw))
@@ -285,7 +295,7 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
 def test_ask(tiny_run, capsys):
     rec = load_records(tiny_run.data)[0]
     hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
-    answer = ev.ask(model=str(hf), audio=str(tiny_run.data.parent / rec["audio_id"]), question=rec["question"],
+    answer = ask(model=str(hf), audio=str(tiny_run.data.parent / rec["audio_id"]), question=rec["question"],
                     choices=rec["choices"], max_new_tokens=8)
     printed = capsys.readouterr().out
     assert isinstance(answer, str) and f"answer: {answer}" in printed and "output: " in printed

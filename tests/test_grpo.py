@@ -1,4 +1,4 @@
-"""GRPO mathematics against hand-computed numbers (GUIDE §2)."""
+"""GRPO mathematics against hand-computed numbers."""
 
 import math
 

@@ -4,9 +4,9 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from r1aqa_pl.data import AudioQADataModule
+from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.demo import prepare
-from r1aqa_pl.module import GRPOModule
+from r1aqa_pl.training.grpo_module import GRPOModule
 
 
 class Rewards(Callback):

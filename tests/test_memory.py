@@ -1,12 +1,14 @@
-"""The memory model (r1aqa_pl.memory) against real tensors of the tiny Qwen2-Audio: parameter counts by
+"""The memory model (scripts/memory.py) against real tensors of the tiny Qwen2-Audio: parameter counts by
 component, weights / gradients / AdamW states, ZeRO sharding and offload arithmetic, LoRA, the KV cache,
 activations saved for backward, and the LM head only ever seeing completion positions."""
 
 import pytest
 import torch
 
-from r1aqa_pl import memory
-from r1aqa_pl.memory import QWEN2_AUDIO_7B, Arch, RunConfig, estimate_memory
+import memory
+from memory import RunConfig, estimate_memory
+
+from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, Qwen2Audio
 
 FP32 = dict(weight_bytes=4, grad_bytes=4, state_bytes=4, master_weights=False, reference=False, activation_bytes=4)
 
@@ -17,7 +19,7 @@ def tiny(tiny_dir):
 
     torch.manual_seed(0)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(str(tiny_dir), attn_implementation="sdpa")
-    return model, Arch.from_config(model.config)
+    return model, Qwen2Audio().arch(model.config)
 
 
 def component(name: str) -> str:
@@ -146,8 +148,8 @@ def test_activation_terms_per_layer(tiny):
 
 def test_lm_head_only_sees_completion_positions(tiny, tiny_dir):
     """The logits term counts completion positions only: the LM head is never applied to prompt/audio positions."""
-    from r1aqa_pl import policy
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.logprobs import completion_logprobs
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     model, arch = tiny
     m = GRPOModule(str(tiny_dir), G=3)
@@ -157,7 +159,7 @@ def test_lm_head_only_sees_completion_positions(tiny, tiny_dir):
     inputs = {"input_ids": torch.randint(10, arch.vocab, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
     T = 5
     completion = torch.randint(10, arch.vocab, (2 * 3, T))
-    policy.completion_logprobs(m.policy, inputs, completion, torch.ones_like(completion), G=3)
+    completion_logprobs(m.family, m.policy, inputs, completion, torch.ones_like(completion), G=3)
     handle.remove()
     assert sum(s[:-1].numel() for s in seen) == 2 * 3 * T  # B·G·T rows, never the 9 prompt positions
     cfg = RunConfig("logits", micro_batch_prompts=2, G=3, max_new_tokens=T)

@@ -1,4 +1,4 @@
-"""MMAUAccuracy: hand-computed buckets, agreement with the offline scorer, exactness under 2-process DDP."""
+"""BenchmarkAccuracy on MMAU: hand-computed buckets, agreement with the offline scorer, exactness under 2-process DDP."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from r1aqa_pl.metrics import MMAUAccuracy
-from r1aqa_pl.mmau import score_records
+from r1aqa_pl.benchmarks.metric import BenchmarkAccuracy
+from r1aqa_pl.benchmarks.mmau import MMAU
+
+mmau = MMAU()
+score_records = mmau.score_records
 from r1aqa_pl.records import Question
 
 MMAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
@@ -52,7 +55,7 @@ def predictions(questions: list[Question]) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_hand_computed_buckets():
-    m = MMAUAccuracy(sub_categories=["A", "B"])
+    m = BenchmarkAccuracy(mmau, {"sub-category": ["A", "B"]})
     qs = [q("sound", "easy", "A"), q("sound", "hard", "A"), q("music", "easy", "B"),
           q("bird", "extreme", "Z"), q("speech", "", "")]
     m.update(["man", "woman", "Man.", "the man", ""], qs)
@@ -73,7 +76,7 @@ def test_hand_computed_buckets():
 
 def test_from_questions_and_agreement_with_scorer():
     qs = mmau_questions()
-    m = MMAUAccuracy.from_questions(qs)
+    m = BenchmarkAccuracy.from_questions(mmau, qs)
     assert m.names["task"][:3] == ["sound", "music", "speech"] and "animal" in m.names["task"]
     assert "" not in m.names["difficulty"] and "Brand New" in m.names["sub-category"]
     preds = predictions(qs)
@@ -89,7 +92,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, questions, preds
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        m = MMAUAccuracy.from_questions(questions)  # whole set on every rank: same state shapes
+        m = BenchmarkAccuracy.from_questions(mmau, questions)  # whole set on every rank: same state shapes
         m.update(preds[rank::world], questions[rank::world])
         torch.save({k: v.clone() for k, v in m.compute().items()}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -106,7 +109,7 @@ def _free_port() -> int:
 def test_ddp_two_processes_equals_single(tmp_path):
     qs = mmau_questions()
     preds = predictions(qs)
-    single = MMAUAccuracy.from_questions(qs)
+    single = BenchmarkAccuracy.from_questions(mmau, qs)
     single.update(preds, qs)
     expected = single.compute()
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), qs, preds), nprocs=2, join=True)

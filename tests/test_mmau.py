@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from r1aqa_pl.mmau import extract_answer, format_table, is_correct, score, score_records, tokenize
+from r1aqa_pl.answer_format import extract_answer
+from r1aqa_pl.benchmarks.mmau import MMAU, is_correct, tokenize
+from r1aqa_pl.eval.score import score
+
+score_records, format_table = MMAU().score_records, MMAU().format_table
 
 REPO = Path(__file__).resolve().parents[1]
 MMAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau" / "mmau-test-mini.json"

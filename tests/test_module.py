@@ -8,8 +8,10 @@ import pytest
 import torch
 from helpers import batch_of, datamodule, fit
 
-from r1aqa_pl import policy
-from r1aqa_pl.module import GRPOModule, SFTModule
+from r1aqa_pl.logprobs import completion_logprobs
+from r1aqa_pl.models.base import position_ids
+from r1aqa_pl.training.grpo_module import GRPOModule
+from r1aqa_pl.training.sft_module import SFTModule
 
 
 def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tiny_dir):
@@ -25,21 +27,21 @@ def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tin
     for b in range(3):
         rows = slice(3 * b, 3 * b + 3)
         alone = m.encode(batch["questions"][b:b + 1], batch["audio"][b:b + 1])
-        lp = policy.completion_logprobs(m.policy, alone, ro["completion_ids"][rows], ro["mask"][rows], 3)
-        mask = ro["mask"][rows].bool()
+        lp = completion_logprobs(m.family, m.policy, alone, ro.completion_ids[rows], ro.mask[rows], 3)
+        mask = ro.mask[rows].bool()
         assert torch.allclose(lp[mask], together[rows][mask], atol=1e-5)
         other = m.encode(batch["questions"][b:b + 1], batch["audio"][(b + 1) % 3:(b + 1) % 3 + 1])
-        lp_other = policy.completion_logprobs(m.policy, other, ro["completion_ids"][rows], ro["mask"][rows], 3)
+        lp_other = completion_logprobs(m.family, m.policy, other, ro.completion_ids[rows], ro.mask[rows], 3)
         assert not torch.allclose(lp_other[mask], together[rows][mask], atol=1e-4)
     # rewards follow the same layout: row b·G+g is judged against question b's answer
-    assert [q.id for q in ro["questions"]] == [q.id for q in batch["questions"]]
+    assert [q.id for q in ro.questions] == [q.id for q in batch["questions"]]
 
 
 def test_policy_that_loves_the_audio_token_still_trains(synth_dir, tiny_dir, tmp_path):
-    """A sampled <|AUDIO|> would crash the next forward (GUIDE §5); it must never be sampled."""
-    from r1aqa_pl.model import load_policy
+    """A sampled <|AUDIO|> would crash the next forward; it must never be sampled."""
+    from r1aqa_pl.models import load_policy
 
-    model, processor = load_policy(str(tiny_dir))
+    model, processor, _ = load_policy(str(tiny_dir))
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     with torch.no_grad():
         model.lm_head.weight[audio_id] = 50 * model.lm_head.weight.abs().max()
@@ -123,7 +125,7 @@ def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, 
     # the same number by a plain full forward over prompt + target, reading only target positions
     full_ids = torch.cat([inputs["input_ids"], ids], 1)
     full_mask = torch.cat([inputs["attention_mask"], mask], 1)
-    logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=policy.position_ids(full_mask),
+    logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids(full_mask),
                       input_features=inputs["input_features"],
                       feature_attention_mask=inputs["feature_attention_mask"]).logits
     P = inputs["input_ids"].shape[1]

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from r1aqa_pl import runs
-from r1aqa_pl.mmau import load_records, score_records
+from r1aqa_pl.benchmarks.mmau import MMAU
+from r1aqa_pl.eval import runs
+
+load_records, score_records = MMAU().load_records, MMAU().score_records
 
 REPO = Path(__file__).parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"

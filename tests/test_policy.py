@@ -1,4 +1,5 @@
-"""Prompt sharing in r1aqa_pl.policy: the shared computation equals the unshared one.
+"""Prompt sharing for the Qwen2-Audio family: the shared computation (r1aqa_pl.logprobs, the hf
+rollout engine) equals the family's own unshared forward and generate.
 
 A real tiny Qwen2-Audio (built once per session) with prompts of different audio and question
 lengths, so that left padding, attention masks and position ids all matter.
@@ -8,12 +9,29 @@ import numpy as np
 import pytest
 import torch
 
-from r1aqa_pl import grpo, policy
-from r1aqa_pl.model import build_tiny_model, load_policy, structural_token_ids
+from r1aqa_pl import grpo, logprobs
+from r1aqa_pl.logprobs import completion_mask
+from r1aqa_pl.models import build_tiny_model, load_policy
+from r1aqa_pl.models.base import position_ids
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio
 from r1aqa_pl.records import Question
+from r1aqa_pl.rollout.hf import HFEngine, StopAfterText
 
 WORDS = [f"w{i}" for i in range(40)]
 G = 3
+FAMILY = Qwen2Audio()
+
+
+def rollout(model, inputs, G, share_prompt=True, **kw):
+    return HFEngine(share_prompt).sample(FAMILY, model, inputs, G, **kw)
+
+
+def completion_logprobs(model, *args, **kw):
+    return logprobs.completion_logprobs(FAMILY, model, *args, **kw)
+
+
+def structural_token_ids(processor):
+    return FAMILY.structural_token_ids(processor)
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +42,8 @@ def tiny_dir(tmp_path_factory) -> str:
 @pytest.fixture()
 def tiny(tiny_dir):
     """A fresh (model, processor) per test: some tests rewrite the head."""
-    model, processor = load_policy(tiny_dir)
+    model, processor, family = load_policy(tiny_dir)
+    assert isinstance(family, Qwen2Audio)  # from the folder's config.model_type
     return model.eval(), processor
 
 
@@ -35,7 +54,7 @@ def batch(processor, lengths=((0.6, 2), (2.0, 9), (1.3, 5))):
     qs = [Question(id=str(i), audio_path=None, question=" ".join(WORDS[3:3 + n]), choices=["w1", "w2"], answer="w1")
           for i, (_, n) in enumerate(lengths)]
     audio = [0.1 * rng.standard_normal(int(s * sr)).astype(np.float32) for s, _ in lengths]
-    inputs = policy.encode_prompts(processor, qs, audio)
+    inputs = FAMILY.encode(processor, qs, audio)
     assert len(set(inputs["attention_mask"].sum(1).tolist())) == len(lengths)  # really different lengths
     assert (inputs["attention_mask"][:, -1] == 1).all()  # left padding
     assert len(lengths) == 1 or (inputs["attention_mask"][:, 0] == 0).any()
@@ -49,8 +68,8 @@ def eos_ids(model) -> list[int]:
 
 def sampled(model, processor, inputs, T=7, seed=0):
     torch.manual_seed(seed)
-    ids = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=T,
-                         suppress_tokens=structural_token_ids(processor))
+    ids = rollout(model, inputs, G, do_sample=True, max_new_tokens=T,
+                  suppress_tokens=structural_token_ids(processor))
     return ids
 
 
@@ -67,7 +86,7 @@ def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
     ids = sampled(model, processor, inputs)
     eos = eos_ids(model)
     ids[1, 2] = eos[0]  # one completion ends early: padding inside the completions too
-    mask = policy.completion_mask(ids, eos)
+    mask = completion_mask(ids, eos)
     assert mask.sum(1).min() < ids.shape[1]
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(ids.shape[0], generator=gen)
@@ -77,7 +96,7 @@ def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
     results = {}
     for share in (True, False):
         model.zero_grad(set_to_none=True)
-        logp = policy.completion_logprobs(model, inputs, ids, mask, G, temperature=0.9, share_prompt=share)
+        logp = completion_logprobs(model, inputs, ids, mask, G, temperature=0.9, share_prompt=share)
         loss, _ = grpo.grpo_loss(logp, logp.detach(), ref_logp, A, mask, beta=0.04)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -123,7 +142,7 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
     x, fmask = feats["input_features"], feats["attention_mask"]
     assert len({int(n) % 2 for n in fmask.sum(-1)}) == 2 and int(fmask.sum(-1).max()) == x.shape[-1]
     with torch.no_grad():
-        ours = policy.encode_audio(core, x, fmask)
+        ours = FAMILY.encode_audio(core, x, fmask)
         full = encode_audio_window(core, x, fmask)
     tok_len = core.audio_tower._get_feat_extract_output_lengths(fmask.sum(-1))[1]
     assert ours.shape == full.shape == (int(tok_len.sum()), model.config.text_config.hidden_size)
@@ -132,7 +151,7 @@ def test_audio_encoded_over_the_clip_equals_the_full_window(tiny):
         one = processor.feature_extractor([clip], sampling_rate=sr, return_attention_mask=True, padding="max_length",
                                           return_tensors="pt")
         with torch.no_grad():
-            alone = policy.encode_audio(core, one["input_features"], one["attention_mask"])
+            alone = FAMILY.encode_audio(core, one["input_features"], one["attention_mask"])
         start = int(tok_len[:i].sum())
         assert rel_err(alone, ours[start:start + int(tok_len[i])]) < 1e-5
 
@@ -157,10 +176,10 @@ def test_weights_are_read_only_inside_module_calls(tiny):
     pre = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: depth.__setitem__(0, depth[0] + 1))
     post = torch.nn.modules.module.register_module_forward_hook(lambda *a: depth.__setitem__(0, depth[0] - 1))
     try:
-        ids = policy.rollout(model, inputs, G, do_sample=False, max_new_tokens=3,
+        ids = rollout(model, inputs, G, do_sample=False, max_new_tokens=3,
                              suppress_tokens=structural_token_ids(processor))
-        mask = policy.completion_mask(ids, eos_ids(model))
-        policy.completion_logprobs(model, inputs, ids, mask, G).sum().backward()
+        mask = completion_mask(ids, eos_ids(model))
+        completion_logprobs(model, inputs, ids, mask, G).sum().backward()
         assert outside == []
         _ = model.model.audio_tower.conv1.weight.dtype  # positive control
         assert outside == ["weight"]
@@ -174,13 +193,13 @@ def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
     model, processor = tiny
     _, inputs = batch(processor)
     ids = sampled(model, processor, inputs)
-    mask = policy.completion_mask(ids, eos_ids(model))
+    mask = completion_mask(ids, eos_ids(model))
     model.train()
     grads = {}
     for share in (True, False):
         model.activation_checkpointing_enable() if share else model.activation_checkpointing_disable()
         model.zero_grad(set_to_none=True)
-        logp = policy.completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
+        logp = completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
         (logp * mask).sum().backward()
         grads[share] = (logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert model.model.language_model.gradient_checkpointing is False
@@ -203,10 +222,10 @@ def test_completion_logprobs_equal_generate_logits(tiny):
     ids = out.sequences[:, P:]
     raw = torch.stack(out.logits, 1).float() / temperature  # logits before any processor
     expected = raw.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    mask = policy.completion_mask(ids, eos_ids(model)).bool()
+    mask = completion_mask(ids, eos_ids(model)).bool()
     for share in (True, False):
         with torch.no_grad():
-            logp = policy.completion_logprobs(model, inputs, ids, mask.long(), G, temperature, share_prompt=share)
+            logp = completion_logprobs(model, inputs, ids, mask.long(), G, temperature, share_prompt=share)
         assert torch.allclose(logp[mask], expected[mask], atol=1e-5, rtol=1e-5), share
 
 
@@ -214,14 +233,14 @@ def test_shared_rollout_generates_what_unshared_generates(tiny):
     model, processor = tiny
     _, inputs = batch(processor)
     kw = dict(max_new_tokens=8, suppress_tokens=structural_token_ids(processor))
-    greedy = {s: policy.rollout(model, inputs, G, share_prompt=s, do_sample=False, **kw) for s in (True, False)}
+    greedy = {s: rollout(model, inputs, G, share_prompt=s, do_sample=False, **kw) for s in (True, False)}
     assert greedy[True].shape == (3 * G, 8)
     assert torch.equal(greedy[True], greedy[False])
     assert torch.equal(greedy[True][0::G], greedy[True][G - 1::G])  # greedy: the G rows of a group agree
     sampling = {}
     for s in (True, False):
         torch.manual_seed(11)
-        sampling[s] = policy.rollout(model, inputs, G, share_prompt=s, do_sample=True, top_k=0, **kw)
+        sampling[s] = rollout(model, inputs, G, share_prompt=s, do_sample=True, top_k=0, **kw)
     assert torch.equal(sampling[True], sampling[False])
     assert not torch.equal(sampling[True], greedy[True])
 
@@ -229,8 +248,8 @@ def test_shared_rollout_generates_what_unshared_generates(tiny):
 def test_shared_rollout_for_one_prompt_and_g_one(tiny):
     model, processor = tiny
     _, inputs = batch(processor, lengths=((1.0, 4),))
-    a = policy.rollout(model, inputs, 1, share_prompt=True, do_sample=False, max_new_tokens=5)
-    b = policy.rollout(model, inputs, 1, share_prompt=False, do_sample=False, max_new_tokens=5)
+    a = rollout(model, inputs, 1, share_prompt=True, do_sample=False, max_new_tokens=5)
+    b = rollout(model, inputs, 1, share_prompt=False, do_sample=False, max_new_tokens=5)
     assert torch.equal(a, b)
 
 
@@ -244,7 +263,7 @@ def test_completion_mask_keeps_up_to_and_including_first_eos():
                         [E, x, x, x, x],
                         [x, F, E, x, x],
                         [x, x, x, x, F]])
-    assert policy.completion_mask(ids, [E, F]).tolist() == [[1, 1, 1, 0, 0],
+    assert completion_mask(ids, [E, F]).tolist() == [[1, 1, 1, 0, 0],
                                                            [1, 1, 1, 1, 1],
                                                            [1, 0, 0, 0, 0],
                                                            [1, 1, 0, 0, 0],
@@ -253,7 +272,7 @@ def test_completion_mask_keeps_up_to_and_including_first_eos():
 
 def test_position_ids_follow_left_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 0, 1]])
-    assert policy.position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 1, 0, 2]]
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 1, 0, 2]]
 
 
 # ------------------------------------------------------------------ structural tokens
@@ -277,7 +296,7 @@ def test_rollout_never_samples_structural_tokens(tiny):
     structural = structural_token_ids(processor)
     assert audio_id in structural and processor.tokenizer.convert_tokens_to_ids("<|im_start|>") in structural
     _, inputs = batch(processor)
-    unguarded = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=4)
+    unguarded = rollout(model, inputs, G, do_sample=True, max_new_tokens=4)
     assert (unguarded == audio_id).any()  # the head does favour <|AUDIO|> ...
     rep = {k: v.repeat_interleave(G, 0) for k, v in inputs.items()}
     ids = torch.cat([rep["input_ids"], unguarded], 1)
@@ -286,16 +305,16 @@ def test_rollout_never_samples_structural_tokens(tiny):
               input_features=rep["input_features"], feature_attention_mask=rep["feature_attention_mask"])
         # ... and such a sample breaks the (unshared) forward
     torch.manual_seed(0)
-    ids = policy.rollout(model, inputs, G, do_sample=True, max_new_tokens=6, suppress_tokens=structural)
+    ids = rollout(model, inputs, G, do_sample=True, max_new_tokens=6, suppress_tokens=structural)
     assert not torch.isin(ids, torch.tensor(structural)).any()
-    mask = policy.completion_mask(ids, eos_ids(model))
+    mask = completion_mask(ids, eos_ids(model))
     model.train()
     for share in (True, False):  # a GRPO-style update on these completions runs
-        logp = policy.completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
+        logp = completion_logprobs(model, inputs, ids, mask, G, share_prompt=share)
         loss, _ = grpo.grpo_loss(logp, logp.detach(), None, torch.randn(ids.shape[0]), mask, beta=0.0)
         loss.backward()
         assert torch.isfinite(logp).all()
-    again = policy.rollout(model, inputs, G, do_sample=False, max_new_tokens=3, suppress_tokens=structural)
+    again = rollout(model, inputs, G, do_sample=False, max_new_tokens=3, suppress_tokens=structural)
     assert not torch.isin(again, torch.tensor(structural)).any()
 
 
@@ -308,7 +327,7 @@ def test_stop_after_text_looks_only_at_the_completion(tiny):
     _, inputs = batch(processor)
     P = inputs["input_ids"].shape[1]
     assert "</answer>" in tok.decode(inputs["input_ids"][0])  # the prompt itself asks for <answer> </answer>
-    crit = policy.StopAfterText(tok, P, "</answer>")
+    crit = StopAfterText(tok, P, "</answer>")
     prompt = inputs["input_ids"]
     w, close = tok.convert_tokens_to_ids("w5"), tok.convert_tokens_to_ids("</answer>")
     assert crit(prompt, None).tolist() == [False] * 3  # no completion yet
@@ -316,43 +335,8 @@ def test_stop_after_text_looks_only_at_the_completion(tiny):
     assert crit(torch.cat([prompt, more], 1), None).tolist() == [False, True, True]
 
     favour(model, w, bias=30.0)  # greedy writes "w5 w5 ..." and never </answer>
-    ids = policy.rollout(model, inputs, 1, do_sample=False, max_new_tokens=6, stop_after="</answer>", tokenizer=tok)
+    ids = HFEngine().answer(FAMILY, model, inputs, tok, "</answer>", max_new_tokens=6)
     assert ids.shape[1] == 6 and (ids == w).all()  # not stopped by the prompt's own </answer>
     favour(model, close, bias=60.0)
-    ids = policy.rollout(model, inputs, 1, do_sample=False, max_new_tokens=6, stop_after="</answer>", tokenizer=tok)
+    ids = HFEngine().answer(FAMILY, model, inputs, tok, "</answer>", max_new_tokens=6)
     assert ids.shape[1] == 1 and (ids == close).all()
-
-
-# ------------------------------------------------------------------ the bench's memory measure
-
-
-@pytest.mark.slow
-def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path):
-    """``make bench`` in miniature (1 prompt, 1 repetition, 2 fit steps): it runs through and prints the
-    goals, and the project's and the reference's loss and gradients on the same rollout agree."""
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, "-m", "r1aqa_pl.bench", "--prompts", "1", "--reps", "1", "--fit-steps", "2",
-                          "--eval-items", "2", "--eval-batch", "2", "--profile-prompts", "1", "--work", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    goals = res.stdout[res.stdout.index("goals:"):]
-    assert "same loss and gradients within 1e-5 relative" in goals
-    assert goals.split("same loss and gradients")[1].splitlines()[0].endswith("-> met"), goals
-
-
-def test_bench_peak_rss_sees_torch_allocations():
-    """``make bench`` reads peak memory from the kernel's resettable high-water mark."""
-    from pathlib import Path
-
-    from r1aqa_pl.bench import PeakRSS
-
-    if not Path("/proc/self/clear_refs").exists():
-        pytest.skip("needs Linux /proc")
-    for mib in (64, 8, 32):  # a smaller block after a larger one: the mark really was reset
-        with PeakRSS() as m:
-            torch.ones(mib << 18).sum()  # float32: mib MiB
-        if m.mib != m.mib:  # nan: clear_refs not writable here
-            pytest.skip("/proc/self/clear_refs not writable")
-        assert abs(m.mib - mib) < 0.25 * mib + 2, (mib, m.mib)

@@ -14,9 +14,9 @@ import lightning as L
 import pytest
 import torch
 
-from r1aqa_pl.callbacks import MMAUEvaluation
-from r1aqa_pl.data import AudioQADataModule, ResumableSampler
-from r1aqa_pl.module import GRPOModule
+from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+from r1aqa_pl.data.datamodule import AudioQADataModule, ResumableSampler
+from r1aqa_pl.training.grpo_module import GRPOModule
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def run(demo, out, steps, ckpt_path=None, every=None, batch_size=4, val_every=8)
                            feature_extractor=warm, batch_size=batch_size, val_batch_size=12, seed=0)
     module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, beta=0.04,
                         gradient_accumulation_steps=2, micro_batch_prompts=2)
-    rec = MMAUEvaluation(write_predictions=False)
+    rec = BenchmarkEvaluation(write_predictions=False)
     recorder = Recorder()
     callbacks = [rec, recorder]
     if every:
@@ -111,7 +111,7 @@ def test_resumed_run_matches_uninterrupted_run(demo, tmp_path):
 def test_resume_without_rng_restore_differs(demo, tmp_path, monkeypatch):
     """The check above has teeth: without the saved RNG streams the resumed rollouts differ."""
     full, w_full, _ = run(demo, tmp_path / "full", steps=3, every=2, batch_size=2, val_every=6)
-    monkeypatch.setattr("r1aqa_pl.distributed.set_rng_state", lambda state: torch.manual_seed(12345))
+    monkeypatch.setattr("r1aqa_pl.training.resume.set_rng_state", lambda state: torch.manual_seed(12345))
     resumed, w_res, _ = run(demo, tmp_path / "resumed", steps=3, batch_size=2, val_every=6,
                             ckpt_path=str(tmp_path / "full" / "step2.ckpt"))
     assert resumed.prompts[3] == full.prompts[3]  # same data ...
@@ -120,23 +120,28 @@ def test_resume_without_rng_restore_differs(demo, tmp_path, monkeypatch):
 
 def test_buffered_rollouts_survive_a_checkpoint(tmp_path):
     """A checkpoint written between the rollouts of one optimizer step keeps them (weights_only-safe)."""
-    from r1aqa_pl import distributed
     from r1aqa_pl.records import Question
+    from r1aqa_pl.rollout import Rollout
+    from r1aqa_pl.training import resume
 
     q = Question("7", "/a.wav", "What?", ["x", "y"], "y", domain="music", raw={"id": 7})
-    buffer = [{"questions": [q], "inputs": {"input_ids": torch.tensor([[1, 2, 3]])}, "rewards": torch.ones(4),
-               "per_fn": {"accuracy": torch.zeros(4)}, "texts": ["a", "b", "c", "d"], "old_logp": None}]
+    ids = torch.tensor([[5, 6], [5, 7], [8, 9], [8, 8]])
+    buffer = [Rollout([q], {"input_ids": torch.tensor([[1, 2, 3]])}, ids, torch.ones_like(ids), ["a", "b", "c", "d"],
+                      torch.ones(4), {"accuracy": torch.zeros(4)}, torch.tensor([1.0, -1.0, 0.5, -0.5]),
+                      ref_logp=torch.full((4, 2), -0.25))]
     module = GRPOModule("unused", G=4)
-    torch.save({"grpo_resume": distributed.resume_state(module, buffer)}, tmp_path / "c.pt")
+    torch.save({"grpo_resume": resume.resume_state(module, buffer)}, tmp_path / "c.pt")
     state = torch.load(tmp_path / "c.pt", weights_only=True)["grpo_resume"]
     module.on_load_checkpoint({"grpo_resume": state})
     back = module.buffer
-    assert back[0]["questions"] == [q] and back[0]["texts"] == buffer[0]["texts"] and back[0]["old_logp"] is None
-    assert torch.equal(back[0]["inputs"]["input_ids"], buffer[0]["inputs"]["input_ids"])
+    assert isinstance(back[0], Rollout) and back[0].questions == [q] and back[0].texts == buffer[0].texts
+    assert back[0].old_logp is None and torch.equal(back[0].ref_logp, buffer[0].ref_logp)
+    assert torch.equal(back[0].inputs["input_ids"], buffer[0].inputs["input_ids"])
+    assert torch.equal(back[0].advantages, buffer[0].advantages) and torch.equal(back[0].completion_ids, ids)
     torch.manual_seed(1)
     expected = torch.rand(3)
     torch.manual_seed(1)
-    module.on_load_checkpoint({"grpo_resume": distributed.resume_state(module, [])})  # RNG state at seed 1
+    module.on_load_checkpoint({"grpo_resume": resume.resume_state(module, [])})  # RNG state at seed 1
     torch.rand(5)
     module.on_train_start()  # applies the saved RNG state (no trainer: device stays CPU)
     assert torch.equal(torch.rand(3), expected)

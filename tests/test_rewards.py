@@ -1,4 +1,4 @@
-"""Reward functions (GUIDE §2) and their weighted sum."""
+"""Reward functions and their weighted sum."""
 
 import pytest
 import torch

@@ -35,9 +35,9 @@ def worker(out: str, root: str, warm: str, steps: int = 2) -> None:
     import torch
     from lightning.pytorch.strategies import DDPStrategy
 
-    from r1aqa_pl.callbacks import MMAUEvaluation
-    from r1aqa_pl.data import AudioQADataModule
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     torch.set_num_threads(1)
     out_dir = Path(out)
@@ -67,7 +67,7 @@ def worker(out: str, root: str, warm: str, steps: int = 2) -> None:
                         max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=out,
-                        callbacks=[MMAUEvaluation(write_predictions=False), Seen(),
+                        callbacks=[BenchmarkEvaluation(write_predictions=False), Seen(),
                                    L.pytorch.callbacks.ModelCheckpoint(dirpath=f"{out}/ckpt", filename="last",
                                                                        every_n_train_steps=steps)])
     trainer.fit(module, dm)
@@ -86,7 +86,7 @@ def deepspeed_worker(out: str) -> None:
     import deepspeed
     import torch
 
-    from r1aqa_pl.distributed import _gathered, deepspeed_config, mark_micro_batch
+    from r1aqa_pl.training.strategy import _gathered, deepspeed_config, mark_micro_batch
 
     deepspeed.init_distributed(dist_backend="gloo")
 
@@ -155,10 +155,12 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     import torch
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-    from r1aqa_pl.callbacks import HFCheckpoint, MMAUEvaluation
-    from r1aqa_pl.data import AudioQADataModule
-    from r1aqa_pl.distributed import deepspeed_config
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training.strategy import deepspeed_config
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     torch.set_num_threads(1)
 
@@ -204,7 +206,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     trainer = L.Trainer(accelerator="cpu", devices=1, strategy=strategy, max_steps=steps, val_check_interval=2 * steps,
                         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=out,
-                        callbacks=[MMAUEvaluation(write_predictions=False), rec,
+                        callbacks=[BenchmarkEvaluation(write_predictions=False), rec,
                                    HFCheckpoint(dirpath=f"{out}/ckpt", every_n_train_steps=steps, save_top_k=-1,
                                                 filename="step{step}", auto_insert_metric_name=False)])
     trainer.fit(module, dm)
@@ -230,9 +232,9 @@ def test_ddp_two_processes(demo, tmp_path):
     import lightning as L
     import torch
 
-    from r1aqa_pl.callbacks import MMAUEvaluation
-    from r1aqa_pl.data import AudioQADataModule
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     root, warm = demo
     steps = 2
@@ -266,7 +268,7 @@ def test_ddp_two_processes(demo, tmp_path):
     dm = AudioQADataModule(val_file=str(root / "data" / "test-mini.json"), feature_extractor=warm, val_batch_size=1)
     module = GRPOModule(str(tmp_path / "final"), G=4, eval_max_new_tokens=8)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[MMAUEvaluation(write_predictions=False)])
+                        enable_model_summary=False, callbacks=[BenchmarkEvaluation(write_predictions=False)])
     (single,) = trainer.validate(module, dm)
     val_ddp = {k: v for k, v in ddp.items() if k.startswith("val/acc/")}
     val_single = {k: v for k, v in single.items() if k.startswith("val/acc/")}
@@ -331,7 +333,7 @@ def test_grpo_under_lightning_deepspeed_matches_single_process(demo, tmp_path):
 def test_deepspeed_config_for_the_paper_run():
     """The engine config: ZeRO-3, optimizer and parameters offloaded to the CPU, bf16, clipping = max_grad_norm,
     no gradient accumulation inside the engine, and a micro-batch that counts completions."""
-    from r1aqa_pl.distributed import check_deepspeed_config, deepspeed_config
+    from r1aqa_pl.training.strategy import check_deepspeed_config, deepspeed_config
 
     G, prompts, accumulation = 8, 1, 2
     cfg = check_deepspeed_config(deepspeed_config(), max_grad_norm=1.0, micro_batch_size=prompts * accumulation * G)
@@ -354,7 +356,7 @@ def test_deepspeed_config_for_the_paper_run():
 
 
 def test_deepspeed_config_refuses_what_would_change_the_algorithm():
-    from r1aqa_pl.distributed import check_deepspeed_config, deepspeed_config
+    from r1aqa_pl.training.strategy import check_deepspeed_config, deepspeed_config
 
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         check_deepspeed_config({**deepspeed_config(), "gradient_accumulation_steps": 2}, 1.0)
@@ -392,7 +394,7 @@ def test_paper_configs_resolve(config):
         assert m["lr"] == 1e-6 and t["precision"] == "bf16-true" and t["devices"] == 8
         strategy = t["strategy"]
         assert strategy["class_path"].endswith("DeepSpeedStrategy")
-        from r1aqa_pl.distributed import check_deepspeed_config
+        from r1aqa_pl.training.strategy import check_deepspeed_config
 
         ds = json.loads((REPO / strategy["init_args"]["config"]).read_text())
         check_deepspeed_config(ds, m["max_grad_norm"])  # consistent with the model: raises otherwise
@@ -411,7 +413,7 @@ def test_zero3_export_reads_a_real_sharded_checkpoint(tmp_path, tiny_run):
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from r1aqa_pl.distributed import zero3_state_dict
+    from r1aqa_pl.training.strategy import zero3_state_dict
 
     src, ds = tiny_run.ckpts[2], tmp_path / "step2.ckpt"
     res = subprocess.run([sys.executable, str(REPO / "tests" / "_make_deepspeed_ckpt.py"), str(src), str(ds), "3"],
@@ -431,17 +433,17 @@ def test_zero3_export_reads_a_real_sharded_checkpoint(tmp_path, tiny_run):
 def test_without_a_sharded_strategy_the_helpers_do_nothing():
     import torch
 
-    from r1aqa_pl import distributed
-    from r1aqa_pl.module import GRPOModule
+    from r1aqa_pl.training import strategy
+    from r1aqa_pl.training.grpo_module import GRPOModule
 
     m = GRPOModule("unused", G=2)
-    assert distributed.zero_stage(m) is None and distributed.deepspeed_engine(m) is None
-    with distributed.generation_context(m) as kw:
+    assert strategy.zero_stage(m) is None and strategy.deepspeed_engine(m) is None
+    with strategy.generation_context(m) as kw:
         assert kw == {}
-    distributed.begin_micro_batch(m, last=True)
-    assert distributed.engine_grad_norm(m) is None and distributed.all_ranks(m, True)
+    strategy.begin_micro_batch(m, last=True)
+    assert strategy.engine_grad_norm(m) is None and strategy.all_ranks(m, True)
     p = [torch.nn.Parameter(torch.zeros(2))]
-    assert type(distributed.adamw(m, p, 1e-3, 0.0)) is torch.optim.AdamW
+    assert type(strategy.adamw(m, p, 1e-3, 0.0)) is torch.optim.AdamW
 
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":

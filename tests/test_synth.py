@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from r1aqa_pl.data import read_questions
-from r1aqa_pl.synth import TASKS, synth, synth_vocabulary
+from r1aqa_pl.data.formats import read_questions
+from r1aqa_pl.data.synth import TASKS, synth, synth_vocabulary
 
 
 def digest(d):

@@ -7,8 +7,8 @@ import torch
 from helpers import batch_of, datamodule, fit
 
 from r1aqa_pl import prompts
-from r1aqa_pl.callbacks import MMAUEvaluation
-from r1aqa_pl.module import GRPOModule
+from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+from r1aqa_pl.training.grpo_module import GRPOModule
 
 AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 # record 0 of the synthetic training set, as the tiny processor's chat template renders it
@@ -40,7 +40,7 @@ def test_think_prompt_exact_text_and_ids(synth_dir, tiny_dir):
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 1)
     q = batch["questions"][0]
-    assert prompts.render(m.processor, q, m.template) == THINK_PROMPT_0
+    assert m.family.render(m.processor, q, m.template) == THINK_PROMPT_0
     assert prompts.user_text(q, "think") == prompts.THINK.format(question=q.question, choices=str(list(q.choices)))
     # what the model gets is exactly that text through the processor (audio expanded to its frames)
     inputs = m.encode(batch["questions"], batch["audio"])
@@ -94,7 +94,7 @@ def test_audio_free_inputs_carry_no_audio(synth_dir, tiny_dir):
     assert batch["audio"] == [None, None, None]
     m = GRPOModule(str(tiny_dir), with_audio=False)
     m.configure_model()
-    assert prompts.render(m.processor, batch["questions"][0], m.template, with_audio=False) == PLAIN_NOAUDIO_0
+    assert m.family.render(m.processor, batch["questions"][0], m.template, with_audio=False) == PLAIN_NOAUDIO_0
     inputs = m.encode(batch["questions"], batch["audio"])
     assert "input_features" not in inputs and "feature_attention_mask" not in inputs
     ids = inputs["input_ids"]
@@ -127,7 +127,7 @@ def test_audio_free_grpo_fit_and_evaluation_never_run_the_audio_encoder(synth_di
     m.configure_model()
     calls = _count_audio_tower_calls(m)
     dm = datamodule(synth_dir, tiny_dir, with_audio=False)
-    trainer = fit(m, dm, steps=2, callbacks=[MMAUEvaluation(write_predictions=False)], validate=True)
+    trainer = fit(m, dm, steps=2, callbacks=[BenchmarkEvaluation(write_predictions=False)], validate=True)
     assert trainer.global_step == 2
     metrics = trainer.callback_metrics
     assert "train/reward" in metrics

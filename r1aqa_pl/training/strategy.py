@@ -1,4 +1,4 @@
-"""GRPO under sharded strategies: DeepSpeed ZeRO (the paper's engine) and FSDP, next to plain DDP.
+"""GRPO under DeepSpeed ZeRO (the paper's engine), next to plain DDP.
 
 Under DDP nothing here does anything. What changes under DeepSpeed, and where it is handled:
 
@@ -24,8 +24,7 @@ Under DDP nothing here does anything. What changes under DeepSpeed, and where it
 * **Generation** (:func:`generation_context`): under ZeRO-3 every weight is partitioned and would be
   all-gathered for every generated token; the weights are gathered once per rollout instead
   (DeepSpeed's ``unwrap_model_for_generation``, TRL's default), a full bf16 copy for the duration of
-  ``generate``. Under FSDP the root's own parameters are summoned and ``generate`` runs with
-  ``synced_gpus=True`` (ranks that finish early keep stepping so the per-unit all-gathers match).
+  ``generate``.
 * **Reference model** (:func:`reference_copy`): a frozen, unsharded bf16 copy on every GPU (16 GB for
   the 7B). Under ZeRO-3 it is loaded from disk once the engine exists (a deep copy of partitioned
   weights would copy empty shards). R1-AQA/TRL instead wrapped the reference in a second ZeRO-3 engine
@@ -73,18 +72,6 @@ def deepspeed_engine(module):
         return None
     engine = _strategy(module).model
     return engine if engine is not module and hasattr(engine, "optimizer") else None
-
-
-def fsdp_root(module):
-    """The FullyShardedDataParallel root Lightning wrapped ``module`` in, else None."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    strategy = _strategy(module)
-    if not isinstance(strategy, FSDPStrategy):
-        return None
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    return strategy.model if isinstance(strategy.model, FullyShardedDataParallel) else None
 
 
 # ---------------------------------------------------------------- DeepSpeed config
@@ -236,18 +223,6 @@ def generation_context(module):
         with _gathered(engine):
             yield {"synced_gpus": False}  # every weight is local now: no collective inside generate
         return
-    root = fsdp_root(module)
-    if root is not None:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.fsdp._common_utils import TrainingState
-
-        # inside training_step the root's forward has already unsharded its own parameters
-        idle = getattr(root, "training_state", TrainingState.IDLE) == TrainingState.IDLE
-        ctx = FullyShardedDataParallel.summon_full_params(root, recurse=False, writeback=False) if idle \
-            else contextlib.nullcontext()
-        with ctx:
-            yield {"synced_gpus": True}
-        return
     yield {}
 
 
@@ -276,13 +251,14 @@ def reference_copy(module, load_kwargs: dict | None = None):
         return copy.deepcopy(module.policy).eval().requires_grad_(False)
     from transformers.integrations import deepspeed as hf_ds
 
-    from r1aqa_pl.model import load_policy
+    from r1aqa_pl.models import load_policy
 
     h = module.hparams
     keep = hf_ds._hf_deepspeed_config_weak_ref
     hf_ds.unset_hf_deepspeed_config()
     try:
-        ref, _ = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, **(load_kwargs or {}))
+        ref, _, _ = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, family=h.family,
+                                **(load_kwargs or {}))
     finally:
         hf_ds._hf_deepspeed_config_weak_ref = keep
     return ref.eval().requires_grad_(False)
@@ -301,99 +277,3 @@ def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.
     if not out:
         raise ValueError(f"{checkpoint_dir}: no '{prefix}*' weights in this DeepSpeed checkpoint")
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
-
-
-# ---------------------------------------------------------------- exact resume
-
-def rng_state() -> dict:
-    """This process's torch / CUDA / numpy / Python RNG states, in types ``torch.load(weights_only=True)`` reads."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": [version, list(py_state), py_gauss],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, py_state, py_gauss = state["python"]
-    random.setstate((version, tuple(py_state), py_gauss))
-
-
-def _pack(obj):
-    """Tensors to the CPU and Questions to plain dicts: what ``torch.load(weights_only=True)`` reads."""
-    from r1aqa_pl.records import Question
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, Question):
-        return {"__question__": obj.to_dict()}
-    if isinstance(obj, dict):
-        return {k: _pack(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_pack(v) for v in obj)
-    return obj
-
-
-def to_device(obj, device):
-    """Undo :func:`_pack` (plain dicts back to Questions) with the tensors on ``device``."""
-    from r1aqa_pl.records import Question
-
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        if set(obj) == {"__question__"}:
-            return Question(**obj["__question__"])
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
-def _gather(module, obj) -> list:
-    """``obj`` from every rank, in rank order (a collective when distributed)."""
-    import torch.distributed as dist
-
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None or trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out: list = [None] * trainer.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def resume_state(module, buffer: list) -> dict:
-    """What Lightning does not checkpoint: every rank's RNG state (rollouts sample from it) and every
-    rank's rollouts still waiting for their optimizer step. Called on all ranks (Lightning's
-    ``on_save_checkpoint``); rank 0's copy is the one written."""
-    per_rank = _gather(module, {"rng": rng_state(), "buffer": _pack(buffer)})
-    return {"world_size": len(per_rank), "ranks": per_rank}
-
-
-def load_resume_state(module, state: dict) -> tuple[dict | None, list]:
-    """(this rank's RNG state, this rank's buffered rollouts on the CPU) from :func:`resume_state`."""
-    if not state:
-        return None, []
-    trainer = getattr(module, "_trainer", None)
-    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-    if state["world_size"] != world:
-        log.warning("resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
-                    "are not restored (the run continues, but not bit-for-bit)", world, state["world_size"])
-        return None, []
-    mine = state["ranks"][rank]
-    return mine["rng"], to_device(mine["buffer"], "cpu")

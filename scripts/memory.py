@@ -1,4 +1,5 @@
-"""Peak GPU memory per device for GRPO on Qwen2-Audio, by configuration: a back-of-the-envelope model.
+"""``make memory``: peak GPU memory per device for GRPO on Qwen2-Audio, by configuration, a
+back-of-the-envelope model (the architecture numbers come from the policy family's ``Arch``).
 
 Symbols: P parameters in all, T trainable (P, or the LoRA adapters), N GPUs sharding the model
 (ZeRO-3; N = 1 otherwise), G completions per prompt, L = prompt tokens (text + audio) + max completion
@@ -40,65 +41,16 @@ parameter, gradient, optimizer, cache and logits terms against real tensors of t
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/memory.py`
+
+from r1aqa_pl.models.base import Arch  # noqa: E402
+from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
 
 GB = 1e9
-
-
-@dataclass(frozen=True)
-class Arch:
-    """The numbers of a Qwen2-Audio architecture that memory depends on."""
-
-    vocab: int
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    audio_dim: int
-    audio_ffn: int
-    audio_layers: int
-    mel_bins: int = 128
-    audio_positions: int = 1500  # encoder positions of one window (max_source_positions)
-    audio_tokens_per_second: float = 25.0  # after the encoder's pooling: 750 for 30 s
-
-    @property
-    def kv(self) -> int:
-        return self.kv_heads * (self.hidden // self.heads)
-
-    @classmethod
-    def from_config(cls, config) -> "Arch":
-        t, a = config.text_config, config.audio_config
-        return cls(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
-                   layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
-                   audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
-                   mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions)
-
-    def params(self) -> dict[str, int]:
-        """Parameters by component, as transformers builds ``Qwen2AudioForConditionalGeneration``."""
-        d, f, h, I, kv, V = self.audio_dim, self.audio_ffn, self.hidden, self.intermediate, self.kv, self.vocab
-        audio_layer = (d * d + d) + d * d + (d * d + d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
-        lm_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * I + 2 * h
-        return {
-            "audio_tower": (self.mel_bins * d * 3 + d) + (d * d * 3 + d) + self.audio_positions * d
-            + self.audio_layers * audio_layer + 2 * d,
-            "multi_modal_projector": d * h + h,
-            "language_model": V * h + self.layers * lm_layer + h,
-            "lm_head": V * h,
-        }
-
-    def lora_params(self, r: int, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                            "down_proj")) -> int:
-        """LoRA adapter parameters (A: r×in, B: out×r) on the language model's projections."""
-        h, I, kv = self.hidden, self.intermediate, self.kv
-        shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                  "gate_proj": (h, I), "up_proj": (h, I), "down_proj": (I, h)}
-        return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
-
-
-# Qwen/Qwen2-Audio-7B-Instruct (config.json): Qwen-7B language model, Whisper-large-v3-style encoder
-QWEN2_AUDIO_7B = Arch(vocab=156032, hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
-                      audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,13 @@ Three runs of the real entry point (``python -m r1aqa_pl fit --config ...``), on
 each in its own folder under ``--out``:
 
 * ``grpo``          -- ``configs/demo.yaml`` as it is (the model settings the demo uses);
-* ``sft``           -- ``configs/demo_sft.yaml``: cross-entropy on the right answer, prompt masked;
-* ``grpo_noaudio``  -- ``configs/demo.yaml`` with ``with_audio: false`` in the model *and* the data:
+* ``sft``           -- ``configs/demo.yaml`` with the ``configs/demo_sft.yaml`` overlay: cross-entropy on
+  the right answer, prompt masked;
+* ``grpo_noaudio``  -- ``configs/demo.yaml`` with ``with_audio: false`` (the model's, linked to the data's):
   the policy is trained and evaluated on the question text alone (no audio turn in the prompt, no
   audio features), which measures how much of the accuracy the audio is responsible for.
 
-All three start from ``demo.prepare()``'s warm folder and are validated by ``MMAUEvaluation`` on the
+All three start from ``demo.prepare()``'s warm folder and are validated by ``BenchmarkEvaluation`` on the
 same test set, before training (step 0) and every ``val_check_interval`` steps.
 
 **Samples seen = prompts seen.** A GRPO optimizer step sees ``batch_size × gradient_accumulation_steps``
@@ -22,7 +23,8 @@ Writes ``<out>/compare.json`` (per run: command, wall time, prompts seen, per-do
 end, best, the curves), ``<out>/compare.md`` (the table) and ``<out>/compare.png`` (the curves, one panel
 per domain). In a notebook::
 
-    from r1aqa_pl import compare
+    import sys; sys.path.insert(0, "../scripts")
+    import compare
     results = compare.load("../checkpoints/compare/compare.json")
     print(compare.table(results))
     compare.plot_comparison(results)      # a matplotlib Figure
@@ -33,7 +35,7 @@ Think mode and the audio-free ablation of the demo need no config file of their 
         --model.init_args.max_new_tokens 32 --model.init_args.eval_max_new_tokens 32 \\
         --trainer.logger.init_args.name think
     python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.with_audio false \\
-        --data.init_args.with_audio false --trainer.logger.init_args.name noaudio
+        --trainer.logger.init_args.name noaudio
 
 (``think: true`` swaps the prompt for the think prompt and the format reward for ``think_format``; the
 demo's warm start only ever wrote ``<answer>…</answer>``, so expect the think-format reward near 0 at first.)
@@ -48,9 +50,11 @@ import sys
 import time
 from pathlib import Path
 
-from r1aqa_pl.records import DOMAINS
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout: `python scripts/compare.py`
+
+from r1aqa_pl.benchmarks.mmau import DOMAINS  # noqa: E402
+
 COLUMNS = (*DOMAINS, "total")
 ACC = {c: f"val/acc/{c}" for c in COLUMNS}
 ARMS = {
@@ -108,7 +112,6 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
             "--model.init_args.model_name_or_path", str(warm),
             "--data.init_args.train_file", str(data_dir / "train.jsonl"),
             "--data.init_args.val_file", str(data_dir / "test-mini.json"),
-            "--data.init_args.feature_extractor", str(warm),
             "--trainer.max_steps", str(steps),
             "--trainer.val_check_interval", str(every * batches_per_step),
             "--trainer.check_val_every_n_epoch", "null",
@@ -121,16 +124,15 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
         ]
 
     runs = {
-        "grpo": {"config": str(grpo_config), "overrides": common("grpo", accum),
+        "grpo": {"configs": [str(grpo_config)], "overrides": common("grpo", accum),
                  "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
                  "with_audio": True},
-        "sft": {"config": str(sft_config),
+        "sft": {"configs": [str(grpo_config), str(sft_config)],  # the SFT overlay on the GRPO config
                 "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
                 "prompts_seen": prompts, "completions_seen": prompts, "batch_size": batch * accum,
                 "with_audio": True},
-        "grpo_noaudio": {"config": str(grpo_config),
-                         "overrides": common("grpo_noaudio", accum) + [
-                             "--model.init_args.with_audio", "false", "--data.init_args.with_audio", "false"],
+        "grpo_noaudio": {"configs": [str(grpo_config)],  # the data's with_audio follows the model's (linked)
+                         "overrides": common("grpo_noaudio", accum) + ["--model.init_args.with_audio", "false"],
                          "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
                          "with_audio": False},
     }
@@ -139,8 +141,8 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known: {list(ARMS)}")
     for name in chosen:
-        runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", "--config", runs[name]["config"],
-                                 *runs[name]["overrides"]]
+        configs = [a for c in runs[name]["configs"] for a in ("--config", c)]
+        runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", *configs, *runs[name]["overrides"]]
         runs[name]["log_dir"] = str(out / name / "version_0")
     return {"steps": steps, "eval_every": every, "G": G, "gradient_accumulation_steps": accum,
             "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out),
@@ -151,7 +153,7 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
 
 def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
     """Per-domain accuracy at the first and last validation, the best total, and the curves (x: optimizer
-    steps, as the modules and MMAUEvaluation log them)."""
+    steps, as the modules and BenchmarkEvaluation log them)."""
     curves = {c: [[int(s), float(v)] for s, v in scalars.get(tag, [])] for c, tag in ACC.items()}
     start = {c: (pts[0][1] if pts else None) for c, pts in curves.items()}
     end = {c: (pts[-1][1] if pts else None) for c, pts in curves.items()}
@@ -170,7 +172,7 @@ def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
 
 def chance(val_file: str | Path) -> dict:
     """Expected accuracy of a uniform random guess per domain (mean of 1 / number of choices)."""
-    from r1aqa_pl.data import read_questions
+    from r1aqa_pl.data.formats import read_questions
 
     qs = read_questions(val_file)
     out = {}
@@ -258,14 +260,14 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         eval_every: validate every this many optimizer steps (default: the GRPO config's val_check_interval).
         arms: a subset of grpo, sft, grpo_noaudio (default: all three).
         grpo_config: the GRPO config (runs ``grpo`` and ``grpo_noaudio``).
-        sft_config: the SFT config (run ``sft``).
+        sft_config: the SFT overlay, applied on top of ``grpo_config`` (run ``sft``).
         n_train: synthetic training questions, if demo_dir has to be prepared (default: demo.prepare's).
         n_test: synthetic test questions, if demo_dir has to be prepared (default: demo.prepare's).
         warm_steps: SFT warm-start steps, if demo_dir has to be prepared (default: demo.prepare's).
         dry_run: print the commands only.
     """
-    from r1aqa_pl import runs
     from r1aqa_pl.demo import prepare
+    from r1aqa_pl.eval import runs
 
     out_p, demo_dir = Path(out).resolve(), str(Path(demo_dir).resolve())  # the runs' cwd is the repository
     p = plan(out_p, demo_dir, steps, eval_every, grpo_config, sft_config, arms)

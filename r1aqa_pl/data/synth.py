@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from r1aqa_pl.records import DOMAINS
+from r1aqa_pl.benchmarks.mmau import DOMAINS
 
 NOISE = 0.002  # background noise std: no clip is digital silence
 

@@ -1,4 +1,5 @@
-"""``make bench``: the project's GRPO step and evaluation path against a straightforward reference.
+"""``make bench`` (``python scripts/bench.py``): the project's GRPO step and evaluation path against a
+straightforward reference.
 
 The bench policy is a real ``Qwen2AudioForConditionalGeneration`` with the 7B model's sequence
 geometry and shrunken widths: 128 mel bins, a 30 s encoder window (3000 frames, 1500 encoder
@@ -31,10 +32,15 @@ import os
 # Waiting OpenMP threads sleep instead of spinning. On a machine shared with other busy processes
 # spinning threads burn the cores the descheduled ones need and every parallel operator stalls
 # for a scheduler time slice: wall times become noise (measured here: the same step 2.5 s vs
-# 12 s). Set before torch loads its OpenMP runtime (so only when run as ``python -m``, never on
+# 12 s). Set before torch loads its OpenMP runtime (so only when run as a program, never on
 # import); export OMP_WAIT_POLICY to override.
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/bench.py`
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -46,12 +52,13 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from r1aqa_pl import grpo, policy, rewards  # noqa: E402
+from r1aqa_pl import grpo, rewards  # noqa: E402
+from r1aqa_pl.logprobs import completion_logprobs, completion_mask  # noqa: E402
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio  # noqa: E402
 
 GEOMETRY = dict(window_seconds=30, n_mels=128, hidden_size=256, num_layers=4, num_heads=8,
                 encoder_dim=128, encoder_layers=4)
@@ -114,9 +121,10 @@ class PeakRSS:
 
 def vocabulary_words(vocab: int = VOCAB) -> list[str]:
     """Synthetic words ``w0 w1 ...`` that bring the tiny tokenizer to exactly ``vocab`` tokens."""
-    from r1aqa_pl.model import _WORD, BASE_TEXT, SPECIAL, TAGS
+    from r1aqa_pl.models.qwen2_audio import SPECIAL
+    from r1aqa_pl.models.tiny import vocabulary
 
-    base = 1 + len(SPECIAL) + len(TAGS) + len(set(_WORD.findall(BASE_TEXT)))
+    base = len(vocabulary(SPECIAL))
     return [f"w{i}" for i in range(vocab - base)]
 
 
@@ -146,29 +154,27 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     """
     torch.manual_seed(seed)
     qs, audio = questions(4, seed=1000 + seed)
-    inputs = policy.encode_prompts(processor, qs, audio)
+    family = Qwen2Audio()  # this fit's own adapter: its encoder output is cached below
+    inputs = family.encode(processor, qs, audio)
     tok = processor.tokenizer
     ids = [tok(f"<answer> {q.answer} </answer> {AFTER_ANSWER}", add_special_tokens=False).input_ids for q in qs]
     target = torch.tensor(ids)  # same length for every row
     mask = torch.ones_like(target)
     with torch.no_grad():  # the encoder stays as built: its output is computed once
-        feats = policy.encode_audio(model.model, inputs["input_features"], inputs["feature_attention_mask"])
-    encode_audio, policy.encode_audio = policy.encode_audio, lambda *a, **k: feats
+        feats = family.encode_audio(model.model, inputs["input_features"], inputs["feature_attention_mask"])
+    family.encode_audio = lambda *a, **k: feats
     params = [p for n, p in model.named_parameters() if p.requires_grad and "audio_tower" not in n]
     opt = torch.optim.AdamW(params, lr=lr)
     snapshot = None
     model.train()
-    try:
-        for step in range(steps):
-            if step == snapshot_at:
-                snapshot = copy.deepcopy(model)
-            logp = policy.completion_logprobs(model, inputs, target, mask, G=1)
-            loss = -(logp * mask).sum() / mask.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        policy.encode_audio = encode_audio
+    for step in range(steps):
+        if step == snapshot_at:
+            snapshot = copy.deepcopy(model)
+        logp = completion_logprobs(family, model, inputs, target, mask, G=1)
+        loss = -(logp * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     model.eval()
     if snapshot is None:
         snapshot = copy.deepcopy(model)
@@ -177,10 +183,10 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
 
 def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0) -> tuple[str, str, dict]:
     """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``)."""
-    from r1aqa_pl.model import build_tiny_model, load_policy
+    from r1aqa_pl.models import build_tiny_model, load_policy
 
     base = build_tiny_model(str(Path(out_dir) / "init"), words=vocabulary_words(), seed=seed, **GEOMETRY)
-    model, processor = load_policy(base)
+    model, processor, _ = load_policy(base)
     assert len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
     t0 = time.perf_counter()
     loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5))
@@ -213,15 +219,16 @@ class Harness:
     """
 
     def __init__(self, policy_dir: str, ref_dir: str):
-        from r1aqa_pl.model import load_policy
-        from r1aqa_pl.module import GRPOModule
+        from r1aqa_pl.models import load_policy
+        from r1aqa_pl.training.grpo_module import GRPOModule
 
         m = GRPOModule(policy_dir, G=G, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS, beta=BETA,
                        micro_batch_prompts=1, share_prompt=True, lr=0.0, max_grad_norm=0.0,
                        eval_max_new_tokens=EVAL_NEW_TOKENS, eval_stop_at_answer=True)
         m.configure_model()
+        m.family = copy.copy(m.family)  # this module's own adapter object: the profile wraps its methods
         m.to(DEVICE)
-        ref, _ = load_policy(ref_dir)
+        ref, _, _ = load_policy(ref_dir)
         object.__setattr__(m, "ref_policy", ref.to(DEVICE).eval().requires_grad_(False))
         self.module, self.logged, self.capture, self.grads = m, {}, False, None
         params = [p for p in m.policy.parameters() if p.requires_grad]
@@ -280,7 +287,7 @@ def reference_rollout(h: Harness, qs, audio) -> dict:
     out = m.policy.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS,
                             num_return_sequences=G, suppress_tokens=m.suppress_ids)
     completion_ids = out[:, P:]
-    mask = policy.completion_mask(completion_ids, m.eos_ids)
+    mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
     total, _ = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
     return {"inputs": inputs, "completion_ids": completion_ids, "mask": mask,
@@ -333,7 +340,7 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
     """
     torch.manual_seed(seed)
     ro = h.rollout(qs, audio)
-    ro["advantages"] = torch.randn(ro["completion_ids"].shape[0], generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    ro.advantages = torch.randn(ro.completion_ids.shape[0], generator=torch.Generator().manual_seed(seed)).to(DEVICE)
     h.capture = True
     try:
         loss_p = h.update(ro)
@@ -352,7 +359,7 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
             "loss_rel_diff": abs(loss_p - loss_r) / max(abs(loss_r), 1e-30),
             "grad_abs_diff": diff, "grad_rel_diff": diff / scale, "grad_max": scale,
             "encoder_grad_rel_diff": enc_diff / enc_scale, "n_tensors": len(grads_r),
-            "completion_tokens": int(ro["mask"].sum())}
+            "completion_tokens": int(ro.mask.sum())}
 
 
 # ------------------------------------------------------------------ timing
@@ -404,25 +411,25 @@ def bench_step(h: Harness, B: int, reps: int, seed: int) -> dict:
 
 def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> dict:
     """Items/s of the module's ``answer`` (stops after ``</answer>``) vs plain greedy 256-token generation."""
-    from r1aqa_pl.mmau import extract_answer
+    from r1aqa_pl.answer_format import extract_answer
 
     m = h.module
     qs, audio = questions(n_items, seed=seed)
     chunks = [(qs[i:i + batch], audio[i:i + batch]) for i in range(0, n_items, batch)]
     steps = {"project": [], "plain": []}
-    real_rollout = policy.rollout
+    engine_answer = m.engine.answer
 
-    def counting_rollout(*a, **k):
-        ids = real_rollout(*a, **k)
+    def counting_answer(*a, **k):
+        ids = engine_answer(*a, **k)
         steps["project"].append(ids.shape[1])
         return ids
 
     def project():
-        policy.rollout = counting_rollout
+        m.engine.answer = counting_answer  # this module's engine object only
         try:
             return [t for q, a in chunks for t in m.answer(q, a)]
         finally:
-            policy.rollout = real_rollout
+            del m.engine.answer
 
     @torch.no_grad()
     def plain():
@@ -480,18 +487,16 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def installed(self):
-        m = self.h.module
-        saved = {"rollout": policy.rollout, "completion_logprobs": policy.completion_logprobs}
-        policy.rollout = self._wrap(lambda *a, **k: "rollout", saved["rollout"])
-        policy.completion_logprobs = self._wrap(
-            lambda *a, **k: "policy forward" if torch.is_grad_enabled() else "reference log-probs",
-            saved["completion_logprobs"])
+        m = self.h.module  # only this module's own objects are wrapped, and unwrapped after
+        m.engine.sample = self._wrap(lambda *a, **k: "rollout", m.engine.sample)
+        m.micro_logprobs = self._wrap(
+            lambda *a, **k: "policy forward" if torch.is_grad_enabled() else "reference log-probs", m.micro_logprobs)
         m.encode = self._wrap(lambda *a, **k: "encode prompts (processor)", type(m).encode.__get__(m))
         backward = m.manual_backward
         m.manual_backward = self._wrap(lambda *a, **k: "backward", backward)
         opt_step = self.h.opt.step
         self.h.opt.step = self._wrap(lambda *a, **k: "optimizer step", opt_step)
-        encode_audio = saved["encode_audio"] = policy.encode_audio
+        encode_audio = m.family.encode_audio
 
         def timed_encoder(*a, **k):
             t0 = time.perf_counter()
@@ -500,7 +505,7 @@ class PhaseTimer:
             finally:
                 self.t[(self.phase, "audio encoder")] += time.perf_counter() - t0
 
-        policy.encode_audio = timed_encoder
+        m.family.encode_audio = timed_encoder
         handles, starts = [], {}
         for mod in (m.policy.model.language_model, m.ref_policy.model.language_model):
             def pre(mod_, args, kwargs):
@@ -516,9 +521,7 @@ class PhaseTimer:
         try:
             yield self
         finally:
-            policy.rollout, policy.completion_logprobs = saved["rollout"], saved["completion_logprobs"]
-            policy.encode_audio = saved["encode_audio"]
-            del m.encode
+            del m.engine.sample, m.micro_logprobs, m.family.encode_audio, m.encode
             m.manual_backward, self.h.opt.step = backward, opt_step
             for hd in handles:
                 hd.remove()

@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from r1aqa_pl.mmau import load_records, score_records
-from r1aqa_pl.records import DOMAINS
+from r1aqa_pl.benchmarks.mmau import DOMAINS, MMAU
 
 Scalars = dict[str, list[tuple[int, float]]]
 ACC_TAGS = tuple(f"val/acc/{d}" for d in (*DOMAINS, "total"))
@@ -54,11 +53,6 @@ def load_scalars(run_dir: str | Path, version: str | Path | None = None) -> Scal
         by_step = {int(e.step): float(e.value) for e in acc.Scalars(tag)}
         out[tag] = sorted(by_step.items())
     return out
-
-
-def at_step(scalars: Scalars, tag: str, step: int) -> float | None:
-    """The value of ``tag`` logged at ``step`` (None if it was not)."""
-    return dict(scalars.get(tag, [])).get(step)
 
 
 def prediction_files(run_dir: str | Path, stage: str = "val") -> list[Path]:
@@ -173,13 +167,13 @@ def plot_training(scalars: Scalars, smoothing: float = 0.6):
 
 
 def plot_subcategories(result: dict, title: str = "accuracy per sub-category"):
-    """Horizontal bars of a :func:`score_records` result's sub-categories, coloured by domain."""
+    """Horizontal bars of a :meth:`Benchmark.score_records` result's sub-categories, coloured by domain."""
     subs = result.get("sub-category", {})
     fig, (ax,) = _figure(size=(8.0, max(2.5, 0.32 * len(subs) + 1.2)))
     if not subs:
         _empty(ax, "sub-category")
         return fig
-    # the domain of each sub-category is not in the result: score_records orders them by task, so
+    # the domain of each sub-category is not in the result: the scorer orders them by task, so
     # take it from the records when given, else colour them all alike
     domain = result.get("_sub_domain", {})
     names = list(subs)[::-1]
@@ -195,9 +189,10 @@ def plot_subcategories(result: dict, title: str = "accuracy per sub-category"):
 
 
 def score_predictions(path: str | Path) -> dict:
-    """:func:`score_file` plus ``_sub_domain`` (sub-category -> task) for :func:`plot_subcategories`."""
-    records = load_records(path)
-    result = score_records(records, source=str(path))
+    """The MMAU score of a prediction file plus ``_sub_domain`` (sub-category -> task) for :func:`plot_subcategories`."""
+    mmau = MMAU()
+    records = mmau.load_records(path)
+    result = mmau.score_records(records, source=str(path))
     result["_sub_domain"] = {str(r.get("sub-category") or "other"): str(r.get("task") or "other")
                              for r in records if isinstance(r, dict)}
     return result

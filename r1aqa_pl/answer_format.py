@@ -1,0 +1,50 @@
+"""The answer contract, stated once: the tags a completion answers in, how an answer is read back,
+where evaluation may stop generating, and what the supervised baseline is trained to write.
+
+Prompts ask for it (:mod:`r1aqa_pl.prompts`), rewards check it (:mod:`r1aqa_pl.rewards`), benchmarks
+extract from it, the rollout engine stops at it, the tiny tokenizer keeps its tags whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+TAGS = (ANSWER_OPEN, ANSWER_CLOSE, THINK_OPEN, THINK_CLOSE)
+# evaluation stops a row once its completion contains this: nothing after it is ever read
+STOP = ANSWER_CLOSE
+# the supervised baseline's target ({answer}: the right choice string; {choices} may be used too)
+SFT_TARGET = ANSWER_OPEN + "{answer}" + ANSWER_CLOSE
+
+_ANSWER_FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
+_THINK_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+
+
+def tagged(text: str, tag: str = "answer") -> str | None:
+    """The text inside the first ``<tag>…</tag>`` of ``text`` (unstripped), None if there is none."""
+    m = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    return m.group(1) if m else None
+
+
+def extract_answer(output: str) -> str:
+    """What a benchmark scores: the text inside the first ``<answer>…</answer>``, else the whole
+    output, stripped (R1-AQA's evaluation)."""
+    inside = tagged(output)
+    return (output if inside is None else inside).strip()
+
+
+def is_answer_format(completion: str) -> bool:
+    """The whole completion is ``<answer>…</answer>``: nothing outside the tags, not even whitespace."""
+    return _ANSWER_FORMAT.fullmatch(completion) is not None
+
+
+def is_think_format(completion: str) -> bool:
+    """The whole completion is ``<think>…</think>`` then ``<answer>…</answer>``."""
+    return _THINK_FORMAT.fullmatch(completion) is not None
+
+
+def cut_at_stop(text: str) -> str:
+    """``text`` up to and including the first :data:`STOP` (a row may run a token or two past it)."""
+    i = text.find(STOP)
+    return text if i < 0 else text[: i + len(STOP)]

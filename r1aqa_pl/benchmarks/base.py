@@ -1,0 +1,174 @@
+"""The benchmark seam: reading a benchmark's file, its scoring rule, its prediction-file layout and
+the table it prints. The torchmetrics metric, the validation callback, ``r1aqa score``, ``r1aqa eval``
+and ``eval-all`` take a :class:`Benchmark` and assume nothing else about it.
+
+Adding a benchmark: one module in this package with a subclass, plus its entry in
+:data:`r1aqa_pl.benchmarks.BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from r1aqa_pl import answer_format
+from r1aqa_pl.records import DataError, Question
+
+OTHER = "other"  # bucket for names not known up-front (the metric's states have fixed shapes)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A way of breaking accuracy down (per task, per difficulty, …).
+
+    ``record_key``: the field of a source record; ``attr``: the :class:`Question` attribute holding
+    it; ``known``: names in their canonical order (others follow alphabetically); ``prefix``: the
+    metric's key prefix (``acc/<prefix><name>``); ``by_first``: order names by the first group's
+    order of the name's first record (sub-categories under their task).
+    """
+
+    name: str
+    record_key: str
+    attr: str
+    known: tuple[str, ...] = ()
+    prefix: str = ""
+    by_first: bool = False
+
+    def key(self, name: str, other: bool = False) -> str:
+        """The metric's key for a bucket: ``<name>`` / ``<prefix><name>``; the "other" bucket disambiguated."""
+        if other:
+            return f"{self.prefix}{OTHER}" if self.prefix else f"{OTHER}_{self.name}"
+        return f"{self.prefix}{name}"
+
+
+def _cell(c: int, t: int) -> dict:
+    return {"correct": c, "total": t, "acc": c / t if t else 0.0}
+
+
+class Benchmark:
+    """A multiple-choice audio benchmark: subclasses set the attributes and the rule."""
+
+    name: str = ""
+    title: str = ""                         # the table's heading
+    output_key: str = "model_output"        # raw generated text, in the prediction file
+    prediction_key: str = "model_prediction"  # the extracted answer the official scorer reads
+    groups: tuple[Group, ...] = ()
+    metric_fallback: dict[str, tuple[str, ...]] = {}  # bucket names when the data is not at hand
+
+    # -- the rule ---------------------------------------------------------------------------------
+    def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:
+        raise NotImplementedError
+
+    def extract(self, output: str) -> str:
+        """The answer the rule scores, from a completion (the project's answer contract)."""
+        return answer_format.extract_answer(output)
+
+    # -- files ------------------------------------------------------------------------------------
+    def recognises(self, path: str | Path) -> bool:
+        """Whether ``path`` is a file of this benchmark (for auto-detection)."""
+        raise NotImplementedError
+
+    def iter_questions(self, path: str | Path, audio_dir: str | Path | None = None) -> Iterator[Question | DataError]:
+        """One :class:`Question` or record-level :class:`DataError` per record of a benchmark file, in order."""
+        raise NotImplementedError
+
+    def read(self, path: str | Path, audio_dir: str | Path | None = None, **policy) -> list[Question]:
+        """The questions of a benchmark file under the data layer's error policy (``on_error``, ...)."""
+        from r1aqa_pl.data.formats import apply_policy
+
+        return apply_policy(path, self.iter_questions(path, audio_dir), **policy)[0]
+
+    def load_records(self, path: str | Path) -> list[dict]:
+        """The raw records of a benchmark or prediction file (a JSON list); errors name the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise DataError(str(path), "file", "unreadable", f"cannot read: {e.strerror or e}") from e
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(str(path), f"line {e.lineno}", "bad-json", f"not valid JSON: {e.msg}") from e
+
+    def prediction_record(self, q: Question, output: str) -> dict:
+        """The source record with the raw output and the extracted answer added, as the official scorer reads it."""
+        return {**(q.raw or q.to_dict()), self.output_key: output, self.prediction_key: self.extract(output)}
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _check(self, record: Any, i: int, key: str, source: str) -> None:
+        where = f"record {i}"
+        if not isinstance(record, dict):
+            raise DataError(source, where, "not-an-object", f"expected a JSON object, got {type(record).__name__}")
+        for field in ("answer", "choices"):
+            if field not in record:
+                raise DataError(source, where, "missing-field", f"no {field!r} (id={record.get('id')!r})")
+        choices = record["choices"]
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise DataError(source, where, "bad-choices", f"'choices' must be a list of strings (id={record.get('id')!r})")
+        if not isinstance(record["answer"], str):
+            raise DataError(source, where, "bad-answer", f"'answer' must be a string (id={record.get('id')!r})")
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise DataError(source, where, "bad-prediction",
+                            f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})")
+
+    def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>") -> dict:
+        """Score records that carry a prediction under ``key`` (default :attr:`prediction_key`); those
+        without it are skipped, as the official scorers do.
+
+        Returns ``{"benchmark", "key", "scored", "skipped", "total": {correct, total, acc},
+        <group>: {name: {correct, total, acc}}}`` with ``acc`` in [0, 1]. A record lacking a group's
+        field is counted under "other"; ``source`` names the file in errors.
+        """
+        key = key or self.prediction_key
+        if not isinstance(records, list):
+            raise DataError(source, "top level", "not-a-list",
+                            f"expected a JSON list of records, got {type(records).__name__}")
+        correct = {g.name: Counter() for g in self.groups}
+        total = {g.name: Counter() for g in self.groups}
+        first_of: dict[str, dict[str, str]] = {g.name: {} for g in self.groups}
+        skipped = 0
+        first = self.groups[0]
+        for i, record in enumerate(records):
+            self._check(record, i, key, source)
+            if key not in record:
+                skipped += 1
+                continue
+            ok = self.is_correct(record[key], record["answer"], record["choices"])
+            for g in self.groups:
+                name = str(record.get(g.record_key) or OTHER)
+                total[g.name][name] += 1
+                correct[g.name][name] += ok
+                first_of[g.name].setdefault(name, str(record.get(first.record_key) or OTHER))
+        order = {g.name: self.ordered(g, total[g.name]) for g in self.groups}
+        rank = {n: i for i, n in enumerate(order[first.name])}
+        for g in self.groups:
+            if g.by_first:
+                order[g.name] = sorted(total[g.name], key=lambda s, g=g: (rank.get(first_of[g.name][s], 99), s))
+        n = sum(total[first.name].values())
+        result: dict[str, Any] = {"benchmark": self.name, "key": key, "scored": n, "skipped": skipped,
+                                  "total": _cell(sum(correct[first.name].values()), n)}
+        for g in self.groups:
+            result[g.name] = {name: _cell(correct[g.name][name], total[g.name][name]) for name in order[g.name]}
+        return result
+
+    @staticmethod
+    def ordered(group: Group, names) -> list[str]:
+        """Known names in their canonical order, then the rest alphabetically."""
+        return [n for n in group.known if n in names] + sorted(n for n in names if n not in group.known)
+
+    def format_table(self, result: dict) -> str:
+        """A plain-text table of a :meth:`score_records` result: every group, then the total."""
+        lines = [f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}): "
+                 f"{result['scored']} scored, {result['skipped']} skipped",
+                 f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}"]
+        names = [g.name for g in self.groups]
+        rows = [(g, name, c) for g in names for name, c in result[g].items()] + [("total", "", result["total"])]
+        for group, name, c in rows:
+            if group == "total" or name == next(iter(result[group])):
+                lines.append("-" * 72)
+            lines.append(f"{group:<13}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}")
+        return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Benchmark accuracy as a torchmetrics Metric, exact under DDP.
+
+Per-bucket correct/total *counts* are summed across processes (not per-rank accuracies averaged),
+so a run on 8 GPUs reports the same numbers as the offline scorer on the gathered predictions.
+Summed states need fixed shapes, hence the bucket names are given at construction; a name not in
+the lists lands in an "other" bucket, so every question is counted in the total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torchmetrics import Metric
+
+from r1aqa_pl.benchmarks.base import OTHER, Benchmark, _cell
+from r1aqa_pl.records import Question
+
+
+class BenchmarkAccuracy(Metric):
+    """Accuracy per bucket of each of the benchmark's groups (for MMAU: task, difficulty, sub-category)
+    and in total, by the benchmark's own rule.
+
+    ``update(predictions, questions)`` takes the *extracted* answers (:meth:`Benchmark.extract`).
+    ``compute()`` returns a flat dict of tensors: ``acc/<key>`` (in [0, 1]) with ``<key>`` from
+    :meth:`Group.key` (for MMAU ``acc/sound``, ``acc/easy``, ``acc/sub/<name>``) and ``acc/total``,
+    and the same names under ``correct/`` and ``count/``. Empty buckets are left out (all ranks
+    agree, since compute runs after the sync).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, benchmark: Benchmark, names: Mapping[str, Sequence[str]] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.benchmark = benchmark
+        names = dict(names or {})
+        self.names = {g.name: [*dict.fromkeys(names.get(g.name, g.known or benchmark.metric_fallback.get(g.name, ())))]
+                      for g in benchmark.groups}
+        self._index = {g: {n: i for i, n in enumerate(ns)} for g, ns in self.names.items()}
+        for i, g in enumerate(benchmark.groups):
+            for kind in ("correct", "total"):
+                zeros = torch.zeros(len(self.names[g.name]) + 1, dtype=torch.long)  # last slot: "other"
+                self.add_state(f"g{i}_{kind}", zeros, dist_reduce_fx="sum")
+
+    @classmethod
+    def from_questions(cls, benchmark: Benchmark, questions: Sequence[Question], **kwargs) -> "BenchmarkAccuracy":
+        """Buckets for every name in ``questions`` (known names first, empty names -> other).
+
+        Under DDP build it from the *whole* evaluation set on every rank, so the state shapes agree.
+        """
+        names = {}
+        for g in benchmark.groups:
+            extra = sorted({getattr(q, g.attr) for q in questions if getattr(q, g.attr)} - set(g.known))
+            names[g.name] = [*g.known, *extra]
+        return cls(benchmark, names, **kwargs)
+
+    def _states(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"g{i}_correct"), getattr(self, f"g{i}_total")
+
+    def update(self, predictions: Sequence[str], questions: Sequence[Question]) -> None:
+        if len(predictions) != len(questions):
+            raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
+        oks = [self.benchmark.is_correct(p, q.answer, q.choices) for p, q in zip(predictions, questions)]
+        for i, g in enumerate(self.benchmark.groups):
+            n = len(self.names[g.name])
+            correct, total = [0] * (n + 1), [0] * (n + 1)
+            for ok, q in zip(oks, questions):
+                j = self._index[g.name].get(getattr(q, g.attr), n)
+                total[j] += 1
+                correct[j] += ok
+            c, t = self._states(i)
+            c += torch.tensor(correct, device=c.device)
+            t += torch.tensor(total, device=t.device)
+
+    def _buckets(self):
+        """(group, name, metric key, correct, total) of every non-empty bucket."""
+        for i, g in enumerate(self.benchmark.groups):
+            c, t = self._states(i)
+            names = self.names[g.name]
+            for j, name in enumerate([*names, OTHER]):
+                if t[j] > 0:
+                    yield g, name, g.key(name, other=j == len(names)), c[j], t[j]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for _, _, key, c, t in self._buckets():
+            self._put(out, key, c, t)
+        c, t = self._states(0)  # each question is in one bucket of the first group
+        self._put(out, "total", c.sum(), t.sum())
+        return out
+
+    @staticmethod
+    def _put(out: dict, name: str, correct: torch.Tensor, total: torch.Tensor) -> None:
+        out[f"acc/{name}"] = correct.float() / total.clamp(min=1)
+        out[f"correct/{name}"] = correct
+        out[f"count/{name}"] = total
+
+    def result(self) -> dict:
+        """The synced counts in :meth:`Benchmark.score_records`'s layout, for ``format_table``."""
+        values = {k: int(v) for k, v in self.compute().items() if not k.startswith("acc/")}  # synced
+
+        def cell(key: str) -> dict:
+            return _cell(values[f"correct/{key}"], values[f"count/{key}"])
+
+        result: dict = {"benchmark": self.benchmark.name, "key": self.benchmark.prediction_key,
+                        "scored": values["count/total"], "skipped": 0, "total": cell("total")}
+        for g in self.benchmark.groups:
+            names = self.names[g.name]
+            result[g.name] = {name: cell(g.key(name, j == len(names))) for j, name in enumerate([*names, OTHER])
+                              if f"count/{g.key(name, j == len(names))}" in values}
+        return result

@@ -1,0 +1,1 @@
+"""Data: question files, audio, the LightningDataModule, check-data and the synthetic set."""

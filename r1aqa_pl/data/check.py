@@ -1,0 +1,99 @@
+"""``r1aqa check-data``: scan data files before a run, so a broken file shows up now, not an hour in."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+
+from r1aqa_pl.data.audio import audio_info, load_audio
+from r1aqa_pl.data.formats import detect_format, iter_questions, record_error
+from r1aqa_pl.records import DataError, Question
+
+
+def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_skip_fraction: float,
+                domain: str, avqa_naming: str, decode: bool, examples: int) -> int:
+    from tqdm import tqdm
+
+    print(f"== {name}: {path}")
+    try:
+        fmt = detect_format(path)
+        items = list(iter_questions(path, audio_dir, "auto", domain, avqa_naming))
+    except DataError as e:
+        print(f"  FAIL: {e}")
+        return 1
+    domains, seconds, rates, problems = Counter(), [], Counter(), []
+    for item in tqdm(items, desc=f"check {name}", unit="rec"):
+        if isinstance(item, Question):
+            domains[item.domain] += 1
+            try:
+                info = audio_info(item.audio_path or "")
+                if decode:  # catches corrupt or NaN samples that the header cannot show
+                    load_audio(item.audio_path or "", info["sample_rate"])
+                seconds.append(info["seconds"])
+                rates[info["sample_rate"]] += 1
+            except DataError as e:
+                item = record_error(item, e)
+        if isinstance(item, DataError):
+            problems.append(item)
+            if on_error == "raise":
+                break
+    n = len(items)
+    print(f"  format: {fmt}; records: {n}; usable: {n - len(problems)}; problems: {len(problems)}")
+    print("  domains: " + (", ".join(f"{d} {c}" for d, c in sorted(domains.items())) or "-"))
+    if seconds:
+        s = np.array(seconds)
+        print(f"  audio: {len(s)} clips; seconds min {s.min():.2f} / mean {s.mean():.2f} / max {s.max():.2f}")
+        print("  sample rates: " + ", ".join(f"{r} Hz x{c}" for r, c in sorted(rates.items())))
+    else:
+        print("  audio: no readable clips")
+    by_reason: dict[str, list[DataError]] = {}
+    for e in problems:
+        by_reason.setdefault(e.reason, []).append(e)
+    for reason, errs in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        print(f"  {len(errs)} {reason}")
+        for e in errs[:examples]:
+            print(f"      e.g. {e}")
+    if not problems:
+        print("  OK: a run with on_error=raise starts")
+        return 0
+    if on_error == "raise":
+        print("  FAIL: stopped at the first problem (on_error=raise)")
+    else:
+        frac = len(problems) / n
+        verdict = "would start" if frac <= max_skip_fraction else "would fail"
+        print(f"  FAIL: on_error=raise stops at the first problem; on_error=skip loses {len(problems)}/{n} "
+              f"({frac:.1%}) and {verdict} (max_skip_fraction={max_skip_fraction})")
+    return 1
+
+
+def check_data(train: str | None = None, val: str | None = None, test: str | None = None,
+               audio_dir: str | None = None, on_error: Literal["raise", "skip"] = "skip",
+               max_skip_fraction: float = 0.1, domain: str = "sound",
+               avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", decode: bool = True, examples: int = 3) -> int:
+    """Scan data files before a run: counts, domains, audio durations and rates, problems by reason.
+
+    Exits non-zero when a run with on_error=raise would fail, so a broken file shows up now,
+    not an hour into training.
+
+    Args:
+        train: training file (AVQA JSONL / train_qa.json / MMAU JSON).
+        val: validation file.
+        test: test file.
+        audio_dir: folder for relative audio paths; default: each file's folder.
+        on_error: "skip" scans every record and reports all problems; "raise" stops at the first.
+        max_skip_fraction: used to say whether an on_error=skip run would start.
+        domain: domain of AVQA records without a "task" field.
+        avqa_naming: AVQA video_name -> wav naming, "r1aqa" or "video_name".
+        decode: also decode every clip fully (finds corrupt or NaN samples; slower).
+        examples: how many examples to print per problem reason.
+    """
+    files = [(n, p) for n, p in (("train", train), ("val", val), ("test", test)) if p]
+    if not files:
+        print("check-data: nothing to check; give --train, --val and/or --test")
+        return 2
+    status = 0
+    for name, path in files:
+        status |= _check_file(name, path, audio_dir, on_error, max_skip_fraction, domain, avqa_naming, decode, examples)
+    return status

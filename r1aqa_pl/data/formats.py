@@ -1,0 +1,239 @@
+"""Reading question files: AVQA / MMAU records -> :class:`Question`, and the bad-record policy.
+
+Formats (auto-detected):
+
+* ``avqa_jsonl`` -- R1-AQA's AVQA file, one JSON object per line (``answer`` is an index into
+  ``multi_choice``); a relative ``audio_path`` is resolved against ``audio_dir`` or the file's folder.
+* ``avqa_json``  -- the original AVQA ``train_qa.json``: a JSON list of the same records without
+  ``audio_path``; the clip is found from ``video_name`` in ``audio_dir`` (or the file's folder),
+  see :func:`avqa_audio_name`.
+* ``mmau``       -- the MMAU JSON list (``answer`` is the choice string, ``task`` is the domain).
+
+AVQA records may carry optional ``task`` (domain), ``difficulty`` and ``sub-category`` fields (the
+synthetic set does); otherwise they count as ``domain`` ("sound") and dataset "AVQA".
+
+Bad records are never dropped silently. ``on_error="raise"`` stops at the first problem;
+``on_error="skip"`` leaves bad records out, counts them per reason, logs the counts and still
+raises once more than ``max_skip_fraction`` of a file is lost. Records are checked twice: at
+start-up (fields + a header-only audio check with ``soundfile.info``) and while reading (full
+decode in :class:`r1aqa_pl.data.datamodule.AudioQADataset`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from r1aqa_pl.data.audio import audio_info
+from r1aqa_pl.records import DataError, Question
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "avqa_jsonl", "avqa_json", "mmau")
+NAMINGS = ("r1aqa", "video_name")
+# record-level reasons (skippable); file-level problems (missing_file, malformed_json in a JSON
+# list, no_records, too_many_skipped) always raise.
+REASONS = ("malformed_json", "missing_field", "bad_field", "answer_index_out_of_range",
+           "answer_not_in_choices", "too_few_choices", "missing_audio", "unreadable_audio",
+           "empty_audio", "non_finite_audio")
+
+
+# ---------------------------------------------------------------- reading records
+
+def avqa_audio_name(video_name: str, naming: str = "r1aqa") -> str:
+    """The wav file name of an AVQA clip.
+
+    ``naming="r1aqa"``: R1-AQA's extraction names a clip by YouTube id and integer start second,
+    so ``"-HG3Omg_89c_000030"`` -> ``"-HG3Omg_89c_30.wav"``; ``naming="video_name"``:
+    ``"<video_name>.wav"``. (The reader falls back to the latter when the former does not exist.)
+    """
+    if naming not in NAMINGS:
+        raise ValueError(f"naming must be one of {NAMINGS}, got {naming!r}")
+    m = re.fullmatch(r"(.+)_(\d+)", video_name)
+    if naming == "r1aqa" and m:
+        return f"{m[1]}_{int(m[2])}.wav"
+    return f"{video_name}.wav"
+
+
+def _entries(path: Path) -> tuple[str, list[tuple[str, str, Any]]]:
+    """("jsonl" | "json", [(where, source, record-or-DataError)]); file-level problems raise."""
+    if not path.is_file():
+        raise DataError(str(path), "file", "missing_file", "data file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl" or text.lstrip().startswith("{"):
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                rec = DataError(str(path), str(n), "malformed_json", f"not valid JSON ({e.msg}, column {e.colno})")
+            out.append((str(n), f"{path}:{n}", rec))
+        kind = "jsonl"
+    else:
+        try:
+            recs = json.loads(text)
+        except json.JSONDecodeError as e:  # a broken list cannot be split into records: whole file
+            raise DataError(str(path), str(e.lineno), "malformed_json",
+                            f"not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(recs, list):
+            raise DataError(str(path), "file", "malformed_json", "expected a JSON list of records (or JSONL)")
+        out = [(f"record {i}", f"{path}[{i}]", r) for i, r in enumerate(recs)]
+        kind = "json"
+    if not out:
+        raise DataError(str(path), "file", "no_records", "file contains no records")
+    return kind, out
+
+
+def _detect(kind: str, entries: list, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    if kind == "jsonl":
+        return "avqa_jsonl"
+    first = next((r for _, _, r in entries if isinstance(r, dict)), {})
+    return "avqa_json" if "multi_choice" in first else "mmau"
+
+
+def detect_format(path: str | Path) -> str:
+    """The format :func:`iter_questions` would use for ``path`` with ``fmt="auto"``."""
+    return _detect(*_entries(Path(path)), "auto")
+
+
+def _field(rec: dict, key: str, err, types=(str,)):
+    if rec.get(key) is None:
+        raise err("missing_field", f"missing field '{key}'")
+    v = rec[key]
+    if isinstance(v, bool) or not isinstance(v, types):
+        raise err("bad_field", f"field '{key}' should be {'/'.join(t.__name__ for t in types)}, got {v!r}")
+    return v
+
+
+def _choices(rec: dict, key: str, err) -> list[str]:
+    v = _field(rec, key, err, (list,))
+    if not all(isinstance(c, str) for c in v):
+        raise err("bad_field", f"'{key}' must be a list of strings, got {v!r}")
+    if len(v) < 2:
+        raise err("too_few_choices", f"'{key}' has {len(v)} choice(s), need at least 2")
+    return list(v)
+
+
+def _resolve(p: str, base: Path) -> str:
+    return str(Path(p) if Path(p).is_absolute() else base / p)
+
+
+def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming: str) -> Question:
+    if not isinstance(rec, dict):
+        raise err("malformed_json", f"expected a JSON object, got {type(rec).__name__}")
+    rid = str(_field(rec, "id", err, (str, int)))
+    extra = dict(difficulty=str(rec.get("difficulty") or ""), sub_category=str(rec.get("sub-category") or ""),
+                 source=source, raw=rec)
+    if fmt == "mmau":
+        text, choices = _field(rec, "question", err), _choices(rec, "choices", err)
+        answer = _field(rec, "answer", err)
+        if answer not in choices:
+            raise err("answer_not_in_choices", f"id={rid}: answer {answer!r} is not one of {choices}")
+        audio = _resolve(_field(rec, "audio_id", err), base)
+        return Question(rid, audio, text, choices, answer, domain=str(rec.get("task") or domain).lower(),
+                        dataset=str(rec.get("dataset") or ""), **extra)
+    text, choices = _field(rec, "question_text", err), _choices(rec, "multi_choice", err)
+    idx = _field(rec, "answer", err, (int,))
+    if not 0 <= idx < len(choices):
+        raise err("answer_index_out_of_range", f"id={rid}: answer index {idx} is outside multi_choice (0..{len(choices) - 1})")
+    if rec.get("audio_path"):
+        audio = _resolve(_field(rec, "audio_path", err), base)
+    elif rec.get("video_name"):
+        name = _field(rec, "video_name", err)
+        audio = str(base / avqa_audio_name(name, naming))
+        if not Path(audio).exists() and (base / f"{name}.wav").exists():
+            audio = str(base / f"{name}.wav")
+    else:
+        raise err("missing_field", f"id={rid}: needs 'audio_path' or 'video_name'")
+    return Question(rid, audio, text, choices, choices[idx], domain=str(rec.get("task") or domain).lower(),
+                    dataset=str(rec.get("dataset_name") or "AVQA"), **extra)
+
+
+def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto",
+                   domain: str = "sound", naming: str = "r1aqa") -> Iterator[Question | DataError]:
+    """One :class:`Question` or record-level :class:`DataError` per record (no audio check); file-level problems raise."""
+    path = Path(path)
+    kind, entries = _entries(path)
+    fmt = _detect(kind, entries, fmt)
+    base = Path(audio_dir) if audio_dir else path.parent
+    for where, source, rec in entries:
+        if isinstance(rec, DataError):
+            yield rec
+            continue
+        err = lambda reason, msg, w=where: DataError(str(path), w, reason, msg)  # noqa: E731
+        try:
+            yield _parse(rec, fmt, err, source, base, domain, naming)
+        except DataError as e:
+            yield e
+
+
+def record_error(q: Question, e: DataError) -> DataError:
+    """An audio error re-issued under the record's file and line/record, so the message points at the data."""
+    m = re.fullmatch(r"(.*)\[(\d+)\]", q.source) or re.fullmatch(r"(.*):(\d+)", q.source)
+    file, where = (m[1], f"record {m[2]}" if q.source.endswith("]") else m[2]) if m else (q.source, "?")
+    return DataError(file, where, e.reason, f"id={q.id}: {e}")
+
+
+def check_audio(q: Question) -> Question | DataError:
+    """The cheap start-up check: the clip exists, its header reads, it has frames."""
+    try:
+        audio_info(q.audio_path or "")
+        return q
+    except DataError as e:
+        return record_error(q, e)
+
+
+def _enforce(path, total: int, problems: list[DataError], max_skip_fraction: float) -> Counter:
+    """Skip policy: log the per-reason counts; raise when more than ``max_skip_fraction`` is lost."""
+    counts = Counter(e.reason for e in problems)
+    if problems:
+        log.warning("%s: skipped %d of %d records %s; first: %s", path, len(problems), total, dict(counts), problems[0])
+        if len(problems) > max_skip_fraction * total:
+            raise DataError(str(path), "file", "too_many_skipped",
+                            f"{len(problems)} of {total} records are bad ({len(problems) / total:.1%} > "
+                            f"max_skip_fraction={max_skip_fraction}): {dict(counts)}; first: {problems[0]}")
+    return counts
+
+
+def apply_policy(path, items, on_error: str = "raise", max_skip_fraction: float = 0.1,
+                 check_audio_files: bool = True) -> tuple[list[Question], Counter]:
+    """The error policy over parsed records (:func:`iter_questions`'s output): (kept questions, skipped per reason)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    kept, problems, total = [], [], 0
+    for item in items:
+        total += 1
+        if isinstance(item, Question) and check_audio_files:
+            item = check_audio(item)
+        if isinstance(item, DataError):
+            if on_error == "raise":
+                raise item
+            problems.append(item)
+        else:
+            kept.append(item)
+    return kept, _enforce(path, total, problems, max_skip_fraction)
+
+
+def load_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto", domain: str = "sound",
+                   naming: str = "r1aqa", on_error: str = "raise", max_skip_fraction: float = 0.1,
+                   check_audio_files: bool = True) -> tuple[list[Question], Counter]:
+    """Read and validate a file under the error policy; returns (kept questions, skipped counts per reason)."""
+    return apply_policy(path, iter_questions(path, audio_dir, fmt, domain, naming), on_error, max_skip_fraction,
+                        check_audio_files)
+
+
+def read_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto", domain: str = "sound",
+                   naming: str = "r1aqa", on_error: str = "raise", max_skip_fraction: float = 0.1,
+                   check_audio_files: bool = False) -> list[Question]:
+    """All questions of an AVQA (JSONL or JSON list) or MMAU file; by default fields only (a scorer needs no audio)."""
+    return load_questions(path, audio_dir, fmt, domain, naming, on_error, max_skip_fraction, check_audio_files)[0]

@@ -1,0 +1,63 @@
+"""Log-probabilities of sampled completions: family-free, shared by GRPO, SFT and the reference model.
+
+Prompts are left-padded (generation appends on the right), so position ids follow the attention
+mask exactly as ``generate`` computes them. Log-probabilities are only ever computed at completion
+positions: the ~750 audio and prompt positions of a real model never reach the LM head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl.models.base import PolicyFamily
+
+
+def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
+    """1 up to and including the first EOS of each row, 0 after it; a row without EOS is all 1."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
+    after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after_eos).long()
+
+
+def selective_logp(hidden: Tensor, lm_head, targets: Tensor, temperature: float) -> Tensor:
+    """log p(target) from hidden states, the vocabulary only ever materialised for these positions."""
+    logits = lm_head(hidden).float() / temperature
+    return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], completion_ids: Tensor,
+                        completion_attention: Tensor, G: int, temperature: float = 1.0,
+                        share_prompt: bool = True) -> Tensor:
+    """Per-token log p(completion | prompt, audio) for B prompts × G completions, shape [B·G, T].
+
+    Completions are group-contiguous (rows b·G … b·G+G−1 belong to prompt b). With ``share_prompt``
+    each prompt's audio is encoded once and the prompt runs once, its key/value cache repeated for its
+    G completions; under gradient checkpointing (no cache) the encoded prompt embeddings are repeated
+    and the full sequence runs. Without ``share_prompt`` every completion runs the full sequence
+    through the family's own forward (R1-AQA's way). All give the same numbers and gradients.
+    """
+    core, lm_head = family.backbone(model)
+    prompt_mask = inputs["attention_mask"]
+    P = prompt_mask.shape[1]
+    full_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), completion_attention], 1)
+    checkpointing = getattr(family.language_model(core), "gradient_checkpointing", False)
+    if not share_prompt:
+        rep = {k: v.repeat_interleave(G, 0) for k, v in family.audio_inputs(inputs).items()}
+        rep["input_ids"] = torch.cat([inputs["input_ids"].repeat_interleave(G, 0), completion_ids], 1)
+        hidden = family.full_forward(core, rep, full_mask)[:, P - 1:-1]
+    elif checkpointing:
+        embeds = torch.cat([family.prompt_embeds(core, inputs).repeat_interleave(G, 0),
+                            core.get_input_embeddings()(completion_ids)], 1)
+        out = core(inputs_embeds=embeds, attention_mask=full_mask, position_ids=family.position_ids(full_mask),
+                   use_cache=False)
+        hidden = out.last_hidden_state[:, P - 1:-1]
+    else:
+        out = core(inputs_embeds=family.prompt_embeds(core, inputs), attention_mask=prompt_mask,
+                   position_ids=family.position_ids(prompt_mask), use_cache=True)
+        cache = out.cache
+        cache.batch_repeat_interleave(G)
+        comp = core(input_ids=completion_ids, attention_mask=full_mask,
+                    position_ids=family.position_ids(full_mask)[:, P:], cache=cache, use_cache=True).last_hidden_state
+        hidden = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(G, 0), comp[:, :-1]], 1)
+    return selective_logp(hidden, lm_head, completion_ids, temperature)

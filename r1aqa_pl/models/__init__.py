@@ -1,0 +1,76 @@
+"""Policy families (one module each) and the calls that pick and load one.
+
+The family comes from the checkpoint's ``config.model_type`` unless a config names it (``family``).
+"""
+
+from __future__ import annotations
+
+from r1aqa_pl.models.base import DTYPES, Dtype, PolicyFamily
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+
+__all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
+
+# name -> adapter; a new family is one module plus one line here
+FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(),)}
+
+
+def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:
+    """The adapter named ``family``, else the one whose ``model_types`` has the checkpoint's ``config.model_type``."""
+    if family is not None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown policy family {family!r}; known: {', '.join(FAMILIES)}")
+        return FAMILIES[family]
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(model_name_or_path).model_type
+    for f in FAMILIES.values():
+        if model_type in f.model_types:
+            return f
+    known = ", ".join(f"{t} ({f.name})" for f in FAMILIES.values() for t in f.model_types)
+    raise ValueError(f"{model_name_or_path}: model_type {model_type!r} has no policy family; known: {known}")
+
+
+def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implementation: str | None = None,
+                gradient_checkpointing: bool = False, lora: dict | None = None, family: str | None = None):
+    """(model, processor, family) from a hub id or local folder.
+
+    ``lora`` (e.g. ``{"r": 8, "lora_alpha": 16}``) wraps the model with a peft LoRA adapter, by default
+    on the family's language-model projections; the reference policy is then the same model with the
+    adapter disabled.
+    """
+    fam = family_for(model_name_or_path, family)
+    model, processor = fam.load(model_name_or_path, dtype, attn_implementation)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": fam.lora_target_modules, **lora}
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, LoraConfig(**cfg))
+    return model, processor, fam
+
+
+def build_tiny_model(out_dir: str, family: str = "qwen2_audio", words: list[str] | None = None, seed: int = 0,
+                     window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
+                     num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+    """Build, seed and ``save_pretrained`` a tiny random policy of a family with its processor.
+
+    Args:
+        out_dir: folder to write (a Hugging Face model folder).
+        family: the policy family (see ``r1aqa_pl.models.FAMILIES``).
+        words: extend the word-level vocabulary (e.g. the synthetic set's words); unknown words map to ``<unk>``.
+        seed: seeds the random weights.
+        window_seconds: the audio encoder's window.
+        n_mels: mel bins of the feature extractor.
+        hidden_size: the language model's width.
+        num_layers: the language model's depth.
+        num_heads: attention heads (language model and encoder).
+        encoder_dim: the audio encoder's width.
+        encoder_layers: the audio encoder's depth.
+    """
+    return family_for("", family).build_tiny(out_dir, words, seed, window_seconds=window_seconds, n_mels=n_mels,
+                                             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                                             encoder_dim=encoder_dim, encoder_layers=encoder_layers)

@@ -1,0 +1,173 @@
+"""The policy-family seam: what differs between audio language models, behind one small class.
+
+A family adapter owns loading (hub id or folder), the prompt through the processor's own chat
+template, the processor call, the prompt embeddings with the audio merged, reaching the decoder and
+LM head through a peft wrapper, the tokens sampling must never emit, a tiny random build, and the
+architecture numbers the memory estimate reads. Everything else — log-probabilities at completion
+positions, shared-prefix rollouts and updates, rewards, the loss — is family-free and calls these
+methods (:mod:`r1aqa_pl.logprobs`, :mod:`r1aqa_pl.rollout`).
+
+Adding a family: one module in this package with a subclass, plus its entry in
+:data:`r1aqa_pl.models.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl import prompts
+from r1aqa_pl.records import Question
+
+Dtype = Literal["float32", "bfloat16", "float16"]  # configs and the CLI check it at start-up
+DTYPES = get_args(Dtype)
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions as ``generate`` makes them for left padding: cumsum of the mask minus one, 0 on pads."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 0)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The numbers of an audio LM (Whisper-style encoder + decoder-only LM) that memory depends on."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    audio_dim: int
+    audio_ffn: int
+    audio_layers: int
+    mel_bins: int = 128
+    audio_positions: int = 1500  # encoder positions of one window (max_source_positions)
+    audio_tokens_per_second: float = 25.0  # after the encoder's pooling: 750 for 30 s
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * (self.hidden // self.heads)
+
+    def params(self) -> dict[str, int]:
+        """Parameters by component (audio tower, projector, language model, LM head)."""
+        d, f, h, I, kv, V = self.audio_dim, self.audio_ffn, self.hidden, self.intermediate, self.kv, self.vocab
+        audio_layer = (d * d + d) + d * d + (d * d + d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+        lm_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * I + 2 * h
+        return {
+            "audio_tower": (self.mel_bins * d * 3 + d) + (d * d * 3 + d) + self.audio_positions * d
+            + self.audio_layers * audio_layer + 2 * d,
+            "multi_modal_projector": d * h + h,
+            "language_model": V * h + self.layers * lm_layer + h,
+            "lm_head": V * h,
+        }
+
+    def lora_params(self, r: int, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj")) -> int:
+        """LoRA adapter parameters (A: r×in, B: out×r) on the language model's projections."""
+        h, I, kv = self.hidden, self.intermediate, self.kv
+        shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                  "gate_proj": (h, I), "up_proj": (h, I), "down_proj": (I, h)}
+        return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
+
+
+class PolicyFamily:
+    """One audio LM family. Subclasses set the class attributes and override what their model does
+    differently; the defaults fit a ``transformers`` model whose ``.model`` runs the decoder on
+    ``inputs_embeds`` with a cache and whose ``.lm_head`` maps hidden states to the vocabulary."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()  # config.model_type values this family loads
+    audio_keys: tuple[str, ...] = ()   # processor outputs that carry the audio
+    structural_tokens: tuple[str, ...] = ()  # never sampled: one sampled audio placeholder breaks the next forward
+    # LoRA on the language model's projections only (a plain name list would also hit the encoder's q/k/v)
+    lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+    # -- loading --------------------------------------------------------------------------------
+    def model_class(self):
+        raise NotImplementedError
+
+    def load(self, model_name_or_path: str, dtype: Dtype = "float32", attn_implementation: str | None = None):
+        """(model, processor) from a hub id or folder; the processor pads on the left (generation appends right)."""
+        from transformers import AutoProcessor
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        processor = AutoProcessor.from_pretrained(model_name_or_path)
+        processor.tokenizer.padding_side = "left"
+        kwargs = {"dtype": getattr(torch, dtype)}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        model = self.model_class().from_pretrained(model_name_or_path, **kwargs)
+        self.after_load(model)
+        return model, processor
+
+    def after_load(self, model) -> None:
+        """Fix-ups ``from_pretrained`` leaves undone (frozen buffers-as-parameters and the like)."""
+
+    # -- prompts and processor ------------------------------------------------------------------
+    def render(self, processor, q: Question, template: str = "plain", with_audio: bool = True) -> str:
+        """The full prompt text with the generation prompt, as the model sees it before audio expansion."""
+        return processor.apply_chat_template(prompts.messages(q, template, with_audio), add_generation_prompt=True,
+                                             tokenize=False)
+
+    def encode(self, processor, questions: list[Question], audio: list, template: str = "plain",
+               with_audio: bool = True) -> dict[str, Tensor]:
+        """Render each question's prompt and run the processor (left padding, audio at its rate)."""
+        texts = [self.render(processor, q, template, with_audio) for q in questions]
+        if not with_audio:
+            return dict(processor(text=texts, return_tensors="pt", padding=True))
+        if any(a is None for a in audio):
+            missing = [q.source or q.id for q, a in zip(questions, audio) if a is None]
+            raise ValueError(f"audio missing for {missing}; use with_audio=False for the audio-free ablation")
+        sr = processor.feature_extractor.sampling_rate
+        return dict(processor(text=texts, audio=list(audio), sampling_rate=sr, return_tensors="pt", padding=True))
+
+    def structural_token_ids(self, processor) -> list[int]:
+        """Ids of :attr:`structural_tokens` in this processor's vocabulary."""
+        tok = processor.tokenizer
+        ids = [tok.convert_tokens_to_ids(t) for t in self.structural_tokens]
+        return sorted({i for i in ids if i is not None and i != tok.unk_token_id})
+
+    # -- the forward pieces the family-free code composes ----------------------------------------
+    def backbone(self, model):
+        """(decoder-with-audio core, lm_head) through a possible peft wrapper."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return base.model, base.lm_head
+
+    def language_model(self, core):
+        """The text decoder inside ``core`` (its gradient-checkpointing flag, hooks)."""
+        return core.language_model
+
+    def audio_encoder(self, core):
+        return core.audio_tower
+
+    def position_ids(self, attention_mask: Tensor) -> Tensor:
+        return position_ids(attention_mask)
+
+    def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: inputs[k] for k in self.audio_keys if k in inputs}
+
+    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """Token embeddings of ``inputs["input_ids"]`` with the audio features in their placeholder slots."""
+        raise NotImplementedError
+
+    def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
+        """The family's own forward over whole sequences (prompt with audio + completion): last hidden
+        states. The unshared reference path that the shared-prefix code must reproduce."""
+        out = core(input_ids=inputs["input_ids"], attention_mask=attention_mask,
+                   position_ids=self.position_ids(attention_mask), use_cache=False, **self.audio_inputs(inputs))
+        return out.last_hidden_state
+
+    # -- tests, demos, memory estimate ------------------------------------------------------------
+    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
+        """A tiny random model of this family with its processor, written with ``save_pretrained``."""
+        raise NotImplementedError
+
+    def arch(self, config) -> Arch:
+        """The architecture numbers of a loaded config, for the memory estimate."""
+        raise NotImplementedError

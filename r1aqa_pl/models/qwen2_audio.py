@@ -1,0 +1,133 @@
+"""Qwen2-Audio (the paper's policy): ``Qwen2AudioForConditionalGeneration`` + ``Qwen2AudioProcessor``.
+
+Its Whisper-style encoder insists on the full 30 s window (3000 mel frames, at most 750 audio tokens
+after pooling); :meth:`Qwen2Audio.encode_audio` runs it over the clip instead, with the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from r1aqa_pl.models.base import Arch, PolicyFamily
+from r1aqa_pl.models.tiny import word_tokenizer
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+
+# Qwen/Qwen2-Audio-7B-Instruct (config.json): Qwen-7B language model, Whisper-large-v3-style encoder
+QWEN2_AUDIO_7B = Arch(vocab=156032, hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
+                      audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+
+
+class Qwen2Audio(PolicyFamily):
+    name = "qwen2_audio"
+    model_types = ("qwen2_audio",)
+    audio_keys = ("input_features", "feature_attention_mask")
+    structural_tokens = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>")
+
+    def model_class(self):
+        from transformers import Qwen2AudioForConditionalGeneration
+
+        return Qwen2AudioForConditionalGeneration
+
+    def after_load(self, model) -> None:
+        # transformers freezes the encoder's sinusoidal positions in __init__, but loading re-enables them
+        model.model.audio_tower.embed_positions.requires_grad_(False)
+
+    def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
+        """Projected audio features of every clip, concatenated in order: [Σ audio tokens, hidden].
+
+        The same numbers as Qwen2-Audio's own encoder, which insists on the full 30 s window whatever
+        the clip's length: here it runs over the batch's longest clip plus the two frames of right
+        context its two convolutions read, so a 10 s clip costs a third of the window, and less than
+        that in attention.
+
+        Weights are only touched inside module calls: under DeepSpeed ZeRO-3 reading ``conv1.weight``
+        here would fetch it for the enclosing (root) module, which never releases it, and the next
+        rollout's re-partitioning fails ("Cannot free a ZeRO-3 parameter while it is still active").
+        """
+        from transformers.masking_utils import create_bidirectional_mask
+
+        enc = core.audio_tower
+        n_frames = feature_attention_mask.sum(-1)
+        T = min(input_features.shape[-1], int(n_frames.max()) + 2)
+        w = next(enc.conv1.parameters())  # not ``enc.conv1.weight``: see the docstring
+        x = input_features[..., :T].to(w.device, w.dtype)
+        x = F.gelu(enc.conv2(F.gelu(enc.conv1(x)))).transpose(1, 2)
+        S = x.shape[1]
+        positions = torch.arange(S, device=x.device)
+        h = F.dropout(x + enc.embed_positions(positions), p=enc.dropout, training=enc.training)
+        feat_lengths, token_lengths = enc._get_feat_extract_output_lengths(n_frames.to(x.device))
+        mask = create_bidirectional_mask(config=enc.config, inputs_embeds=h,
+                                         attention_mask=(positions[None] < feat_lengths[:, None]).long())
+        for layer in enc.layers:
+            if not (enc.training and enc.layerdrop > 0 and torch.rand([]) < enc.layerdrop):
+                h = layer(h, mask)
+        h = enc.layer_norm(enc.avg_pooler(h.transpose(1, 2)).transpose(1, 2))
+        feats = core.multi_modal_projector(h)
+        return feats[torch.arange(feats.shape[1], device=x.device)[None] < token_lengths[:, None]]
+
+    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """Token embeddings with the audio features in the ``<|AUDIO|>`` slots (the processor expanded them)."""
+        input_ids = inputs["input_ids"]
+        embeds = core.get_input_embeddings()(input_ids)
+        if "input_features" not in inputs:
+            return embeds
+        feats = self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
+        slots = input_ids == core.config.audio_token_id
+        if int(slots.sum()) != feats.shape[0]:
+            raise ValueError(f"{int(slots.sum())} <|AUDIO|> tokens in the prompts but {feats.shape[0]} audio features: "
+                             "were the prompts and features made by the same processor?")
+        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
+
+    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
+                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+        """A real ``Qwen2AudioForConditionalGeneration`` with a word-level tokenizer and a short Whisper window."""
+        from transformers import Qwen2AudioConfig, Qwen2AudioProcessor, WhisperFeatureExtractor
+
+        tokenizer = word_tokenizer(SPECIAL, words, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+        sampling_rate, hop = 16000, 160
+        frames = int(window_seconds) * sampling_rate // hop  # whole seconds: Whisper's chunk_length is an int
+        fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=sampling_rate, hop_length=hop,
+                                     chunk_length=int(window_seconds), n_fft=400)
+        processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer)
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+        config = Qwen2AudioConfig(
+            audio_config={
+                "num_mel_bins": n_mels, "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
+                "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim, "max_source_positions": frames // 2,
+            },
+            text_config={
+                "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+                "num_hidden_layers": num_layers, "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
+                "max_position_embeddings": 2048, "tie_word_embeddings": False,
+                "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
+                "pad_token_id": ids["<|endoftext|>"],
+            },
+            audio_token_index=ids["<|AUDIO|>"],
+        )
+        torch.manual_seed(seed)
+        model = self.model_class()(config)
+        gc = model.generation_config
+        gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+        gc.pad_token_id = ids["<|endoftext|>"]
+        gc.bos_token_id = ids["<|im_start|>"]
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
+                                                   "parameters": sum(p.numel() for p in model.parameters())}))
+        return str(out)
+
+    def arch(self, config) -> Arch:
+        t, a = config.text_config, config.audio_config
+        return Arch(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
+                    layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
+                    audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
+                    mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions)

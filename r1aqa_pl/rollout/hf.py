@@ -1,0 +1,61 @@
+"""The in-process engine: Hugging Face ``generate`` on the policy itself, each prompt prefilled once.
+
+With ``share_prompt`` each prompt (its audio encoded by the family, over the clip) is prefilled once
+and its key/value cache repeated for the G samples; ``generate`` then only feeds the last prompt
+token, a text token, so the audio merge is never redone. Without it every row prefills the whole
+prompt through the family's own forward (R1-AQA's way; the debugging baseline).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from r1aqa_pl.models.base import PolicyFamily
+from r1aqa_pl.rollout.base import RolloutEngine
+
+
+class StopAfterText(StoppingCriteria):
+    """Stop a row once its recent tokens decode to text containing ``stop`` (e.g. ``</answer>``).
+
+    Decoding the tail works with any tokenizer (transformers' ``stop_strings`` needs a BPE-style
+    vocabulary) and costs a few microseconds per row and step.
+    """
+
+    def __init__(self, tokenizer, prompt_length: int, stop: str, tail: int = 8):
+        self.tokenizer, self.prompt_length, self.stop, self.tail = tokenizer, prompt_length, stop, tail
+
+    def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
+        new = input_ids[:, self.prompt_length:]  # the prompt itself mentions the stop text
+        texts = self.tokenizer.batch_decode(new[:, -self.tail:], skip_special_tokens=True)
+        return torch.tensor([self.stop in t for t in texts], device=input_ids.device)
+
+
+class HFEngine(RolloutEngine):
+    """``generate`` from one shared prefill per prompt (``share_prompt``) or per row."""
+
+    def __init__(self, share_prompt: bool = True):
+        self.share_prompt = share_prompt
+
+    @torch.no_grad()
+    def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, **generate_kwargs) -> Tensor:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rep = lambda t: t.repeat_interleave(G, 0)  # noqa: E731 — prompt b's rows are b·G … b·G+G−1
+        if self.share_prompt:
+            core, _ = family.backbone(model)
+            prefix = {**inputs, "input_ids": ids[:, :-1]}
+            cache = core(inputs_embeds=family.prompt_embeds(core, prefix), attention_mask=mask[:, :-1],
+                         position_ids=family.position_ids(mask[:, :-1]), use_cache=True).cache
+            cache.batch_repeat_interleave(G)
+            out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
+        else:
+            out = model.generate(**{k: rep(v) for k, v in inputs.items()}, **generate_kwargs)
+        return out[:, ids.shape[1]:]
+
+    def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
+               **generate_kwargs) -> Tensor:
+        if stop:
+            criteria = StopAfterText(tokenizer, inputs["input_ids"].shape[1], stop)
+            generate_kwargs["stopping_criteria"] = StoppingCriteriaList([criteria])
+        return self.sample(family, model, inputs, 1, do_sample=False, **generate_kwargs)

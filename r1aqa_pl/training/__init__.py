@@ -1,0 +1,1 @@
+"""Training: the LightningModules (GRPO, SFT), their strategy adapter, exact resume and checkpoints."""

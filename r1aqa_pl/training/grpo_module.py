@@ -1,0 +1,234 @@
+"""GRPO (the paper) with manual optimization.
+
+Per optimizer step: roll out G completions per prompt (the rollout engine), score them (rewards),
+normalise rewards within each group (advantages), then update with the clipped surrogate and a k3 KL
+penalty to the frozen initial policy. The mathematics lives in :mod:`r1aqa_pl.grpo`; this file
+orchestrates.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl import answer_format, grpo, rewards
+from r1aqa_pl.logprobs import completion_logprobs, completion_mask
+from r1aqa_pl.rollout import Rollout, make_engine
+from r1aqa_pl.training import resume, strategy
+from r1aqa_pl.training.policy_module import PolicyModule
+
+
+class GRPOModule(PolicyModule):
+    """Group Relative Policy Optimization with manual optimization.
+
+    ``gradient_accumulation_steps`` rollouts (batches) make one optimizer step; with
+    ``num_iterations`` μ > 1 those rollouts are reused for μ optimizer steps against log-probs
+    taken once before the first update (so the clipping can bite).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        G: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        reward_weights: dict[str, float] | None = None,
+        scale_rewards: str = "group",
+        beta: float = 0.04,
+        epsilon_low: float = 0.2,
+        epsilon_high: float | None = None,
+        loss_type: str = "grpo",
+        num_iterations: int = 1,
+        gradient_accumulation_steps: int = 1,
+        micro_batch_prompts: int = 1,
+        share_prompt: bool = True,
+        max_bad_steps: int = 3,
+        **policy_kwargs,
+    ):
+        super().__init__(model_name_or_path, **policy_kwargs)
+        self.save_hyperparameters()
+        self.reward_weights = dict(reward_weights or {"accuracy": 1.0, "format": 1.0})
+        if self.hparams.think and "format" in self.reward_weights:
+            self.reward_weights["think_format"] = self.reward_weights.pop("format")
+        rewards.check_weights(self.reward_weights)
+        grpo.aggregate(torch.zeros(1, 1), torch.ones(1, 1), loss_type)  # unknown loss_type fails at start-up
+        self.engine = make_engine(self.hparams.engine, share_prompt=share_prompt)
+        self.automatic_optimization = False
+        self.ref_policy = None
+        self.buffer: list[Rollout] = []
+        self.bad_steps = 0
+        self.skipped_steps = 0
+
+    def accumulation(self) -> int:
+        return self.hparams.gradient_accumulation_steps
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # DeepSpeed: the engine clips at max_grad_norm; completions per rank and step
+            dm = getattr(self.trainer, "datamodule", None)
+            prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1
+            h = self.hparams
+            strategy.configure_deepspeed(self, prompts * h.gradient_accumulation_steps * h.G)
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora \
+                and strategy.zero_stage(self) != 3:  # ZeRO-3: loaded unsharded in on_fit_start
+            # kept out of the module tree: never trained, never checkpointed
+            ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            object.__setattr__(self, "ref_policy", ref)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora:
+            object.__setattr__(self, "ref_policy", strategy.reference_copy(self))
+        if self.ref_policy is not None:
+            self.ref_policy.to(self.device)
+
+    # -- exact resume (Lightning restores weights, optimizer, scheduler, loops and data position) ---
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every rank's RNG state (rollouts sample from it) and rollouts still waiting for their step."""
+        checkpoint["grpo_resume"] = resume.resume_state(self, self.buffer)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume_rng, self.buffer = resume.load_resume_state(self, checkpoint.get("grpo_resume"))
+
+    def on_train_start(self) -> None:
+        """Restore the RNG streams last, right before the first rollout after a resume."""
+        if getattr(self, "_resume_rng", None) is not None:
+            resume.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        self.buffer = resume.to_device(self.buffer, self.device)
+
+    def reference(self):
+        """(model, context): the frozen copy, or the LoRA policy with its adapter switched off."""
+        if self.hparams.lora:
+            return self.policy, self.policy.disable_adapter()
+        return self.ref_policy, nullcontext()
+
+    # -- rollout → reward → advantage ---------------------------------------------------------
+    def make_rollout(self, batch) -> Rollout:
+        h = self.hparams
+        questions, audio = batch["questions"], batch["audio"]
+        inputs = self.encode(questions, audio)
+        with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
+            completion_ids = self.engine.sample(
+                self.family, self.policy, inputs, h.G, do_sample=True, temperature=h.temperature, top_p=h.top_p,
+                max_new_tokens=h.max_new_tokens, suppress_tokens=self.suppress_ids, **sync,
+            )
+        mask = completion_mask(completion_ids, self.eos_ids)
+        texts = self.decode(completion_ids)
+        group_questions = [q for q in questions for _ in range(h.G)]  # aligned with the rows
+        total, per_fn = rewards.score_completions(texts, group_questions, self.reward_weights)
+        A = grpo.group_advantages(total, h.G, h.scale_rewards)
+        ro = Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device))
+        ro.old_logp = self.logprobs(self.policy, ro, grad=False) if h.num_iterations > 1 else None
+        ro.ref_logp = self.ref_logprobs(ro) if h.beta > 0 else None
+        return ro
+
+    def micro_batches(self, ro: Rollout):
+        """Slices of whole groups (``micro_batch_prompts`` prompts × G completions)."""
+        return ro.micro_batches(self.hparams.G, self.hparams.micro_batch_prompts)
+
+    def micro_logprobs(self, model, inputs: dict[str, Tensor], ro: Rollout, rows: slice) -> Tensor:
+        h = self.hparams
+        return completion_logprobs(self.family, model, inputs, ro.completion_ids[rows], ro.mask[rows], h.G,
+                                   h.temperature, h.share_prompt)
+
+    def logprobs(self, model, ro: Rollout, grad: bool) -> Tensor:
+        """Completion log-probs of a whole rollout, micro-batch by micro-batch (no graph kept)."""
+        with torch.set_grad_enabled(grad):
+            return torch.cat([self.micro_logprobs(model, inputs, ro, rows).detach()
+                              for inputs, rows in self.micro_batches(ro)])
+
+    def ref_logprobs(self, ro: Rollout) -> Tensor:
+        model, ctx = self.reference()
+        with ctx:
+            return self.logprobs(model, ro, grad=False)
+
+    # -- update -----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        self.policy.train()
+        self.buffer.append(self.make_rollout(batch))
+        if len(self.buffer) < self.hparams.gradient_accumulation_steps:
+            return
+        rollouts, self.buffer = self.buffer, []
+        for _ in range(self.hparams.num_iterations):
+            self.update(rollouts)
+        self.log_rollouts(rollouts)
+
+    def update(self, rollouts: list[Rollout]) -> None:
+        """One optimizer step over the buffered rollouts, gradients accumulated per micro-batch."""
+        h = self.hparams
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        totals = {
+            "num_completions": sum(ro.mask.shape[0] for ro in rollouts),
+            "num_tokens": int(sum(ro.mask.sum() for ro in rollouts)),
+            "max_completion_length": h.max_new_tokens,
+        }
+        stats, loss_sum = defaultdict(list), torch.zeros((), device=self.device)
+        n_micro, i_micro = sum(1 for ro in rollouts for _ in self.micro_batches(ro)), 0
+        for ro in rollouts:
+            for inputs, rows in self.micro_batches(ro):
+                i_micro += 1
+                strategy.begin_micro_batch(self, last=i_micro == n_micro)  # DeepSpeed bookkeeping, else no-op
+                logp = self.micro_logprobs(self.policy, inputs, ro, rows)
+                old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
+                ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
+                loss, st = grpo.grpo_loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], beta=h.beta,
+                                          epsilon_low=h.epsilon_low, epsilon_high=h.epsilon_high,
+                                          loss_type=h.loss_type, **totals)
+                self.manual_backward(loss)
+                loss_sum += loss.detach()
+                for k, v in st.items():
+                    stats[k].append(v)
+        grad_norm, finite = self.clip_and_check()
+        if strategy.all_ranks(self, finite and bool(torch.isfinite(loss_sum))):
+            opt.step()
+            if strategy.is_deepspeed(self):  # clipped inside the engine; its norm is the pre-clip one
+                grad_norm = strategy.engine_grad_norm(self).to(self.device)
+            sched.step()
+            self.engine.after_step(self.policy)
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            self.skipped_steps += 1
+            if self.bad_steps >= h.max_bad_steps:
+                raise RuntimeError(f"{self.bad_steps} optimizer steps in a row had a non-finite loss or gradient "
+                                   f"(loss {loss_sum.item()}, grad norm {grad_norm.item()}); stopping before a "
+                                   "broken checkpoint is written. Lower lr, check dtype, inspect the data.")
+        opt.zero_grad(set_to_none=True)
+        log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
+        log.update({"train/loss": loss_sum, "train/grad_norm": grad_norm.float(),
+                    "train/lr": torch.tensor(sched.get_last_lr()[0]),
+                    "train/skipped_steps": torch.tensor(float(self.skipped_steps)),
+                    "step": torch.tensor(float(self.global_step))})  # the loggers' x: optimizer steps
+        self.log_dict(log, prog_bar=False)
+
+    def log_rollouts(self, rollouts: list[Rollout]) -> None:
+        """Rewards (total, per function, per domain), their spread, and completion lengths."""
+        G = self.hparams.G
+        r = torch.cat([ro.rewards for ro in rollouts])
+        lengths = torch.cat([ro.mask.sum(1) for ro in rollouts]).float()
+        groups = r.view(-1, G)
+        log = {
+            "train/reward": r.mean(),
+            "train/reward_std": groups.std(1).mean() if G > 1 else torch.zeros(()),
+            "train/zero_std_groups": (groups.max(1).values == groups.min(1).values).float().mean(),
+            "train/completion_length": lengths.mean(),
+        }
+        for name in self.reward_weights:
+            log[f"train/rewards/{name}"] = torch.cat([ro.per_fn[name] for ro in rollouts]).mean()
+        if self.hparams.think:  # words inside <think> and inside <answer>, separately
+            texts = [t for ro in rollouts for t in ro.texts]
+            for part in ("think", "answer"):
+                words = [float(len((answer_format.tagged(t, part) or "").split())) for t in texts]
+                log[f"train/{part}_length"] = torch.tensor(words).mean()
+        domains = [q.domain for ro in rollouts for q in ro.questions for _ in range(G)]
+        for d in sorted(set(domains)):
+            log[f"train/reward/{d}"] = r[torch.tensor([x == d for x in domains])].mean()
+        self.log_dict({k: v.float() for k, v in log.items()}, prog_bar=False)
+        self.log("reward", log["train/reward"].float(), prog_bar=True, logger=False)

@@ -1,0 +1,49 @@
+"""The supervised baseline: cross-entropy on the right answer, the prompt masked out."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl import answer_format
+from r1aqa_pl.logprobs import completion_logprobs
+from r1aqa_pl.records import Question
+from r1aqa_pl.training import strategy
+from r1aqa_pl.training.policy_module import PolicyModule
+
+
+class SFTModule(PolicyModule):
+    """Supervised baseline: cross-entropy on the target answer only (the prompt is masked out)."""
+
+    def __init__(self, model_name_or_path: str, target: str = answer_format.SFT_TARGET, **policy_kwargs):
+        super().__init__(model_name_or_path, **policy_kwargs)
+        self.save_hyperparameters()
+
+    def targets(self, questions: list[Question]) -> tuple[Tensor, Tensor]:
+        """Target ids (right-padded, each ending in EOS) and their mask."""
+        tok = self.processor.tokenizer
+        texts = [self.hparams.target.format(answer=q.answer, choices=q.choices) for q in questions]
+        ids = [tok(t, add_special_tokens=False).input_ids + [self.eos_ids[0]] for t in texts]
+        T = max(map(len, ids))
+        pad = tok.pad_token_id
+        out = torch.tensor([x + [pad] * (T - len(x)) for x in ids], device=self.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (T - len(x)) for x in ids], device=self.device)
+        return out, mask
+
+    def sft_loss(self, batch) -> Tensor:
+        inputs = self.encode(batch["questions"], batch["audio"])
+        target_ids, mask = self.targets(batch["questions"])
+        logp = completion_logprobs(self.family, self.policy, inputs, target_ids, mask, G=1)
+        return -(logp * mask).sum() / mask.sum()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """``max_grad_norm`` unless the trainer sets ``gradient_clip_val``; DeepSpeed clips via its config."""
+        if strategy.is_deepspeed(self):
+            return
+        self.clip_gradients(optimizer, gradient_clip_val or self.hparams.max_grad_norm, gradient_clip_algorithm or "norm")
+
+    def training_step(self, batch, batch_idx):
+        loss = self.sft_loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("step", float(self.global_step + 1))  # the loggers' x: the optimizer step this batch ends
+        return loss
