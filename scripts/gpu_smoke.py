@@ -46,9 +46,8 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     import torch
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
-
-    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     out_dir, warm = Path(out), str(Path(root) / "warm")

@@ -132,3 +132,20 @@ def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, 
     logp = logits[:, P - 1:-1].log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     expected_loss = -(logp * mask).sum() / mask.sum()
     assert torch.allclose(m.sft_loss(batch), expected_loss, atol=1e-5)
+
+
+def test_engine_hears_of_every_optimizer_step(synth_dir, tiny_dir):
+    """The rollout engine's weight-sync hook runs once per optimizer step (here 2 batches per step)."""
+    from r1aqa_pl.rollout.hf import HFEngine
+
+    class Counting(HFEngine):
+        steps = 0
+
+        def after_step(self, model):
+            Counting.steps += 1
+            assert model is m.policy
+
+    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=4, lr=1e-3, gradient_accumulation_steps=2)
+    m.engine = Counting()
+    trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)  # max_steps counts optimizer steps: 4 batches
+    assert Counting.steps == trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.current.processed == 4

@@ -340,3 +340,18 @@ def test_stop_after_text_looks_only_at_the_completion(tiny):
     favour(model, close, bias=60.0)
     ids = HFEngine().answer(FAMILY, model, inputs, tok, "</answer>", max_new_tokens=6)
     assert ids.shape[1] == 1 and (ids == close).all()
+
+
+# ------------------------------------------------------------------ choosing the family
+
+
+def test_family_comes_from_model_type_or_config(tiny_dir, tmp_path):
+    from r1aqa_pl.models import FAMILIES, family_for
+
+    assert family_for(tiny_dir) is FAMILIES["qwen2_audio"]
+    assert family_for("ignored", "qwen2_audio") is FAMILIES["qwen2_audio"]
+    with pytest.raises(ValueError, match="unknown policy family 'nope'; known: qwen2_audio"):
+        family_for(tiny_dir, "nope")
+    (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+    with pytest.raises(ValueError, match=r"model_type 'whisper' has no policy family; known: qwen2_audio \(qwen2_audio\)"):
+        family_for(str(tmp_path))

@@ -10,7 +10,6 @@ from r1aqa_pl.eval.checkpoints import load_for_eval
 from r1aqa_pl.records import Question
 
 
-
 def ask(*, model: str, audio: str, question: str, choices: list[str], max_new_tokens: int = 256) -> str:
     """Ask a checkpoint one multiple-choice question about one audio file; prints the raw output and
     the extracted choice and returns the latter.
