@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
@@ -196,10 +196,22 @@ def test_duplicates_are_counted_but_written_once(tmp_path):
     assert [r["id"] for r in records] == [q.id for q in questions]
 
 
+class DestroyProcessGroup(Callback):
+    """Ends a spawned worker's gloo process group before the worker returns (after its last collective).
+
+    Lightning destroys the process group at exit only for NCCL. Otherwise ProcessGroupGloo's threads still run while
+    the worker's interpreter shuts down, and one that frees a tensor owning a Python object then needs the GIL:
+    CPython ends that thread and the process aborts ("terminate called without an active exception")."""
+
+    def teardown(self, trainer, pl_module, stage):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 @pytest.mark.slow  # two spawned processes
 def test_ddp_spawn_two_processes_exact(tmp_path):
     questions = make_questions(24)
-    t = trainer(tmp_path, devices=2, strategy="ddp_spawn")
+    t = trainer(tmp_path, devices=2, strategy="ddp_spawn", callbacks=[BenchmarkEvaluation(), DestroyProcessGroup()])
     (logged,) = t.validate(FakePolicy(), dataloaders=loader(questions, batch_size=3))
     for key, value in expected_acc(questions).items():
         assert logged[f"val/{key}"] == pytest.approx(value), key

@@ -51,7 +51,7 @@ class PolicyModule(L.LightningModule):
 
     # -- model ------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """Load lazily so that sharded strategies (DeepSpeed, FSDP) see the model being built."""
+        """Load lazily so that a sharded strategy (DeepSpeed ZeRO-3) sees the model being built."""
         if self.policy is not None:
             return
         h = self.hparams
