@@ -59,6 +59,7 @@ import torch  # noqa: E402
 from r1aqa_pl import grpo, rewards  # noqa: E402
 from r1aqa_pl.logprobs import completion_logprobs, completion_mask  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio  # noqa: E402
+from r1aqa_pl.rollout import Rollout  # noqa: E402
 
 GEOMETRY = dict(window_seconds=30, n_mels=128, hidden_size=256, num_layers=4, num_heads=8,
                 encoder_dim=128, encoder_layers=4)
@@ -253,15 +254,15 @@ class Harness:
     def model(self):
         return self.module.policy
 
-    def rollout(self, qs, audio) -> dict:
+    def rollout(self, qs, audio) -> Rollout:
         self.module.policy.train()
         return self.module.make_rollout({"questions": qs, "audio": audio})
 
-    def update(self, ro: dict) -> float:
+    def update(self, ro: Rollout) -> float:
         self.module.update([ro])
         return self.logged["train/loss"]
 
-    def step(self, qs, audio) -> dict:
+    def step(self, qs, audio) -> Rollout:
         ro = self.rollout(qs, audio)
         self.update(ro)
         return ro
@@ -278,7 +279,7 @@ def full_sequence_logps(model, input_ids, attention_mask, input_features, featur
     return torch.stack([row.log_softmax(-1).gather(-1, t.unsqueeze(-1)).squeeze(-1) for row, t in zip(logits, targets)])
 
 
-def reference_rollout(h: Harness, qs, audio) -> dict:
+def reference_rollout(h: Harness, qs, audio) -> Rollout:
     """Sampling as R1-AQA: ``generate(**inputs, num_return_sequences=G)`` (inputs expanded G times inside)."""
     m = h.module
     m.policy.train()
@@ -289,29 +290,29 @@ def reference_rollout(h: Harness, qs, audio) -> dict:
     completion_ids = out[:, P:]
     mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
-    total, _ = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
-    return {"inputs": inputs, "completion_ids": completion_ids, "mask": mask,
-            "advantages": grpo.group_advantages(total, G, "group").to(DEVICE)}
+    total, per_fn = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
+    return Rollout(qs, inputs, completion_ids, mask, texts, total, per_fn,
+                   grpo.group_advantages(total, G, "group").to(DEVICE))
 
 
-def reference_update(h: Harness, ro: dict, beta: float = BETA) -> float:
+def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
     """R1-AQA's loss on one prompt's G completions at a time (its per-GPU batch), summed to the step mean."""
-    m, inputs = h.module, ro["inputs"]
+    m, inputs = h.module, ro.inputs
     B, P = inputs["input_ids"].shape
-    N = ro["completion_ids"].shape[0]
+    N = ro.completion_ids.shape[0]
     total = 0.0
     for b in range(B):
         rows = slice(b * G, (b + 1) * G)
         rep = {k: v[b:b + 1].repeat_interleave(G, 0) for k, v in inputs.items()}  # aligned, unlike R1-AQA's .repeat
-        ids = torch.cat([rep["input_ids"], ro["completion_ids"][rows]], 1)
-        mask = ro["mask"][rows]
+        ids = torch.cat([rep["input_ids"], ro.completion_ids[rows]], 1)
+        mask = ro.mask[rows]
         attention = torch.cat([rep["attention_mask"], mask], 1)
         args = (ids, attention, rep["input_features"], rep["feature_attention_mask"])
         logp = full_sequence_logps(m.policy, *args)[:, P - 1:]
         with torch.inference_mode():
             ref_logp = full_sequence_logps(m.ref_policy, *args)[:, P - 1:]
         kl = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
-        A = ro["advantages"][rows].unsqueeze(1)
+        A = ro.advantages[rows].unsqueeze(1)
         per_token = -(torch.exp(logp - logp.detach()) * A - beta * kl)
         loss = ((per_token * mask).sum(1) / mask.sum(1)).sum() / N  # the step's mean over its N completions
         loss.backward()
@@ -323,7 +324,7 @@ def reference_update(h: Harness, ro: dict, beta: float = BETA) -> float:
     return total
 
 
-def reference_step(h: Harness, qs, audio) -> dict:
+def reference_step(h: Harness, qs, audio) -> Rollout:
     ro = reference_rollout(h, qs, audio)
     reference_update(h, ro)
     return ro
