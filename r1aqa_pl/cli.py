@@ -8,8 +8,8 @@ functions whose command line jsonargparse derives from their signatures and docs
 from __future__ import annotations
 
 import importlib
-import os
 import sys
+from pathlib import Path
 
 # name -> "module:function"; each function is typed and documented, jsonargparse builds its CLI.
 COMMANDS: dict[str, str] = {
@@ -61,8 +61,11 @@ def _refuse_linked_targets(argv: list[str]) -> None:
     for i, a in enumerate(argv):
         if a.startswith("--config") and (a.startswith("--config=") or i + 1 < len(argv)):
             path = a.split("=", 1)[1] if "=" in a else argv[i + 1]
-            cfg = yaml.safe_load(open(path)) if os.path.isfile(path) else None
-            data = (cfg or {}).get("data") or {} if isinstance(cfg, dict) else {}
+            try:  # an unreadable file is the CLI's to report, with its own message
+                cfg = yaml.safe_load(Path(path).read_text())
+            except (OSError, yaml.YAMLError):
+                cfg = None
+            data = (cfg.get("data") or {}) if isinstance(cfg, dict) else {}
             keys = {**data, **(data.get("init_args") or {})} if isinstance(data, dict) else {}
             given += [f"{path}: data.init_args.{t.rsplit('.', 1)[1]}" for _, t in LINKS if t.rsplit(".", 1)[1] in keys]
         given += [a for _, t in LINKS for flag in (f"--{t}", f"--data.{t.rsplit('.', 1)[1]}")

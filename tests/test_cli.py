@@ -66,3 +66,13 @@ def test_lightning_console_script_is_this_project():
     owners = {(e.value, e.dist.name if e.dist else None) for e in entry_points(group="console_scripts", name="lightning")}
     assert owners == {("r1aqa_pl.cli:main", "r1aqa-pl")}, owners
     assert "r1aqa_pl.cli" in (BIN / "lightning").read_text()
+
+
+def test_linked_target_in_a_config_file_is_refused(tmp_path):
+    from r1aqa_pl.cli import _refuse_linked_targets
+
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("data:\n  init_args:\n    with_audio: false\n")
+    with pytest.raises(SystemExit, match=r"o.yaml: data.init_args.with_audio: set by its link"):
+        _refuse_linked_targets(["--config", "configs/demo.yaml", "--config", str(overlay)])
+    _refuse_linked_targets(["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")])  # the CLI's to report

@@ -44,7 +44,8 @@ class Group:
         return f"{self.prefix}{name}"
 
 
-def _cell(c: int, t: int) -> dict:
+def cell(c: int, t: int) -> dict:
+    """One bucket of a result: correct, total and their ratio (0 for an empty bucket)."""
     return {"correct": c, "total": t, "acc": c / t if t else 0.0}
 
 
@@ -150,9 +151,9 @@ class Benchmark:
                 order[g.name] = sorted(total[g.name], key=lambda s, g=g: (rank.get(first_of[g.name][s], 99), s))
         n = sum(total[first.name].values())
         result: dict[str, Any] = {"benchmark": self.name, "key": key, "scored": n, "skipped": skipped,
-                                  "total": _cell(sum(correct[first.name].values()), n)}
+                                  "total": cell(sum(correct[first.name].values()), n)}
         for g in self.groups:
-            result[g.name] = {name: _cell(correct[g.name][name], total[g.name][name]) for name in order[g.name]}
+            result[g.name] = {name: cell(correct[g.name][name], total[g.name][name]) for name in order[g.name]}
         return result
 
     @staticmethod

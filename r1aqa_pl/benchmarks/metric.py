@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torchmetrics import Metric
 
-from r1aqa_pl.benchmarks.base import OTHER, Benchmark, _cell
+from r1aqa_pl.benchmarks.base import OTHER, Benchmark, cell
 from r1aqa_pl.records import Question
 
 
@@ -101,13 +101,13 @@ class BenchmarkAccuracy(Metric):
         """The synced counts in :meth:`Benchmark.score_records`'s layout, for ``format_table``."""
         values = {k: int(v) for k, v in self.compute().items() if not k.startswith("acc/")}  # synced
 
-        def cell(key: str) -> dict:
-            return _cell(values[f"correct/{key}"], values[f"count/{key}"])
+        def bucket(key: str) -> dict:
+            return cell(values[f"correct/{key}"], values[f"count/{key}"])
 
         result: dict = {"benchmark": self.benchmark.name, "key": self.benchmark.prediction_key,
-                        "scored": values["count/total"], "skipped": 0, "total": cell("total")}
+                        "scored": values["count/total"], "skipped": 0, "total": bucket("total")}
         for g in self.benchmark.groups:
             names = self.names[g.name]
-            result[g.name] = {name: cell(g.key(name, j == len(names))) for j, name in enumerate([*names, OTHER])
+            result[g.name] = {name: bucket(g.key(name, j == len(names))) for j, name in enumerate([*names, OTHER])
                               if f"count/{g.key(name, j == len(names))}" in values}
         return result

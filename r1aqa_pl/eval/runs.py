@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from r1aqa_pl.benchmarks.mmau import DOMAINS, MMAU
+from r1aqa_pl.benchmarks import get
+from r1aqa_pl.benchmarks.mmau import DOMAINS
 
 Scalars = dict[str, list[tuple[int, float]]]
 ACC_TAGS = tuple(f"val/acc/{d}" for d in (*DOMAINS, "total"))
@@ -190,7 +191,7 @@ def plot_subcategories(result: dict, title: str = "accuracy per sub-category"):
 
 def score_predictions(path: str | Path) -> dict:
     """The MMAU score of a prediction file plus ``_sub_domain`` (sub-category -> task) for :func:`plot_subcategories`."""
-    mmau = MMAU()
+    mmau = get("mmau")
     records = mmau.load_records(path)
     result = mmau.score_records(records, source=str(path))
     result["_sub_domain"] = {str(r.get("sub-category") or "other"): str(r.get("task") or "other")
