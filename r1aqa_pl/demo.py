@@ -1,6 +1,6 @@
 """Everything the CPU demo needs before ``lightning fit --config configs/demo.yaml``.
 
-1. the synthetic 3-domain audio-QA set (AVQA-format train, MMAU-format test-mini);
+1. the synthetic 3-domain audio-QA set (AVQA-format train, MMAU-format test-mini, MMAR-format mixes);
 2. a tiny random policy of the chosen family whose word-level vocabulary covers that set;
 3. a brief seeded SFT warm start on correct answers, saved as a Hugging Face folder.
 
@@ -43,7 +43,7 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
 
     root = Path(out)
     data, tiny, warm = root / "data", root / "tiny", root / "warm"
-    if force or not (data / "test-mini.json").exists():
+    if force or not (data / "test-mini.json").exists() or not (data / "mmar.jsonl").exists():
         print(f"[demo] synthetic data -> {data}")
         synth(str(data), n_train=n_train, n_test=n_test, seed=seed)
     built = json.loads((tiny / "tiny.json").read_text()).get("family") if (tiny / "tiny.json").exists() else None

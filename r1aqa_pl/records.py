@@ -23,7 +23,8 @@ class DataError(ValueError):
 class Question:
     """An audio multiple-choice question.
 
-    ``answer`` is always the choice *string* (AVQA's index is resolved by the reader);
+    ``answer`` is always the choice *string* (AVQA's index is resolved by the reader), or "" where a
+    benchmark withholds its answers (the MMAU test set);
     ``domain`` is the benchmark's task (MMAU: sound / music / speech); ``raw`` keeps the source record so that
     prediction files can be written back in the source's own format.
     """
@@ -36,6 +37,7 @@ class Question:
     domain: str = "sound"
     difficulty: str = ""
     sub_category: str = ""
+    category: str = ""  # a benchmark's category (MMAU: Reasoning / Perception; MMAR: Signal ... Cultural Layer)
     dataset: str = ""
     source: str = ""  # "file:line" or "file[index]" for error messages
     raw: dict[str, Any] = field(default_factory=dict)

@@ -158,7 +158,7 @@ def test_fit_monitors_val_acc_and_skips_sanity_check(tmp_path):
     model = FakePolicy()
     t.fit(model, train_dataloaders=DataLoader([0] * 3, batch_size=1), val_dataloaders=loader(questions))
     files = sorted(p.name for p in (Path(t.log_dir) / "predictions").iterdir())
-    assert files == ["val_step3.json"]  # the sanity check neither writes nor logs
+    assert files == ["val_step3.json", "val_step3.provenance.json"]  # the sanity check neither writes nor logs
     assert model.calls == 1 + 4  # one sanity batch + the real pass
     assert ckpt.best_model_score.item() == pytest.approx(expected_acc(questions)["acc/total"])
 

@@ -59,7 +59,8 @@ def test_demo_config_fits_two_steps(tiny_run, tmp_path, configs, name, module, e
         assert "train/reward" in scalars and "train/kl" in scalars
     version = tmp_path / name / "version_0"
     assert (version / "checkpoints" / "last.ckpt").is_file() and (version / "checkpoints" / "last_hf").is_dir()
-    assert sorted(p.name for p in (version / "predictions").glob("*.json")) == ["val_step0.json", "val_step2.json"]
+    assert sorted(p.name for p in (version / "predictions").glob("*.json")) == [
+        "val_step0.json", "val_step0.provenance.json", "val_step2.json", "val_step2.provenance.json"]
 
 
 # ---------------------------------------------------------------- compare: accounting and table (unit)

@@ -268,7 +268,7 @@ def test_missing_default_data_says_where_it_comes_from(tmp_path, tiny_run, monke
 def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
-    rows = ev.evaluate_all(run=str(run), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)
+    rows = ev.evaluate_all(run=str(run), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)[str(tiny_run.data)]
     found = ev.find_checkpoints(run)
     assert all(p.name.endswith("_hf") for p in found) and len(rows) == len(found) == len(tiny_run.ckpts) + 1
     assert all((p / "eval" / "results.json").is_file() for p in found)
@@ -287,7 +287,7 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
     capsys.readouterr()
     calls = []
     monkeypatch.setattr(ev, "evaluate", lambda **kw: calls.append(kw))
-    again = ev.evaluate_all(run=str(run), data=str(tiny_run.data))
+    again = ev.evaluate_all(run=str(run), data=str(tiny_run.data))[str(tiny_run.data)]
     assert calls == [] and [r["total"] for r in again] == [r["total"] for r in rows]
     assert "already evaluated" in capsys.readouterr().out
 

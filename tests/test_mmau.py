@@ -110,16 +110,18 @@ def test_score_records_small():
     ]
     res = score_records(records)
     assert (res["scored"], res["skipped"]) == (4, 2)
-    assert res["total"] == {"correct": 2, "total": 4, "acc": 0.5}
+    # chance: a uniform guess among each item's choices, by the rule: 1/4, 1/4, 1/2, 1/2
+    assert res["total"] == {"correct": 2, "total": 4, "acc": 0.5, "chance": pytest.approx(0.375)}
     assert list(res["task"]) == ["sound", "music", "speech"]
     assert res["task"]["sound"]["correct"] == 1 and res["task"]["music"]["correct"] == 1
-    assert res["task"]["speech"] == {"correct": 0, "total": 1, "acc": 0.0}
+    assert res["task"]["speech"] == {"correct": 0, "total": 1, "acc": 0.0, "chance": 0.5}
     assert list(res["difficulty"]) == ["easy", "medium", "hard"]
     assert res["difficulty"]["easy"]["acc"] == 1.0
-    assert res["sub-category"]["A"] == {"correct": 1, "total": 2, "acc": 0.5}
+    assert res["sub-category"]["A"] == {"correct": 1, "total": 2, "acc": 0.5, "chance": 0.25}
     assert score_records(records, key="other")["scored"] == 1
     table = format_table(res)
-    assert "sound" in table and "50.00" in table and "2 skipped" in table
+    assert "sound" in table and "50.00" in table and "2 skipped" in table and "chance %" in table
+    assert table.splitlines()[-1].split()[-2:] == ["50.00", "37.50"]  # total: accuracy, chance
 
 
 def test_bad_input_names_file_and_record(tmp_path):
@@ -151,8 +153,12 @@ def test_real_file_all_right_then_some_wrong():
     res = score_records(records)
     assert {t: c["total"] for t, c in res["task"].items()} == {"sound": 333, "music": 334, "speech": 333}
     assert all(c["acc"] == 1.0 for g in ("task", "difficulty", "sub-category") for c in res[g].values())
-    assert res["total"] == {"correct": 1000, "total": 1000, "acc": 1.0} and res["skipped"] == 0
-    assert len(res["sub-category"]) == 27
+    # a uniform guess is right only on the choices whose token set is the answer's (mostly 1 of 4)
+    chance = sum(sum(_tokens(c) == _tokens(r["answer"]) for c in r["choices"]) / len(r["choices"])
+                 for r in records) / len(records)
+    assert 0.25 < chance < 0.27
+    assert res["total"] == {"correct": 1000, "total": 1000, "acc": 1.0, "chance": pytest.approx(chance)}
+    assert res["skipped"] == 0 and len(res["sub-category"]) == 27
 
     # every third record answers its first wrong choice; expected counts computed here, by hand
     expected = Counter()

@@ -20,11 +20,27 @@ def digest(d):
 def test_deterministic(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for d, seed in ((a, 3), (b, 3), (c, 4)):
-        synth(str(d), n_train=12, n_test=6, seed=seed, seconds=1.0)
+        synth(str(d), n_train=12, n_test=6, seed=seed, seconds=1.0, n_mmar=7)
     ha, hb, hc = digest(a), digest(b), digest(c)
-    assert len(ha) == 12 + 6 + 2 and ha == hb
-    assert ha["train.jsonl"] == hc["train.jsonl"]  # same questions; different sounds
-    assert sum(ha[k] != hc[k] for k in ha if k.endswith(".wav")) == 18
+    assert len(ha) == 12 + 6 + 7 + 3 and ha == hb
+    assert ha["train.jsonl"] == hc["train.jsonl"] and ha["mmar.jsonl"] == hc["mmar.jsonl"]  # same questions
+    assert sum(ha[k] != hc[k] for k in ha if k.endswith(".wav")) == 25  # different sounds
+
+
+def test_mmar_format_modalities_and_balance(tmp_path):
+    from r1aqa_pl.benchmarks.mmar import MODALITIES
+
+    synth(str(tmp_path), n_train=0, n_test=0, seconds=0.5, n_mmar=70)
+    qs = read_questions(tmp_path / "mmar.jsonl", check_audio_files=True)
+    assert Counter(q.domain for q in qs) == {m: 10 for m in MODALITIES}
+    assert {q.category for q in qs} == {"Signal Layer", "Perception Layer"} and all(q.dataset == "MMAR" for q in qs)
+    # each question asks about one of its clip's domains, and the answers of every sub-task are balanced
+    for q in qs:
+        domain = next(d for d, tasks in TASKS.items() if q.sub_category in [t[0] for t in tasks])
+        assert domain in q.domain.removeprefix("mix-").split("-")
+    for sub in {q.sub_category for q in qs}:
+        answers = Counter(q.answer for q in qs if q.sub_category == sub)
+        assert max(answers.values()) - min(answers.values()) <= 1 or len(answers) == 1
 
 
 def test_formats_balance_and_vocabulary(synth_dir):

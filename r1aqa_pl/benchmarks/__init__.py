@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from r1aqa_pl.benchmarks.base import Benchmark
+from r1aqa_pl.benchmarks.mmar import MMAR
 from r1aqa_pl.benchmarks.mmau import MMAU
 
 __all__ = ["BENCHMARKS", "Benchmark", "benchmark_for", "get"]
 
 # name -> benchmark; a new benchmark is one module plus one line here
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (MMAU(),)}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (MMAU(), MMAR())}
 
 
 def get(name: str | Benchmark) -> Benchmark:

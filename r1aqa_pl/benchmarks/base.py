@@ -1,5 +1,5 @@
-"""The benchmark seam: reading a benchmark's file, its scoring rule, its prediction-file layout and
-the table it prints. The torchmetrics metric, the validation callback, ``r1aqa score``, ``r1aqa eval``
+"""The benchmark seam: recognising and parsing a benchmark's file, its version, its scoring rule, its
+prediction-file layout, its chance level and the table it prints. The torchmetrics metric, the validation callback, ``r1aqa score``, ``r1aqa eval``
 and ``eval-all`` take a :class:`Benchmark` and assume nothing else about it.
 
 Adding a benchmark: one module in this package with a subclass, plus its entry in
@@ -8,6 +8,7 @@ Adding a benchmark: one module in this package with a subclass, plus its entry i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -44,9 +45,26 @@ class Group:
         return f"{self.prefix}{name}"
 
 
-def cell(c: int, t: int) -> dict:
-    """One bucket of a result: correct, total and their ratio (0 for an empty bucket)."""
-    return {"correct": c, "total": t, "acc": c / t if t else 0.0}
+def cell(c: int, t: int, chance: float | None = None) -> dict:
+    """One bucket of a result: correct, total and their ratio (0 for an empty bucket), and where known
+    the expected accuracy of a uniform guess among each item's choices (summed in ``chance``)."""
+    out = {"correct": c, "total": t, "acc": c / t if t else 0.0}
+    if chance is not None:
+        out["chance"] = chance / t if t else 0.0
+    return out
+
+
+def content_digest(records: list) -> str:
+    """sha256 of what scoring depends on (id, question, choices, answer), independent of key order,
+    record order, indentation and the other fields: recognises a benchmark file's version."""
+    canon = sorted(json.dumps([str(r.get("id")), r.get("question"), r.get("choices"), r.get("answer")],
+                              ensure_ascii=False, separators=(",", ":")) for r in records if isinstance(r, dict))
+    return hashlib.sha256("\n".join(canon).encode()).hexdigest()
+
+
+def is_jsonl(text: str) -> bool:
+    """A JSON-lines file (one object per line) rather than one JSON list."""
+    return text.lstrip().startswith("{")
 
 
 class Benchmark:
@@ -56,8 +74,12 @@ class Benchmark:
     title: str = ""                         # the table's heading
     output_key: str = "model_output"        # raw generated text, in the prediction file
     prediction_key: str = "model_prediction"  # the extracted answer the official scorer reads
+    extra_prediction_keys: tuple[str, ...] = ()  # the same answer again, for other releases of the official scorer
     groups: tuple[Group, ...] = ()
     metric_fallback: dict[str, tuple[str, ...]] = {}  # bucket names when the data is not at hand
+    default_data: str = ""                   # where `r1aqa eval --benchmark NAME` looks without --data
+    download: str = ""                       # where the files come from (for "file not found")
+    versions: dict[str, str] = {}            # content_digest -> version name of the official files
 
     # -- the rule ---------------------------------------------------------------------------------
     def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:
@@ -68,13 +90,36 @@ class Benchmark:
         return answer_format.extract_answer(output)
 
     # -- files ------------------------------------------------------------------------------------
+    def matches(self, record: dict, kind: str) -> bool:
+        """Whether a file whose first record is ``record`` (``kind``: "json" list or "jsonl") is this benchmark's."""
+        raise NotImplementedError
+
+    def parse(self, rec: dict, rid: str, err, base: Path, withheld: bool, domain: str, extra: dict) -> Question:
+        """One source record -> :class:`Question` (``err(reason, message)`` builds the record's DataError;
+        ``base``: the folder audio paths are relative to; ``withheld``: the file has no answers)."""
+        raise NotImplementedError
+
     def recognises(self, path: str | Path) -> bool:
         """Whether ``path`` is a file of this benchmark (for auto-detection)."""
-        raise NotImplementedError
+        from r1aqa_pl.data.formats import detect_format
+
+        return detect_format(path) == self.name
 
     def iter_questions(self, path: str | Path, audio_dir: str | Path | None = None) -> Iterator[Question | DataError]:
         """One :class:`Question` or record-level :class:`DataError` per record of a benchmark file, in order."""
-        raise NotImplementedError
+        from r1aqa_pl.data.formats import iter_questions
+
+        return iter_questions(path, audio_dir, fmt=self.name)
+
+    def version(self, records: list, declared: str | None = None) -> str:
+        """The version of a benchmark file: ``declared`` when given, else the official version whose content
+        these records are (:func:`content_digest`), else "unknown" (a subset, an edit, a synthetic set)."""
+        return declared or self.versions.get(content_digest(records), "unknown")
+
+    @staticmethod
+    def withheld(records: list) -> bool:
+        """No record has an answer: a test split whose answers stay with the benchmark (predictions are submitted)."""
+        return bool(records) and not any(isinstance(r, dict) and "answer" in r for r in records)
 
     def read(self, path: str | Path, audio_dir: str | Path | None = None, **policy) -> list[Question]:
         """The questions of a benchmark file under the data layer's error policy (``on_error``, ...)."""
@@ -83,20 +128,51 @@ class Benchmark:
         return apply_policy(path, self.iter_questions(path, audio_dir), **policy)[0]
 
     def load_records(self, path: str | Path) -> list[dict]:
-        """The raw records of a benchmark or prediction file (a JSON list); errors name the file."""
+        """The raw records of a benchmark or prediction file (a JSON list or JSON lines); errors name the file."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise DataError(str(path), "file", "unreadable", f"cannot read: {e.strerror or e}") from e
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(str(path), f"line {e.lineno}", "bad-json", f"not valid JSON: {e.msg}") from e
+        if not is_jsonl(text):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(str(path), f"line {e.lineno}", "bad-json", f"not valid JSON: {e.msg}") from e
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(str(path), f"line {n}", "bad-json", f"not valid JSON: {e.msg}") from e
+        return records
+
+    @staticmethod
+    def write_records(records: list, path: str | Path, jsonl: bool = False) -> Path:
+        """Write records as the source was laid out: JSON lines or one indented JSON list."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if jsonl:
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        else:
+            text = json.dumps(records, indent=1, ensure_ascii=False)
+        path.write_text(text, encoding="utf-8")
+        return path
 
     def prediction_record(self, q: Question, output: str) -> dict:
         """The source record with the raw output and the extracted answer added, as the official scorer reads it."""
-        return {**(q.raw or q.to_dict()), self.output_key: output, self.prediction_key: self.extract(output)}
+        answer = self.extract(output)
+        return {**(q.raw or q.to_dict()), self.output_key: output, self.prediction_key: answer,
+                **{k: answer for k in self.extra_prediction_keys}}
+
+    def submission_record(self, record: dict) -> dict:
+        """A prediction record as the benchmark's evaluation server takes it: the source record plus the answer."""
+        return {k: v for k, v in record.items() if k not in (self.output_key, "not_scored")}
+
+    def chance(self, answer: str, choices: list[str]) -> float:
+        """Expected accuracy of a uniform guess among the choices, under this benchmark's own rule."""
+        return sum(self.is_correct(c, answer, choices) for c in choices) / len(choices) if choices else 0.0
 
     # -- scoring ----------------------------------------------------------------------------------
     def _check(self, record: Any, i: int, key: str, source: str) -> None:
@@ -130,6 +206,7 @@ class Benchmark:
                             f"expected a JSON list of records, got {type(records).__name__}")
         correct = {g.name: Counter() for g in self.groups}
         total = {g.name: Counter() for g in self.groups}
+        chance = {g.name: Counter() for g in self.groups}
         first_of: dict[str, dict[str, str]] = {g.name: {} for g in self.groups}
         skipped = 0
         first = self.groups[0]
@@ -139,10 +216,12 @@ class Benchmark:
                 skipped += 1
                 continue
             ok = self.is_correct(record[key], record["answer"], record["choices"])
+            guess = self.chance(record["answer"], record["choices"])
             for g in self.groups:
                 name = str(record.get(g.record_key) or OTHER)
                 total[g.name][name] += 1
                 correct[g.name][name] += ok
+                chance[g.name][name] += guess
                 first_of[g.name].setdefault(name, str(record.get(first.record_key) or OTHER))
         order = {g.name: self.ordered(g, total[g.name]) for g in self.groups}
         rank = {n: i for i, n in enumerate(order[first.name])}
@@ -151,9 +230,10 @@ class Benchmark:
                 order[g.name] = sorted(total[g.name], key=lambda s, g=g: (rank.get(first_of[g.name][s], 99), s))
         n = sum(total[first.name].values())
         result: dict[str, Any] = {"benchmark": self.name, "key": key, "scored": n, "skipped": skipped,
-                                  "total": cell(sum(correct[first.name].values()), n)}
+                                  "total": cell(sum(correct[first.name].values()), n, sum(chance[first.name].values()))}
         for g in self.groups:
-            result[g.name] = {name: cell(correct[g.name][name], total[g.name][name]) for name in order[g.name]}
+            result[g.name] = {name: cell(correct[g.name][name], total[g.name][name], chance[g.name][name])
+                              for name in order[g.name]}
         return result
 
     @staticmethod
@@ -162,14 +242,18 @@ class Benchmark:
         return [n for n in group.known if n in names] + sorted(n for n in names if n not in group.known)
 
     def format_table(self, result: dict) -> str:
-        """A plain-text table of a :meth:`score_records` result: every group, then the total."""
-        lines = [f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}): "
+        """A plain-text table of a :meth:`score_records` result: every group, then the total; the chance
+        column where the result has it, the version in the heading where known."""
+        version = f", version {result['version']}" if result.get("version") else ""
+        with_chance = "chance" in result["total"]
+        lines = [f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}){version}: "
                  f"{result['scored']} scored, {result['skipped']} skipped",
-                 f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}"]
+                 f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}" + ("  chance %" if with_chance else "")]
         names = [g.name for g in self.groups]
         rows = [(g, name, c) for g in names for name, c in result[g].items()] + [("total", "", result["total"])]
         for group, name, c in rows:
             if group == "total" or name == next(iter(result[group])):
-                lines.append("-" * 72)
-            lines.append(f"{group:<13}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}")
+                lines.append("-" * (82 if with_chance else 72))
+            chance = f"{100 * c['chance']:>10.2f}" if with_chance and "chance" in c else ""
+            lines.append(f"{group:<13}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}{chance}")
         return "\n".join(lines)

@@ -24,7 +24,8 @@ class BenchmarkAccuracy(Metric):
     ``update(predictions, questions)`` takes the *extracted* answers (:meth:`Benchmark.extract`).
     ``compute()`` returns a flat dict of tensors: ``acc/<key>`` (in [0, 1]) with ``<key>`` from
     :meth:`Group.key` (for MMAU ``acc/sound``, ``acc/easy``, ``acc/sub/<name>``) and ``acc/total``,
-    and the same names under ``correct/`` and ``count/``. Empty buckets are left out (all ranks
+    and the same names under ``correct/``, ``count/`` and ``chance/`` (the expected number right of a
+    uniform guess among each item's choices). Empty buckets are left out (all ranks
     agree, since compute runs after the sync).
     """
 
@@ -43,6 +44,9 @@ class BenchmarkAccuracy(Metric):
             for kind in ("correct", "total"):
                 zeros = torch.zeros(len(self.names[g.name]) + 1, dtype=torch.long)  # last slot: "other"
                 self.add_state(f"g{i}_{kind}", zeros, dist_reduce_fx="sum")
+            # expected correct answers of a uniform guess (the chance level), summed like the counts
+            self.add_state(f"g{i}_chance", torch.zeros(len(self.names[g.name]) + 1, dtype=torch.float64),
+                           dist_reduce_fx="sum")
 
     @classmethod
     def from_questions(cls, benchmark: Benchmark, questions: Sequence[Question], **kwargs) -> "BenchmarkAccuracy":
@@ -63,46 +67,53 @@ class BenchmarkAccuracy(Metric):
         if len(predictions) != len(questions):
             raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
         oks = [self.benchmark.is_correct(p, q.answer, q.choices) for p, q in zip(predictions, questions)]
+        guesses = [self.benchmark.chance(q.answer, q.choices) for q in questions]
         for i, g in enumerate(self.benchmark.groups):
             n = len(self.names[g.name])
-            correct, total = [0] * (n + 1), [0] * (n + 1)
-            for ok, q in zip(oks, questions):
+            correct, total, chance = [0] * (n + 1), [0] * (n + 1), [0.0] * (n + 1)
+            for ok, guess, q in zip(oks, guesses, questions):
                 j = self._index[g.name].get(getattr(q, g.attr), n)
                 total[j] += 1
                 correct[j] += ok
+                chance[j] += guess
             c, t = self._states(i)
             c += torch.tensor(correct, device=c.device)
             t += torch.tensor(total, device=t.device)
+            expected = getattr(self, f"g{i}_chance")
+            expected += torch.tensor(chance, dtype=expected.dtype, device=expected.device)
 
     def _buckets(self):
-        """(group, name, metric key, correct, total) of every non-empty bucket."""
+        """(group, name, metric key, correct, total, chance sum) of every non-empty bucket."""
         for i, g in enumerate(self.benchmark.groups):
             c, t = self._states(i)
+            guess = getattr(self, f"g{i}_chance")
             names = self.names[g.name]
             for j, name in enumerate([*names, OTHER]):
                 if t[j] > 0:
-                    yield g, name, g.key(name, other=j == len(names)), c[j], t[j]
+                    yield g, name, g.key(name, other=j == len(names)), c[j], t[j], guess[j]
 
     def compute(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for _, _, key, c, t in self._buckets():
-            self._put(out, key, c, t)
+        for _, _, key, c, t, guess in self._buckets():
+            self._put(out, key, c, t, guess)
         c, t = self._states(0)  # each question is in one bucket of the first group
-        self._put(out, "total", c.sum(), t.sum())
+        self._put(out, "total", c.sum(), t.sum(), self.g0_chance.sum())
         return out
 
     @staticmethod
-    def _put(out: dict, name: str, correct: torch.Tensor, total: torch.Tensor) -> None:
+    def _put(out: dict, name: str, correct: torch.Tensor, total: torch.Tensor, chance: torch.Tensor) -> None:
         out[f"acc/{name}"] = correct.float() / total.clamp(min=1)
         out[f"correct/{name}"] = correct
         out[f"count/{name}"] = total
+        out[f"chance/{name}"] = chance
 
     def result(self) -> dict:
         """The synced counts in :meth:`Benchmark.score_records`'s layout, for ``format_table``."""
-        values = {k: int(v) for k, v in self.compute().items() if not k.startswith("acc/")}  # synced
+        computed = self.compute()  # synced
+        values = {k: int(v) for k, v in computed.items() if k.startswith(("correct/", "count/"))}
 
         def bucket(key: str) -> dict:
-            return cell(values[f"correct/{key}"], values[f"count/{key}"])
+            return cell(values[f"correct/{key}"], values[f"count/{key}"], float(computed[f"chance/{key}"]))
 
         result: dict = {"benchmark": self.benchmark.name, "key": self.benchmark.prediction_key,
                         "scored": values["count/total"], "skipped": 0, "total": bucket("total")}

@@ -12,17 +12,35 @@ from r1aqa_pl.data.formats import detect_format, iter_questions, record_error
 from r1aqa_pl.records import DataError, Question
 
 
+def _benchmark_line(fmt: str, path: str, version: str | None) -> str | None:
+    """"benchmark: MMAU, version ...", and whether its answers are withheld; None for a training format."""
+    from r1aqa_pl.benchmarks import BENCHMARKS
+
+    bench = BENCHMARKS.get(fmt)
+    if bench is None:
+        return None
+    records = bench.load_records(path)
+    line = f"  benchmark: {bench.title}, version {bench.version(records, version)}"
+    if bench.withheld(records):
+        line += "; answers withheld (a test split): `r1aqa eval` writes its submission file, no local score"
+    return line
+
+
 def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_skip_fraction: float,
-                domain: str, avqa_naming: str, decode: bool, examples: int) -> int:
+                domain: str, avqa_naming: str, decode: bool, examples: int, fmt: str = "auto",
+                version: str | None = None) -> int:
     from tqdm import tqdm
 
     print(f"== {name}: {path}")
     try:
-        fmt = detect_format(path)
-        items = list(iter_questions(path, audio_dir, "auto", domain, avqa_naming))
+        fmt = detect_format(path) if fmt == "auto" else fmt
+        items = list(iter_questions(path, audio_dir, fmt, domain, avqa_naming))
+        line = _benchmark_line(fmt, path, version)
     except DataError as e:
         print(f"  FAIL: {e}")
         return 1
+    if line:
+        print(line)
     domains, seconds, rates, problems = Counter(), [], Counter(), []
     for item in tqdm(items, desc=f"check {name}", unit="rec"):
         if isinstance(item, Question):
@@ -71,7 +89,8 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
 def check_data(train: str | None = None, val: str | None = None, test: str | None = None,
                audio_dir: str | None = None, on_error: Literal["raise", "skip"] = "skip",
                max_skip_fraction: float = 0.1, domain: str = "sound",
-               avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", decode: bool = True, examples: int = 3) -> int:
+               avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", decode: bool = True, examples: int = 3,
+               benchmark: str | None = None, benchmark_version: str | None = None) -> int:
     """Scan data files before a run: counts, domains, audio durations and rates, problems by reason.
 
     Exits non-zero when a run with on_error=raise would fail, so a broken file shows up now,
@@ -79,7 +98,7 @@ def check_data(train: str | None = None, val: str | None = None, test: str | Non
 
     Args:
         train: training file (AVQA JSONL / train_qa.json / MMAU JSON).
-        val: validation file.
+        val: validation file (a benchmark's: MMAU JSON, MMAR JSONL; its version is reported).
         test: test file.
         audio_dir: folder for relative audio paths; default: each file's folder.
         on_error: "skip" scans every record and reports all problems; "raise" stops at the first.
@@ -88,6 +107,8 @@ def check_data(train: str | None = None, val: str | None = None, test: str | Non
         avqa_naming: AVQA video_name -> wav naming, "r1aqa" or "video_name".
         decode: also decode every clip fully (finds corrupt or NaN samples; slower).
         examples: how many examples to print per problem reason.
+        benchmark: read the files as this benchmark's (``mmau``, ``mmar``); default: recognised per file.
+        benchmark_version: the version of a benchmark file that is not an official release.
     """
     files = [(n, p) for n, p in (("train", train), ("val", val), ("test", test)) if p]
     if not files:
@@ -95,5 +116,6 @@ def check_data(train: str | None = None, val: str | None = None, test: str | Non
         return 2
     status = 0
     for name, path in files:
-        status |= _check_file(name, path, audio_dir, on_error, max_skip_fraction, domain, avqa_naming, decode, examples)
+        status |= _check_file(name, path, audio_dir, on_error, max_skip_fraction, domain, avqa_naming, decode, examples,
+                              benchmark or "auto", benchmark_version)
     return status

@@ -35,6 +35,11 @@ class AudioQADataset(Dataset):
         self.with_audio, self.on_error, self.max_bad = with_audio, on_error, max_bad
         self.bad: set[int] = set()
         self.skipped: Counter = Counter()
+        # what the evaluation callback reads: the benchmark (None: not one), its version, the file, the set's label
+        self.benchmark: str | None = None
+        self.version: str | None = None
+        self.data: str | None = None
+        self.label: str | None = None
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -110,7 +115,12 @@ class AudioQADataModule(L.LightningDataModule):
 
     Args:
         train_file: training questions (R1-AQA AVQA JSONL, AVQA train_qa.json or MMAU JSON).
-        val_file: questions scored during training (usually MMAU test-mini).
+        val_file: questions scored during training (usually MMAU test-mini): one file, or several as
+            ``{label: file}`` (e.g. ``{mmau: test-mini.json, mmar: MMAR-meta.jsonl}``), each validated and logged
+            under its label (``val/<label>/acc/...``); the benchmark is the label where it names one, else
+            recognised from the file.
+        val_versions: a benchmark version per label (or per benchmark name for a single file), for files
+            that are not an official release (recognised ones need none; otherwise "unknown").
         test_file: questions for ``test`` / ``predict``.
         audio_dir: folder that relative audio paths (and AVQA video_name clips) live in; default: each file's folder.
         train_domain: domain of AVQA records without a ``task`` field (MMAU records have their own).
@@ -128,7 +138,10 @@ class AudioQADataModule(L.LightningDataModule):
         avqa_naming: how AVQA ``video_name`` maps to a wav name: "r1aqa" or "video_name" (see :func:`avqa_audio_name`).
     """
 
-    def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
+    allow_withheld = False  # a val file without answers is refused (evaluation writes a submission instead)
+
+    def __init__(self, train_file: str | None = None, val_file: str | dict[str, str] | None = None,
+                 test_file: str | None = None, val_versions: dict[str, str] | None = None,
                  audio_dir: str | None = None, train_domain: str = "sound", feature_extractor: str | None = None,
                  sampling_rate: int = 16000, max_audio_seconds: float = 30.0, batch_size: int = 1,
                  val_batch_size: int = 8, num_workers: int = 0, seed: int = 0,
@@ -160,21 +173,50 @@ class AudioQADataModule(L.LightningDataModule):
             self.sampling_rate, self.max_samples = self._window()
         if stage == "fit" and not h.train_file:
             raise ValueError("AudioQADataModule: train_file is required for fit")
-        for split in _STAGE_SPLITS.get(stage, ("train", "val", "test")):
-            path = getattr(h, f"{split}_file")
-            if not path or split in self.datasets:
+        for split, label, path in self._files(stage):
+            if split in self.datasets:
                 continue
             qs, counts = load_questions(path, h.audio_dir, domain=h.train_domain, naming=h.avqa_naming,
                                         on_error=h.on_error, max_skip_fraction=h.max_skip_fraction,
                                         check_audio_files=h.with_audio)
             total = len(qs) + sum(counts.values())
-            if split == "val" and h.limit_val:
+            if split.startswith("val") and h.limit_val:
                 qs = qs[: h.limit_val]
             self.startup_skipped[split] = counts
             budget = math.floor(h.max_skip_fraction * total) - sum(counts.values())
-            self.datasets[split] = AudioQADataset(qs, self.sampling_rate, self.max_samples, h.with_audio,
-                                                  h.on_error, max_bad=budget)
+            ds = self.datasets[split] = AudioQADataset(qs, self.sampling_rate, self.max_samples, h.with_audio,
+                                                       h.on_error, max_bad=budget)
+            ds.label, ds.data = label, path
+            if split != "train":
+                self._identify(ds, split, label, path)
             log.info("%s: %d questions from %s %s", split, len(qs), path, dict(Counter(q.domain for q in qs)))
+
+    def _files(self, stage: str | None) -> list[tuple[str, str | None, str]]:
+        """(dataset key, label, file) of the splits a stage needs; several val files are keyed ``val/<label>``."""
+        h, out = self.hparams, []
+        for split in _STAGE_SPLITS.get(stage, ("train", "val", "test")):
+            files = getattr(h, f"{split}_file")
+            if isinstance(files, dict):
+                out += [(f"{split}/{label}", str(label), path) for label, path in files.items()]
+            elif files:
+                out.append((split, None, files))
+        return out
+
+    def _identify(self, ds: AudioQADataset, split: str, label: str | None, path: str) -> None:
+        """The benchmark and version of a file; a val file without answers (a test split) fails here, not at step 0."""
+        from r1aqa_pl import benchmarks
+
+        try:
+            bench = benchmarks.benchmark_for(path, label if label in benchmarks.BENCHMARKS else None)
+        except ValueError:
+            return  # not a benchmark file (e.g. AVQA questions held out): the callback's own benchmark scores it
+        records = bench.load_records(path)
+        declared = (self.hparams.val_versions or {}).get(label or bench.name)
+        ds.benchmark, ds.version = bench.name, bench.version(records, declared)
+        if split.startswith("val") and not self.allow_withheld and bench.withheld(records):
+            raise DataError(path, "file", "answers_withheld",
+                            f"no record has an answer ({bench.title} test split?): it cannot be scored during "
+                            "training; answer it with `r1aqa eval --data ...`, which writes the submission file")
 
     @property
     def skipped(self) -> dict[str, Counter]:
@@ -217,6 +259,9 @@ class AudioQADataModule(L.LightningDataModule):
         self._resume = dict(state_dict) or None
 
     def val_dataloader(self):
+        """One loader, or one per labelled file (Lightning's ``dataloader_idx`` in that order)."""
+        if isinstance(self.hparams.val_file, dict):
+            return [self._loader(f"val/{label}", self.hparams.val_batch_size) for label in self.hparams.val_file]
         return self._loader("val", self.hparams.val_batch_size)
 
     def test_dataloader(self):

@@ -7,7 +7,10 @@ Formats (auto-detected):
 * ``avqa_json``  -- the original AVQA ``train_qa.json``: a JSON list of the same records without
   ``audio_path``; the clip is found from ``video_name`` in ``audio_dir`` (or the file's folder),
   see :func:`avqa_audio_name`.
-* ``mmau``       -- the MMAU JSON list (``answer`` is the choice string, ``task`` is the domain).
+* a benchmark's own file (``mmau``: the MMAU JSON list; ``mmar``: MMAR's JSONL): recognised and parsed
+  by the benchmark (:mod:`r1aqa_pl.benchmarks`), so a new benchmark adds no code here. A file in which
+  no record has ``answer`` has its answers withheld (MMAU's test set): its questions carry
+  ``answer=""`` and can be answered for a submission, never scored here.
 
 AVQA records may carry optional ``task`` (domain), ``difficulty`` and ``sub-category`` fields (the
 synthetic set does); otherwise they count as ``domain`` ("sound") and dataset "AVQA".
@@ -33,7 +36,7 @@ from r1aqa_pl.records import DataError, Question
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "avqa_jsonl", "avqa_json", "mmau")
+AVQA_FORMATS = ("avqa_jsonl", "avqa_json")
 NAMINGS = ("r1aqa", "video_name")
 # record-level reasons (skippable); file-level problems (missing_file, malformed_json in a JSON
 # list, no_records, too_many_skipped) always raise.
@@ -90,15 +93,32 @@ def _entries(path: Path) -> tuple[str, list[tuple[str, str, Any]]]:
     return kind, out
 
 
+def formats() -> tuple[str, ...]:
+    """Every ``fmt`` value: "auto", AVQA's two layouts, and each benchmark's name."""
+    from r1aqa_pl.benchmarks import BENCHMARKS
+
+    return ("auto", *AVQA_FORMATS, *BENCHMARKS)
+
+
 def _detect(kind: str, entries: list, fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if fmt not in formats():
+        raise ValueError(f"fmt must be one of {formats()}, got {fmt!r}")
     if fmt != "auto":
         return fmt
-    if kind == "jsonl":
-        return "avqa_jsonl"
+    from r1aqa_pl.benchmarks import BENCHMARKS
+
     first = next((r for _, _, r in entries if isinstance(r, dict)), {})
-    return "avqa_json" if "multi_choice" in first else "mmau"
+    if "multi_choice" in first:
+        return "avqa_jsonl" if kind == "jsonl" else "avqa_json"
+    for b in BENCHMARKS.values():
+        if b.matches(first, kind):
+            return b.name
+    return "avqa_jsonl" if kind == "jsonl" else "mmau"  # the closest layout, whose field errors then explain
+
+
+def answers_withheld(entries: list) -> bool:
+    """No record has an ``answer``: a test split whose answers the benchmark keeps (MMAU test)."""
+    return not any(isinstance(r, dict) and "answer" in r for _, _, r in entries)
 
 
 def detect_format(path: str | Path) -> str:
@@ -106,7 +126,7 @@ def detect_format(path: str | Path) -> str:
     return _detect(*_entries(Path(path)), "auto")
 
 
-def _field(rec: dict, key: str, err, types=(str,)):
+def field(rec: dict, key: str, err, types=(str,)):
     if rec.get(key) is None:
         raise err("missing_field", f"missing field '{key}'")
     v = rec[key]
@@ -115,8 +135,8 @@ def _field(rec: dict, key: str, err, types=(str,)):
     return v
 
 
-def _choices(rec: dict, key: str, err) -> list[str]:
-    v = _field(rec, key, err, (list,))
+def choice_list(rec: dict, key: str, err) -> list[str]:
+    v = field(rec, key, err, (list,))
     if not all(isinstance(c, str) for c in v):
         raise err("bad_field", f"'{key}' must be a list of strings, got {v!r}")
     if len(v) < 2:
@@ -124,32 +144,36 @@ def _choices(rec: dict, key: str, err) -> list[str]:
     return list(v)
 
 
-def _resolve(p: str, base: Path) -> str:
+def answer_choice(rec: dict, choices: list[str], rid: str, err) -> str:
+    """A benchmark record's ``answer``: one of its choice strings."""
+    answer = field(rec, "answer", err)
+    if answer not in choices:
+        raise err("answer_not_in_choices", f"id={rid}: answer {answer!r} is not one of {choices}")
+    return answer
+
+
+def resolve(p: str, base: Path) -> str:
     return str(Path(p) if Path(p).is_absolute() else base / p)
 
 
-def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming: str) -> Question:
+def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming: str, withheld: bool) -> Question:
     if not isinstance(rec, dict):
         raise err("malformed_json", f"expected a JSON object, got {type(rec).__name__}")
-    rid = str(_field(rec, "id", err, (str, int)))
+    rid = str(field(rec, "id", err, (str, int)))
     extra = dict(difficulty=str(rec.get("difficulty") or ""), sub_category=str(rec.get("sub-category") or ""),
-                 source=source, raw=rec)
-    if fmt == "mmau":
-        text, choices = _field(rec, "question", err), _choices(rec, "choices", err)
-        answer = _field(rec, "answer", err)
-        if answer not in choices:
-            raise err("answer_not_in_choices", f"id={rid}: answer {answer!r} is not one of {choices}")
-        audio = _resolve(_field(rec, "audio_id", err), base)
-        return Question(rid, audio, text, choices, answer, domain=str(rec.get("task") or domain).lower(),
-                        dataset=str(rec.get("dataset") or ""), **extra)
-    text, choices = _field(rec, "question_text", err), _choices(rec, "multi_choice", err)
-    idx = _field(rec, "answer", err, (int,))
+                 category=str(rec.get("category") or ""), source=source, raw=rec)
+    if fmt not in AVQA_FORMATS:
+        from r1aqa_pl.benchmarks import BENCHMARKS
+
+        return BENCHMARKS[fmt].parse(rec, rid, err, base, withheld, domain, extra)
+    text, choices = field(rec, "question_text", err), choice_list(rec, "multi_choice", err)
+    idx = field(rec, "answer", err, (int,))
     if not 0 <= idx < len(choices):
         raise err("answer_index_out_of_range", f"id={rid}: answer index {idx} is outside multi_choice (0..{len(choices) - 1})")
     if rec.get("audio_path"):
-        audio = _resolve(_field(rec, "audio_path", err), base)
+        audio = resolve(field(rec, "audio_path", err), base)
     elif rec.get("video_name"):
-        name = _field(rec, "video_name", err)
+        name = field(rec, "video_name", err)
         audio = str(base / avqa_audio_name(name, naming))
         if not Path(audio).exists() and (base / f"{name}.wav").exists():
             audio = str(base / f"{name}.wav")
@@ -165,6 +189,7 @@ def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: s
     path = Path(path)
     kind, entries = _entries(path)
     fmt = _detect(kind, entries, fmt)
+    withheld = answers_withheld(entries)
     base = Path(audio_dir) if audio_dir else path.parent
     for where, source, rec in entries:
         if isinstance(rec, DataError):
@@ -172,7 +197,7 @@ def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: s
             continue
         err = lambda reason, msg, w=where: DataError(str(path), w, reason, msg)  # noqa: E731
         try:
-            yield _parse(rec, fmt, err, source, base, domain, naming)
+            yield _parse(rec, fmt, err, source, base, domain, naming, withheld)
         except DataError as e:
             yield e
 
@@ -235,5 +260,5 @@ def load_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: s
 def read_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto", domain: str = "sound",
                    naming: str = "r1aqa", on_error: str = "raise", max_skip_fraction: float = 0.1,
                    check_audio_files: bool = False) -> list[Question]:
-    """All questions of an AVQA (JSONL or JSON list) or MMAU file; by default fields only (a scorer needs no audio)."""
+    """All questions of an AVQA (JSONL or JSON list) or benchmark file; by default fields only (a scorer needs no audio)."""
     return load_questions(path, audio_dir, fmt, domain, naming, on_error, max_skip_fraction, check_audio_files)[0]

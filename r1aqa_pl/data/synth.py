@@ -6,7 +6,9 @@ high vs low note, major vs minor chord, fast vs slow tempo; speech (a vowel-like
 series with formants) -- high vs low voice, rising vs falling intonation.
 
 Writes ``train.jsonl`` (R1-AQA AVQA format, plus ``task`` = domain so the domain survives),
-``test-mini.json`` (MMAU format) and 16-bit WAVs under ``audios/``. Pure numpy and seeded:
+``test-mini.json`` (MMAU format), ``mmar.jsonl`` (MMAR format: its seven modalities, where a mixed
+item's clip carries two or three domains' signals and the question asks about one of them) and
+16-bit WAVs under ``audios/``. Pure numpy and seeded:
 the same arguments give byte-identical files. Answers are balanced within every sub-task and the
 records cycle through domains and sub-tasks, so any prefix (``limit_val``) stays balanced.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from r1aqa_pl.benchmarks.mmar import MODALITIES
 from r1aqa_pl.benchmarks.mmau import DOMAINS
 
 NOISE = 0.002  # background noise std: no clip is digital silence
@@ -172,14 +175,57 @@ def _clip(rng, task, a: int, n: int, sr: int) -> np.ndarray:
     return np.clip(x, -1.0, 1.0)
 
 
+# MMAR's layers for the synthetic sub-tasks: a level or rate read off the signal, or a pattern to perceive
+LAYERS = {"loudness": "Signal Layer", "note pitch": "Signal Layer", "speaker pitch": "Signal Layer",
+          "tempo": "Signal Layer", "beep counting": "Perception Layer", "event order": "Perception Layer",
+          "chord quality": "Perception Layer", "intonation": "Perception Layer"}
+
+
+def _mmar_items(n: int):
+    """(index, modality, asked domain, task, answer index, [other domains]) for n MMAR-format records:
+    cycle the seven modalities; a mix asks about each of its domains in turn, answers balanced per task."""
+    asked_count: dict[str, int] = {}
+    for i in range(n):
+        modality = MODALITIES[i % len(MODALITIES)]
+        domains = modality.removeprefix("mix-").split("-")
+        k = i // len(MODALITIES)
+        asked = domains[k % len(domains)]
+        tasks = TASKS[asked]
+        j = asked_count.get(asked, 0)
+        asked_count[asked] = j + 1
+        task = tasks[j % len(tasks)]
+        yield i, modality, asked, task, (j // len(tasks)) % len(task[3]), [d for d in domains if d != asked]
+
+
+def _write_mmar(out: Path, n: int, rng, n_samples: int, sr: int) -> None:
+    records = []
+    for i, modality, _, task, a, others in _mmar_items(n):
+        sub, _, q, choices, gen = task
+        x = rng.normal(0.0, NOISE, n_samples)
+        gen(rng, a, x, sr)
+        for d in others:  # a distractor of each other domain, quieter than the asked-about signal
+            distractor = TASKS[d][rng.integers(len(TASKS[d]))]
+            y = np.zeros(n_samples)
+            distractor[4](rng, int(rng.integers(len(distractor[3]))), y, sr)
+            x += 0.3 * y
+        name = f"mmar_{i:04d}"
+        sf.write(out / "audios" / f"{name}.wav", np.clip(x, -1.0, 1.0), sr, "PCM_16")
+        records.append({"id": f"synthetic-{name}", "audio_path": f"./audios/{name}.wav", "question": q,
+                        "choices": choices, "answer": choices[a], "modality": modality, "category": LAYERS[sub],
+                        "sub-category": sub, "language": None, "source": "synthetic"})
+    (out / "mmar.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
 def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, seconds: float = 2.0,
-          sampling_rate: int = 16000) -> None:
-    """Write a synthetic audio-QA set: train.jsonl (AVQA format), test-mini.json (MMAU format), audios/*.wav.
+          sampling_rate: int = 16000, n_mmar: int = 70) -> None:
+    """Write a synthetic audio-QA set: train.jsonl (AVQA format), test-mini.json (MMAU format),
+    mmar.jsonl (MMAR format, mixed modalities included), audios/*.wav.
 
     Args:
         out_dir: output folder (created; files of the same names are overwritten).
         n_train: training questions (cycled over the 3 domains, their sub-tasks and answers).
         n_test: test questions, likewise.
+        n_mmar: MMAR-format questions (cycled over its 7 modalities; 0 writes none).
         seed: the same seed gives byte-identical files; train and test use separate streams.
         seconds: clip length (the tiny model's window is 2 s).
         sampling_rate: clip sample rate.
@@ -207,4 +253,6 @@ def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, se
                      "choices": choices, "answer": choices[a], "dataset": f"synthetic-{domain}", "task": domain,
                      "split": "test-mini", "category": "Perception", "sub-category": sub, "difficulty": diff})
     (out / "test-mini.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
-    print(f"synth: {n_train} train + {n_test} test questions, {seconds} s clips at {sampling_rate} Hz -> {out}")
+    if n_mmar:
+        _write_mmar(out, n_mmar, np.random.default_rng([seed, 2]), n, sampling_rate)
+    print(f"synth: {n_train} train + {n_test} test + {n_mmar} MMAR-format questions, {seconds} s clips at {sampling_rate} Hz -> {out}")

@@ -19,30 +19,35 @@ from typing import Any
 
 from r1aqa_pl.benchmarks import Benchmark, benchmark_for, get
 from r1aqa_pl.benchmarks.callback import record_identity
+from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
 from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import check_audio
 from r1aqa_pl.eval.checkpoints import _sibling_ckpt, default_out, is_deepspeed_dir, is_hf_dir, load_for_eval
 from r1aqa_pl.models import Dtype
 from r1aqa_pl.records import DataError, Question
 
-DEFAULT_DATA = "data/mmau/mmau-test-mini.json"
+DEFAULT_BENCHMARK = "mmau"
 
 
-def _data_file(data: str) -> str:
-    """``data`` if it exists; otherwise a message that says where a benchmark's files come from."""
-    if Path(data).is_file():
-        return data
-    raise FileNotFoundError(
-        f"{data}: benchmark file not found. MMAU test-mini: download mmau-test-mini.json and test-mini-audios.tar.gz "
-        "from the MMAU project (github.com/Sakshi113/MMAU), unpack the audio beside the JSON so that its "
-        "audio_id paths resolve, and pass --data path/to/mmau-test-mini.json (make eval DATA=...); "
-        f"the default is {DEFAULT_DATA} under the working directory")
+def resolve_data(data: str | None, benchmark: str | None) -> tuple[str, Benchmark]:
+    """The benchmark file (``data``, else the benchmark's default path) and its benchmark (named, else
+    recognised from the file); a missing file raises a message that says where the benchmark comes from."""
+    named = get(benchmark or DEFAULT_BENCHMARK)
+    data = data or named.default_data
+    if not Path(data).is_file():
+        raise FileNotFoundError(
+            f"{data}: benchmark file not found. {named.title}: download {named.download}, and pass "
+            f"--data path/to/file (make eval DATA=...); the default for --benchmark {named.name} is "
+            f"{named.default_data} under the working directory")
+    return data, benchmark_for(data, benchmark)
 
 
 class EvalDataModule(AudioQADataModule):
     """The training data module's reading and start-up checks; a validation clip that fails to decode is
     reported in the batch's ``failed`` list, never replaced by the next record (which would score that
-    record twice)."""
+    record twice). A file without answers (a test split) is answered for its submission file."""
+
+    allow_withheld = True
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
@@ -73,8 +78,9 @@ def _reasons(bench: Benchmark, data: str, audio_dir: str | None, with_audio: boo
 def evaluate(
     *,
     checkpoint: str,
-    data: str = DEFAULT_DATA,
+    data: str | None = None,
     benchmark: str | None = None,
+    benchmark_version: str | None = None,
     audio_dir: str | None = None,
     out: str | None = None,
     batch_size: int = 8,
@@ -87,16 +93,23 @@ def evaluate(
 ) -> dict:
     """Score a checkpoint on a benchmark file (greedy answers) and print the per-domain table.
 
-    Writes ``OUT/predictions.json`` (the benchmark's records, each with the benchmark's output and
-    prediction keys, for MMAU ``model_output`` and ``model_prediction``; records that could not be
-    scored keep neither and carry ``not_scored`` with the reason) and ``OUT/results.json`` (the
-    benchmark scorer's result plus checkpoint, step, data and the counts of records not scored, by reason).
+    Writes ``OUT/predictions.json`` (``.jsonl`` for a JSON-lines benchmark such as MMAR: the benchmark's
+    records, each with the benchmark's output and prediction keys, for MMAU ``model_output`` and
+    ``model_prediction``; records that could not be scored keep neither and carry ``not_scored`` with
+    the reason), ``OUT/predictions.provenance.json`` (model, family, prompt, decoding, answer rule,
+    benchmark version, seed, packages) and ``OUT/results.json`` (the scorer's result with chance levels,
+    plus checkpoint, step, data, version and the counts of records not scored, by reason). On a file
+    without answers (the MMAU test set) it writes ``OUT/submission.json`` for the benchmark's evaluation
+    server and prints counts instead of accuracy: no score can be computed locally.
 
     Args:
         checkpoint: a Lightning ``.ckpt`` file, a DeepSpeed checkpoint folder, a Hugging Face model
             folder (e.g. the ``_hf`` folder beside a checkpoint) or a hub id.
-        data: the benchmark file (MMAU: the JSON list, relative ``audio_id`` paths resolved against its folder).
-        benchmark: the benchmark's name (``mmau``); default: recognised from the file.
+        data: the benchmark file (MMAU: the JSON list, relative ``audio_id`` paths resolved against its
+            folder); default: the benchmark's usual place (``data/mmau/mmau-test-mini.json``,
+            ``data/mmar/MMAR-meta.jsonl``).
+        benchmark: the benchmark's name (``mmau``, ``mmar``); default: recognised from the file.
+        benchmark_version: the file's version when it is not an official release (those are recognised).
         audio_dir: folder the audio paths are relative to, instead of the data file's folder.
         out: output folder; default ``<ckpt stem>_eval/`` beside a ``.ckpt`` file, ``<folder>/eval/``
             for a folder, ``./eval_<name>`` for a hub id.
@@ -118,12 +131,13 @@ def evaluate(
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
 
     t0 = time.time()
-    bench = benchmark_for(_data_file(data), benchmark)
+    data, bench = resolve_data(data, benchmark)
     out_dir = Path(out) if out else default_out(checkpoint)
     module, info = load_for_eval(checkpoint, max_new_tokens, with_audio, dtype)
     dm = EvalDataModule(val_file=data, audio_dir=audio_dir, feature_extractor=None,
                         val_batch_size=batch_size, num_workers=num_workers, on_error="skip", max_skip_fraction=1.0,
-                        with_audio=with_audio, limit_val=limit)
+                        with_audio=with_audio, limit_val=limit,
+                        val_versions={bench.name: benchmark_version} if benchmark_version else None)
     # sampling rate and window from the loaded model's own processor (no second download)
     fe = module.processor.feature_extractor
     dm.sampling_rate = int(fe.sampling_rate)
@@ -140,18 +154,20 @@ def evaluate(
                 failed.extend(batch.get("failed", []))
 
         with tempfile.TemporaryDirectory(prefix="r1aqa_eval_") as tmp:
+            scorer = BenchmarkEvaluation(bench.name, dirpath=tmp)
             trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                                enable_model_summary=False, num_sanity_val_steps=0,
-                                callbacks=[BenchmarkEvaluation(bench.name, dirpath=tmp), _Failures()])
+                                enable_model_summary=False, num_sanity_val_steps=0, callbacks=[scorer, _Failures()])
             metrics = trainer.validate(module, datamodule=dm, verbose=False)
             logged = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
-            files = sorted(Path(tmp).glob("val_step*.json"))
-            written = json.loads(files[-1].read_text(encoding="utf-8")) if files else []
+            if None in scorer.written:
+                written = bench.load_records(scorer.written[None])
 
     # the source list, in order: each record with its prediction or the reason it has none
     source = bench.load_records(data)
+    version = bench.version(source, benchmark_version)
+    withheld = bench.withheld(source)
     reasons = _reasons(bench, data, audio_dir, with_audio)
-    added = (bench.output_key, bench.prediction_key, "not_scored")
+    added = (bench.output_key, bench.prediction_key, *bench.extra_prediction_keys, "not_scored")
     by_identity = {record_identity(r, added): r for r in written}
     read_failures = {record_identity(q.raw, added): reason for q, reason in failed if q.raw}
     predictions: list[dict] = []
@@ -165,11 +181,18 @@ def evaluate(
         not_scored[reason] += 1
         predictions.append({**rec, "not_scored": reason} if isinstance(rec, dict) else rec)
 
-    # the scorer's own rule skips records without a prediction; a record too broken to parse
-    # (no choices, not an object) would stop it, so only answered records go in
-    result = bench.score_records([r for r in predictions if isinstance(r, dict) and bench.prediction_key in r],
-                                 source=str(out_dir / "predictions.json"))
-    result["skipped"] = len(predictions) - result["scored"]
+    answered = [r for r in predictions if isinstance(r, dict) and bench.prediction_key in r]
+    if withheld:  # counts per bucket of the first group; the answers are the benchmark's
+        first = bench.groups[0]
+        result = {"benchmark": bench.name, "answers_withheld": True, "answered": len(answered),
+                  first.name: dict(Counter(str(r.get(first.record_key) or "other") for r in answered))}
+    else:
+        # the scorer's own rule skips records without a prediction; a record too broken to parse
+        # (no choices, not an object) would stop it, so only answered records go in
+        result = bench.score_records(answered, source=str(out_dir / "predictions.json"))
+        result["skipped"] = len(predictions) - result["scored"]
+    result["version"] = version
+    jsonl = data.endswith(".jsonl")
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint), "kind": info["kind"], "model": info.get("model"), "step": info.get("step"),
         "data": str(data), "audio_dir": audio_dir, "with_audio": with_audio, "limit": limit,
@@ -178,14 +201,24 @@ def evaluate(
         "seconds": round(time.time() - t0, 2), **result,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=1, ensure_ascii=False), encoding="utf-8")
+    pred_path = bench.write_records(predictions, out_dir / f"predictions.{'jsonl' if jsonl else 'json'}", jsonl)
+    first_q = dm.datasets["val"].questions[0] if n_questions else None
+    write_provenance(provenance(bench, version, data, module, first_q, checkpoint=str(checkpoint),
+                                step=info.get("step"), limit=limit), pred_path)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
 
     step = "" if results["step"] is None else f" (step {results['step']})"
-    print(f"{checkpoint}{step} on {data}")
-    print(bench.format_table(result))
+    print(f"{checkpoint}{step} on {data} ({bench.title}, version {version})")
+    if withheld:
+        submission = bench.write_records([bench.submission_record(r) for r in predictions],
+                                         out_dir / f"submission.{'jsonl' if jsonl else 'json'}", jsonl)
+        per = ", ".join(f"{k} {v}" for k, v in result[bench.groups[0].name].items())
+        print(f"{bench.title}: answers withheld: NO score can be computed locally. Answered {len(answered)} of "
+              f"{len(source)} questions ({per}).\nsubmission file for the benchmark's evaluation server: {submission}")
+    else:
+        print(bench.format_table(result))
     print(not_scored_line(results, out_dir / "results.json"))
-    print(f"predictions: {out_dir / 'predictions.json'}")
+    print(f"predictions: {pred_path}")
     return results
 
 
@@ -215,13 +248,16 @@ def find_checkpoints(run: str | Path) -> list[Path]:
 
 def accuracy_table(rows: list[dict], root: str | Path | None = None) -> str:
     """One line per evaluated checkpoint, best total first: step, each bucket of the benchmark's first
-    group (MMAU: sound, music, speech), total (%), as R1-AQA's ``show_acc.py`` prints them."""
-    first = get(rows[0].get("benchmark", "mmau") if rows else "mmau").groups[0]
-    columns = (*first.known, "total")
+    group (MMAU: sound, music, speech), total (%), as R1-AQA's ``show_acc.py`` prints them; then the
+    chance level of a uniform guess among each item's choices. Titled with the benchmark and its version."""
+    bench = get(rows[0].get("benchmark", "mmau") if rows else "mmau")
+    first = bench.groups[0]
+    seen = [n for r in rows for n in r.get(first.name, {})]
+    columns = (*bench.ordered(first, set(seen)), "total")
 
-    def acc(r: dict, name: str) -> float:
+    def acc(r: dict, name: str, key: str = "acc") -> float:
         cell = r["total"] if name == "total" else r.get(first.name, {}).get(name)
-        return 100 * cell["acc"] if cell and cell.get("total") else float("nan")
+        return 100 * cell[key] if cell and cell.get("total") and key in cell else float("nan")
 
     def label(r: dict) -> str:
         p = Path(r["checkpoint"])
@@ -232,19 +268,23 @@ def accuracy_table(rows: list[dict], root: str | Path | None = None) -> str:
 
     rows = sorted(rows, key=lambda r: acc(r, "total"), reverse=True)
     width = max([10] + [len(label(r)) for r in rows]) + 2
-    head = f"{'checkpoint':<{width}}{'step':>7}" + "".join(f"{d:>9}" for d in columns) + f"{'scored':>8}"
-    lines = [head, "-" * len(head)]
+    versions = sorted({str(r.get("version", "unknown")) for r in rows})
+    head = f"{'checkpoint':<{width}}{'step':>7}" + "".join(f"{d[:10]:>11}" for d in columns) + f"{'scored':>8}"
+    lines = [f"{bench.title} ({', '.join(versions)}), accuracy %", head, "-" * len(head)]
     for r in rows:
         step = "" if r.get("step") is None else str(r["step"])
-        lines.append(f"{label(r):<{width}}{step:>7}" + "".join(f"{acc(r, d):>9.2f}" for d in columns)
+        lines.append(f"{label(r):<{width}}{step:>7}" + "".join(f"{acc(r, d):>11.2f}" for d in columns)
                      + f"{r.get('scored', 0):>8}")
+    if rows and "chance" in rows[0].get("total", {}):
+        lines.append(f"{'chance (uniform guess)':<{width}}{'':>7}" + "".join(f"{acc(rows[0], d, 'chance'):>11.2f}"
+                                                                           for d in columns))
     return "\n".join(lines)
 
 
 def evaluate_all(
     *,
     run: str,
-    data: str = DEFAULT_DATA,
+    data: str | list[str] | None = None,
     benchmark: str | None = None,
     audio_dir: str | None = None,
     batch_size: int = 8,
@@ -253,17 +293,20 @@ def evaluate_all(
     with_audio: bool = True,
     force: bool = False,
     dtype: Dtype | None = None,
-) -> list[dict]:
-    """Evaluate every checkpoint of a run folder on a benchmark and print one table, best total accuracy first.
+) -> dict[str, list[dict]]:
+    """Evaluate every checkpoint of a run folder on one or more benchmark files and print one table per
+    file, best total accuracy first.
 
     Each ``*.ckpt`` (file or DeepSpeed folder) found recursively is evaluated through its ``_hf``
     folder when there is one; results go to that checkpoint's default output folder (see
-    :func:`evaluate`). Checkpoints whose ``results.json`` already exists are not evaluated again.
+    :func:`evaluate`), in a subfolder per file (its name without extension) when there are several.
+    Checkpoints whose ``results.json`` already exists are not evaluated again.
 
     Args:
         run: the run folder (e.g. ``checkpoints/demo``).
-        data: the benchmark file.
-        benchmark: the benchmark's name; default: recognised from the file.
+        data: a benchmark file or several (``--data '[mmau-test-mini.json, MMAR-meta.jsonl]'``); default:
+            the benchmark's usual place.
+        benchmark: the benchmark's name for every file; default: recognised from each file.
         audio_dir: folder the audio paths are relative to, instead of the data file's folder.
         batch_size: questions per generation batch.
         max_new_tokens: generation length; default: each checkpoint's own.
@@ -273,25 +316,36 @@ def evaluate_all(
         dtype: weights dtype (``bfloat16`` on a GPU); default: each checkpoint's own.
 
     Returns:
-        The results of every checkpoint (stored ones included), best total accuracy first.
+        Per data file, the results of every checkpoint (stored ones included), best total accuracy first.
     """
-    rows = []
+    files = [resolve_data(d, benchmark)[0] for d in ([data] if isinstance(data, str) or data is None else data)]
     checkpoints = find_checkpoints(run)
     if not checkpoints:
         print(f"no *.ckpt under {run}")
-        return []
-    for ckpt in checkpoints:
-        # an earlier `r1aqa eval` of the .ckpt itself counts as well as one of its _hf folder
-        done = [d / "results.json" for d in (default_out(ckpt), default_out(_sibling_ckpt(ckpt) or ckpt))
-                if (d / "results.json").is_file()]
-        if done and not force:
-            print(f"[eval-all] {ckpt}: already evaluated ({done[0]}), skipped")
-            rows.append(json.loads(done[0].read_text(encoding="utf-8")))
-            continue
-        print(f"[eval-all] {ckpt}")
-        rows.append(evaluate(checkpoint=str(ckpt), data=data, benchmark=benchmark, audio_dir=audio_dir, batch_size=batch_size,
-                             max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio, dtype=dtype))
-    rows.sort(key=lambda r: r["total"]["acc"] if r["total"]["total"] else -1.0, reverse=True)
-    print()
-    print(accuracy_table(rows, run))
-    return rows
+        return {}
+    tables: dict[str, list[dict]] = {}
+    for f in files:
+        rows = []
+        for ckpt in checkpoints:
+            outs = [default_out(ckpt), default_out(_sibling_ckpt(ckpt) or ckpt)]
+            if len(files) > 1:
+                outs = [o / Path(f).name.split(".")[0] for o in outs]
+            # an earlier `r1aqa eval` of the .ckpt itself counts as well as one of its _hf folder
+            done = [d / "results.json" for d in outs if (d / "results.json").is_file()]
+            if done and not force:
+                print(f"[eval-all] {ckpt} on {f}: already evaluated ({done[0]}), skipped")
+                rows.append(json.loads(done[0].read_text(encoding="utf-8")))
+                continue
+            print(f"[eval-all] {ckpt} on {f}")
+            rows.append(evaluate(checkpoint=str(ckpt), data=f, benchmark=benchmark, audio_dir=audio_dir,
+                                 out=str(outs[0]) if len(files) > 1 else None, batch_size=batch_size,
+                                 max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio, dtype=dtype))
+        rows.sort(key=lambda r: r["total"]["acc"] if r.get("total", {}).get("total") else -1.0, reverse=True)
+        tables[f] = rows
+    for f, rows in tables.items():
+        print(f"\n{f}")
+        if rows and rows[0].get("answers_withheld"):
+            print("answers withheld: submission files written, no accuracy")
+        else:
+            print(accuracy_table(rows, run))
+    return tables

@@ -56,9 +56,18 @@ def load_scalars(run_dir: str | Path, version: str | Path | None = None) -> Scal
     return out
 
 
-def prediction_files(run_dir: str | Path, stage: str = "val") -> list[Path]:
-    """The per-validation prediction files (``predictions/<stage>_step<N>.json``), by step."""
-    files = [p for p in Path(run_dir).rglob(f"{stage}_step*.json") if p.parent.name == "predictions"]
+def prediction_files(run_dir: str | Path, stage: str = "val", label: str | None = None) -> list[Path]:
+    """The per-validation prediction files (``predictions/<stage>_step<N>.json``), by step; ``label`` picks
+    one set of a run that validated several (``predictions/<label>/...``); without it, a multi-set run's
+    ``mmau`` set."""
+    name = re.compile(rf"{re.escape(stage)}_step\d+\.jsonl?")
+
+    def find(folder: str | None) -> list[Path]:
+        return [p for p in Path(run_dir).rglob(f"{stage}_step*") if name.fullmatch(p.name)
+                and (p.parent.name == "predictions" if folder is None
+                     else p.parent.name == folder and p.parent.parent.name == "predictions")]
+
+    files = find(label) or ([] if label else find("mmau"))
     return sorted(files, key=lambda p: (file_step(p), p.stat().st_mtime))
 
 
@@ -68,9 +77,9 @@ def file_step(path: str | Path) -> int:
     return int(m[1]) if m else -1
 
 
-def latest_predictions(run_dir: str | Path, stage: str = "val") -> Path | None:
+def latest_predictions(run_dir: str | Path, stage: str = "val", label: str | None = None) -> Path | None:
     """The prediction file of the run's last validation (None if it has none)."""
-    files = prediction_files(run_dir, stage)
+    files = prediction_files(run_dir, stage, label)
     return files[-1] if files else None
 
 

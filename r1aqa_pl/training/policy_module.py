@@ -91,10 +91,27 @@ class PolicyModule(L.LightningModule):
             texts = [answer_format.cut_at_stop(t) for t in texts]
         return [t.strip() for t in texts]
 
-    def validation_step(self, batch, batch_idx):
+    def describe_evaluation(self, q: Question) -> dict:
+        """How :meth:`answer` answers (for the record beside a prediction file): the model, its family,
+        the prompt template and ``q``'s rendered prompt, and the decoding settings."""
+        from r1aqa_pl import prompts
+
+        h = self.hparams
+        return {
+            "model": h.model_name_or_path, "family": self.family.name if self.family else h.family,
+            "dtype": str(next(self.policy.parameters()).dtype).replace("torch.", ""),
+            "template": self.template, "template_text": prompts.TEMPLATES.get(self.template, self.template),
+            "with_audio": h.with_audio,
+            "first_prompt": self.family.render(self.processor, q, self.template, h.with_audio),
+            "decoding": {"strategy": "greedy", "max_new_tokens": h.eval_max_new_tokens, "engine": h.engine,
+                         "stop": answer_format.STOP if h.eval_stop_at_answer else None,
+                         "suppressed_token_ids": len(self.suppress_ids)},
+        }
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         """Generation and scoring happen in :class:`r1aqa_pl.benchmarks.callback.BenchmarkEvaluation`."""
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
         """See :meth:`validation_step`."""
 
     # -- optimisation -----------------------------------------------------------------------
