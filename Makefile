@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the demo run and its caches live here (ignored by git)
 RUN_DIR ?= checkpoints/demo
-# eval knobs: make eval CKPT=... [DATA=...] [BENCHMARK=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
+# eval knobs: make eval CKPT=... [BENCH=mmau|mmar] [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
+# (DATA defaults to the benchmark's usual place: data/mmau/mmau-test-mini.json, data/mmar/MMAR-meta.jsonl)
 CKPT ?=
-DATA ?= data/mmau/mmau-test-mini.json
+BENCHMARK ?=
+BENCH ?= $(BENCHMARK)
+DATA ?=
 AUDIO_DIR ?=
 OUT ?=
 BATCH ?= 8
@@ -46,13 +49,13 @@ test: install ## run the test suite (slow tests excluded)
 test-slow: install ## run only the slow tests (learning curves, multi-process)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [DATA=file] [BENCHMARK=mmau] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
-	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [DATA=...] [OUT=...]"; exit 2; }
-	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" --data "$(DATA)" --batch_size $(BATCH) $(if $(BENCHMARK),--benchmark $(BENCHMARK)) \
+eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [BENCH=mmau|mmar] [DATA=file] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
+	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [BENCH=mmar] [DATA=...] [OUT=...]"; exit 2; }
+	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE))
 
-eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [DATA=...] [BENCHMARK=...] [DTYPE=bfloat16]
-	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(BENCHMARK),--benchmark $(BENCHMARK)) \
+eval-all: install ## evaluate every checkpoint of a run, one table per file: make eval-all RUN=dir [DATA=file or '[a,b]'] [BENCH=...] [DTYPE=bfloat16]
+	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
 
 bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py)
