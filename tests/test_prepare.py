@@ -265,3 +265,31 @@ def test_prepare_mmar_from_the_download_folder(tmp_path, capsys):
         assert (s["usable"], s["missing_by_reason"], s["domains"]) == (2, {"missing_audio": 1},
                                                                        {"mix-sound-music": 1, "sound": 1})
     assert "2 of 3 records have their clip" in capsys.readouterr().out
+
+
+def test_prepare_mmau_on_the_real_test_mini_json(mmau_json, tmp_path):
+    """The real 1000-record file with an archive holding its one real clip: 999 reported missing."""
+    clip = mmau_json.parent / "test-mini-audios" / "3fe64f3d-282c-4bc8-a753-68f8f6c35652.wav"
+    archive = _tar(tmp_path / "test-mini-audios.tar.gz", [(f"test-mini-audios/{clip.name}", clip.read_bytes())])
+    out = tmp_path / "mmau"
+    assert prepare_mmau(archive=str(archive), json=str(mmau_json), out=str(out)) == 1
+    s = json.loads((out / "data_card.json").read_text())["splits"]["mmau-test-mini"]
+    assert (s["records"], s["usable"], s["missing_by_reason"]) == (1000, 1, {"missing_audio": 999})
+    assert s["domains"] == {"sound": 1} and s["question_types"] == {"Acoustic Source Inference": 1}
+    assert s["audio"]["sample_rates"] == {"32000": 1} and s["audio"]["seconds"]["total"] == 10.0
+    assert read_questions(out / "mmau-test-mini.json", on_error="skip", max_skip_fraction=1.0,
+                          check_audio_files=True)[0].audio_path == str(out / "test-mini-audios" / clip.name)
+
+
+def test_prepare_mmar_from_an_archive_and_a_broken_meta_line(tmp_path):
+    archive = _tar(tmp_path / "mmar-audio.tar.gz", [("audio/m0.wav", _wav_bytes(1.0))])
+    meta = tmp_path / "MMAR-meta.jsonl"
+    rec = {"id": "m0", "audio_path": "./audio/m0.wav", "question": "Q?", "choices": ["a", "b"], "answer": "a",
+           "modality": "speech", "category": "Semantic Layer"}
+    meta.write_text(json.dumps(rec) + "\n")
+    assert prepare_mmar(audio=str(archive), meta=str(meta), out=str(tmp_path / "out")) == 0
+    assert json.loads((tmp_path / "out" / "data_card.json").read_text())["splits"]["MMAR-meta"]["usable"] == 1
+    meta.write_text(json.dumps(rec) + "\n\n" + '{"id": "m1", "audio_path": \n')
+    with pytest.raises(DataError, match=r"MMAR-meta.jsonl:3: not valid JSON") as e:
+        prepare_mmar(audio=str(archive), meta=str(meta), out=str(tmp_path / "out2"))
+    assert e.value.reason == "malformed_json"

@@ -74,12 +74,18 @@ def _read_records(path: Path) -> list:
     if not path.is_file():
         raise DataError(str(path), "file", "missing_file", "question file not found")
     text = path.read_text(encoding="utf-8")
-    try:
-        if text.lstrip().startswith("["):
-            return json.loads(text)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise DataError(str(path), str(e.lineno), "malformed_json", f"not valid JSON ({e.msg})") from None
+    is_list = text.lstrip().startswith("[") or path.suffix == ".json"
+    chunks = [(1, text)] if is_list else [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    records = []
+    for n, chunk in chunks:
+        try:
+            records.append(json.loads(chunk))
+        except json.JSONDecodeError as e:
+            raise DataError(str(path), str(n + e.lineno - 1), "malformed_json", f"not valid JSON ({e.msg})") from None
+    records = records[0] if is_list else records
+    if not isinstance(records, list):
+        raise DataError(str(path), "file", "malformed_json", "expected a JSON list of records (or JSONL)")
+    return records
 
 
 def check_clips(records: list, key: str, base: Path) -> tuple[list[dict], list[dict], list[dict]]:

@@ -69,9 +69,12 @@ def _make_clip(job: tuple[str, str, int, float]) -> dict:
     video, wav, sampling_rate, silence_peak = job
     out = Path(wav)
     if out.is_file():  # only complete clips carry the final name
-        info = sf.info(wav)
-        if info.samplerate == sampling_rate and info.frames > 0:
-            return {"seconds": info.frames / sampling_rate, "sample_rate": sampling_rate, "done_before": True}
+        try:
+            info = sf.info(wav)
+            if info.samplerate == sampling_rate and info.frames > 0:
+                return {"seconds": info.frames / sampling_rate, "sample_rate": sampling_rate, "done_before": True}
+        except sf.LibsndfileError:  # damaged since: made again
+            pass
     try:
         x = decode_video_audio(video, sampling_rate)
     except DataError as e:
