@@ -105,6 +105,7 @@ def test_prepare_avqa_writes_r1aqa_jsonl_tone_wavs_and_reports_every_loss(avqa_d
         (None, "answer_index_out_of_range")]
     assert report["train"][4]["where"] == "record 7" and "id=7: answer index 9" in report["train"][4]["message"]
     assert "no audio track" in report["train"][0]["message"] and "silent" in report["train"][3]["message"]
+    assert report["train"][2]["message"] == "no file named gone_000001.* under videos/"
     assert [(p["id"], p["reason"]) for p in report["val"]] == [(11, "missing_video")]
     assert [json.loads(line)["id"] for line in (out / "val.jsonl").read_text().splitlines()] == [10]
 

@@ -6,7 +6,9 @@ Writes into ``out``::
     train.jsonl (val.jsonl)                 R1-AQA's JSONL: each source record + dataset_name + audio_path
                                             (relative, so the folder can move)
     report.json                             every record left out, with its reason and message
-    data_card.json, data_card.md            counts, durations, rates, sources + sha256 (see card.py)
+    data_card.json, data_card.md            counts, durations, rates, sources + sha256 (see card.py); the
+                                            videos are counted, not hashed (tens of GB would take longer
+                                            than decoding them)
 
 Audio comes out of the videos with PyAV (the ``av`` package): its wheels bundle FFmpeg's libraries,
 so ``pip install av`` is the whole set-up even on a machine with no system FFmpeg, and it does not
@@ -157,48 +159,53 @@ def prepare_avqa(*, qa: str, videos: str, out: str, workers: int = 1, val_qa: st
     index = _index_videos(Path(videos))
     sources = {"train": Path(qa), **({"val": Path(val_qa)} if val_qa else {})}
     splits = {name: _read_split(path, naming) for name, path in sources.items()}
-    clips: dict[str, str | None] = {}  # wav name -> video, in first-appearance order
+    names: dict[str, str] = {}  # wav -> video name, in first-appearance order
     for items in splits.values():
         for item in items:
             if isinstance(item, tuple):
-                path = index.get(item[0]["video_name"])
-                clips.setdefault(item[1], str(path) if path else None)
-    todo = [(v, str(out_dir / AUDIO_DIR / w), sampling_rate, silence_peak) for w, v in clips.items() if v]
-    done = dict(zip([w for w, v in clips.items() if v], _run(todo, workers)))
-    missing = {"reason": "missing_video", "message": f"no file named <video_name>.* under {Path(videos).name}/"}
-    results = {w: done.get(w, missing) for w in clips}
+                names.setdefault(item[1], item[0]["video_name"])
+    found = [w for w, v in names.items() if v in index]
+    jobs = [(str(index[names[w]]), str(out_dir / AUDIO_DIR / w), sampling_rate, silence_peak) for w in found]
+    clips = dict(zip(found, _run(jobs, workers)))
+    for w, v in names.items():
+        clips.setdefault(w, {"reason": "missing_video", "message": f"no file named {v}.* under {Path(videos).name}/"})
 
     summaries, report, status = {}, {}, 0
     for name, items in splits.items():
-        usable, problems = [], []
-        for item in items:
-            if isinstance(item, dict):
-                problems.append(item)
-                continue
-            raw, wav = item
-            res = results[wav]
-            if "reason" in res:
-                problems.append({"id": raw.get("id"), "video_name": raw["video_name"], "reason": res["reason"],
-                                 "message": res["message"]})
-            else:
-                usable.append(_r1aqa_record(raw, wav))
-        file = f"{name}.jsonl"
-        (out_dir / file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable), encoding="utf-8")
-        used = dict.fromkeys(r["audio_path"].split("/", 1)[1] for r in usable)
-        summaries[name] = split_summary(file, usable, problems, "task", "question_type",
-                                        [results[w] for w in used], default_domain="sound")
-        report[name] = problems
-        lost = len(problems) / max(1, len(items))
-        print(f"prepare-avqa: {name}: {len(usable)} of {len(items)} records usable -> {out_dir / file}; "
-              f"left out: {summaries[name]['missing_by_reason'] or 'none'}")
-        if not usable or lost > max_missing_fraction:
+        summaries[name], report[name] = _write_split(out_dir, name, items, clips)
+        s = summaries[name]
+        lost = (s["records"] - s["usable"]) / max(1, s["records"])
+        print(f"prepare-avqa: {name}: {s['usable']} of {s['records']} records usable -> {out_dir / s['file']}; "
+              f"left out: {s['missing_by_reason'] or 'none'}")
+        if not s["usable"] or lost > max_missing_fraction:
             print(f"prepare-avqa: {name}: FAIL: {lost:.1%} left out (max_missing_fraction={max_missing_fraction})")
             status = 1
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    n_before = sum(1 for r in done.values() if r.get("done_before"))
     write_card(out_dir, "AVQA", "r1aqa prepare-avqa", summaries,
                [source_entry(p, f"{n} questions") for n, p in sources.items()],
                {"sampling_rate": sampling_rate, "videos_found": len(index)})
-    print(f"prepare-avqa: {len(clips)} clips ({n_before} finished before this run); report: {out_dir / 'report.json'}; "
+    n_before = sum(1 for w in found if clips[w].get("done_before"))
+    print(f"prepare-avqa: {len(names)} clips ({n_before} finished before this run); report: {out_dir / 'report.json'}; "
           f"card: {out_dir / 'data_card.md'}")
     return status
+
+
+def _write_split(out_dir: Path, name: str, items: list, clips: dict[str, dict]) -> tuple[dict, list[dict]]:
+    """Write ``<name>.jsonl`` with the records whose clip was made; returns (card summary, problems)."""
+    usable, problems = [], []
+    for item in items:
+        if isinstance(item, dict):  # a bad record
+            problems.append(item)
+            continue
+        raw, wav = item
+        if "reason" in clips[wav]:
+            problems.append({"id": raw.get("id"), "video_name": raw["video_name"], "reason": clips[wav]["reason"],
+                             "message": clips[wav]["message"]})
+        else:
+            usable.append(_r1aqa_record(raw, wav))
+    file = f"{name}.jsonl"
+    (out_dir / file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable), encoding="utf-8")
+    used = dict.fromkeys(r["audio_path"].split("/", 1)[1] for r in usable)
+    summary = split_summary(file, usable, problems, "task", "question_type", [clips[w] for w in used],
+                            default_domain="sound")
+    return summary, problems
