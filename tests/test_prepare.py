@@ -148,6 +148,20 @@ def test_prepare_avqa_resumes_and_is_byte_identical_for_any_workers(avqa_downloa
     assert _prepare(avqa_download, other) == 0 and _snapshot(other) == first
 
 
+def test_prepare_commands_on_the_command_line(avqa_download, tmp_path):
+    from r1aqa_pl.cli import main
+
+    d, out = avqa_download, avqa_download / "cli"
+    main(["prepare-avqa", "--qa", str(d / "train_qa.json"), "--videos", str(d / "videos"), "--out", str(out),
+          "--val_qa", str(d / "val_qa.json"), "--workers", "1", "--max_missing_fraction", "1.0"])
+    assert (out / "val.jsonl").is_file() and json.loads((out / "data_card.json").read_text())["splits"]["train"]["usable"] == 3
+    archive = _tar(tmp_path / "a.tar.gz", [("test-mini-audios/q0.wav", _wav_bytes())])
+    (tmp_path / "m.json").write_text(json.dumps([mmau(0), mmau(1)]))
+    with pytest.raises(SystemExit) as e:  # q1's clip is missing: exit status 1
+        main(["prepare-mmau", "--archive", str(archive), "--json", str(tmp_path / "m.json"), "--out", str(tmp_path / "m")])
+    assert e.value.code == 1
+
+
 def test_prepare_avqa_fails_past_max_missing_fraction(avqa_download, capsys):
     out = avqa_download / "prepared"
     rc = prepare_avqa(qa=str(avqa_download / "train_qa.json"), videos=str(avqa_download / "videos"), out=str(out))
