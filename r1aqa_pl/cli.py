@@ -14,6 +14,9 @@ from pathlib import Path
 # name -> "module:function"; each function is typed and documented, jsonargparse builds its CLI.
 COMMANDS: dict[str, str] = {
     "check-data": "r1aqa_pl.data.check:check_data",
+    "prepare-avqa": "r1aqa_pl.data.prepare:prepare_avqa",
+    "prepare-mmau": "r1aqa_pl.data.benchmark_audio:prepare_mmau",
+    "prepare-mmar": "r1aqa_pl.data.benchmark_audio:prepare_mmar",
     "synth": "r1aqa_pl.data.synth:synth",
     "score": "r1aqa_pl.eval.score:score",
     "eval": "r1aqa_pl.eval.evaluate:evaluate",

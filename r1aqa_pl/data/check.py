@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from r1aqa_pl.data.audio import audio_info, load_audio
+from r1aqa_pl.data.card import show_card
 from r1aqa_pl.data.formats import detect_format, iter_questions, record_error
 from r1aqa_pl.records import DataError, Question
 
@@ -32,6 +33,7 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
     from tqdm import tqdm
 
     print(f"== {name}: {path}")
+    show_card(path)  # what the set was prepared from, when a prepare-* command wrote a card beside it
     try:
         fmt = detect_format(path) if fmt == "auto" else fmt
         items = list(iter_questions(path, audio_dir, fmt, domain, avqa_naming))
