@@ -235,3 +235,27 @@ def test_eval_on_mmar_writes_its_layout(tiny_run, tmp_path, capsys):
     assert rescored["total"] == results["total"] and set(results["modality"]) == set(rescored["modality"])
     table = capsys.readouterr().out
     assert "MMAR accuracy (answer_prediction), version unknown" in table and "chance %" in table
+
+
+def test_eval_all_one_table_per_benchmark_file(tiny_run, tmp_path, monkeypatch, capsys):
+    """Each checkpoint on each file, results in a subfolder per file, one table per file with its chance row."""
+    from r1aqa_pl.eval import evaluate as ev
+
+    files = [str(tiny_run.data), str(tiny_run.data.parent / "mmar.jsonl")]
+    calls = []
+
+    def fake(**kw):
+        calls.append((Path(kw["checkpoint"]).name, Path(kw["data"]).name, Path(kw["out"]).name))
+        bench = benchmark_for(kw["data"])
+        records = bench.load_records(kw["data"])
+        result = bench.score_records([{**r, bench.prediction_key: r["choices"][0]} for r in records])
+        return {"checkpoint": kw["checkpoint"], "step": len(calls), "version": "unknown", **result}
+
+    monkeypatch.setattr(ev, "evaluate", fake)
+    tables = ev.evaluate_all(run=str(tiny_run.run), data=files)
+    n = len(ev.find_checkpoints(tiny_run.run))
+    assert list(tables) == files and all(len(rows) == n for rows in tables.values())
+    assert sorted({c[1:] for c in calls}) == [("mmar.jsonl", "mmar"), ("test-mini.json", "test-mini")]
+    out = capsys.readouterr().out
+    assert "MMAU (unknown), accuracy %" in out and "MMAR (unknown), accuracy %" in out
+    assert "mix-sound-" in out and out.count("chance (uniform guess)") == 2
