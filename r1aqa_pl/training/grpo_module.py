@@ -43,6 +43,7 @@ class GRPOModule(PolicyModule):
         epsilon_low: float = 0.2,
         epsilon_high: float | None = None,
         loss_type: str = "grpo",
+        importance_sampling_level: str = "token",
         num_iterations: int = 1,
         gradient_accumulation_steps: int = 1,
         micro_batch_prompts: int = 1,
@@ -57,6 +58,7 @@ class GRPOModule(PolicyModule):
             self.reward_weights["think_format"] = self.reward_weights.pop("format")
         rewards.check_weights(self.reward_weights)
         grpo.aggregate(torch.zeros(1, 1), torch.ones(1, 1), loss_type)  # unknown loss_type fails at start-up
+        grpo.log_importance_ratio(torch.zeros(1, 1), torch.zeros(1, 1), level=importance_sampling_level)  # likewise
         self.engine = make_engine(self.hparams.engine, share_prompt=share_prompt)
         self.automatic_optimization = False
         self.ref_policy = None
@@ -180,7 +182,8 @@ class GRPOModule(PolicyModule):
                 ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
                 loss, st = grpo.grpo_loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], beta=h.beta,
                                           epsilon_low=h.epsilon_low, epsilon_high=h.epsilon_high,
-                                          loss_type=h.loss_type, **totals)
+                                          loss_type=h.loss_type,
+                                          importance_sampling_level=h.importance_sampling_level, **totals)
                 self.manual_backward(loss)
                 loss_sum += loss.detach()
                 for k, v in st.items():
