@@ -3,6 +3,7 @@ start-up checks that make a bad file fail before training starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -126,6 +127,8 @@ class AudioQADataModule(L.LightningDataModule):
         with_audio: False gives ``audio=None`` in every batch (the audio-free ablation; no audio is checked).
         limit_val: only the first N valid val records (quick evaluations during training).
         avqa_naming: how AVQA ``video_name`` maps to a wav name: "r1aqa" or "video_name" (see :func:`avqa_audio_name`).
+        hide_train_answers: blank every training record's answer (test-time RL: no label reaches the trainer;
+            a reward that reads ``answer`` then scores 0).
     """
 
     def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
@@ -134,7 +137,7 @@ class AudioQADataModule(L.LightningDataModule):
                  val_batch_size: int = 8, num_workers: int = 0, seed: int = 0,
                  on_error: Literal["raise", "skip"] = "raise", max_skip_fraction: float = 0.1,
                  with_audio: bool = True, limit_val: int | None = None,
-                 avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa"):
+                 avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", hide_train_answers: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.datasets: dict[str, AudioQADataset] = {}
@@ -170,6 +173,8 @@ class AudioQADataModule(L.LightningDataModule):
             total = len(qs) + sum(counts.values())
             if split == "val" and h.limit_val:
                 qs = qs[: h.limit_val]
+            if split == "train" and h.hide_train_answers:
+                qs = [dataclasses.replace(q, answer="", raw={}) for q in qs]
             self.startup_skipped[split] = counts
             budget = math.floor(h.max_skip_fraction * total) - sum(counts.values())
             self.datasets[split] = AudioQADataset(qs, self.sampling_rate, self.max_samples, h.with_audio,
