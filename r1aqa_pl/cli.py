@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "ask": "r1aqa_pl.eval.ask:ask",
     "tiny-model": "r1aqa_pl.models:build_tiny_model",
     "demo-prepare": "r1aqa_pl.demo:prepare",
+    "audio-contribution": "r1aqa_pl.audio_contribution:audio_contribution",
 }
 
 _HELP = (
