@@ -1,6 +1,7 @@
 """Audio contribution labels, label weighting / filtering and the curriculum order."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def policy(tiny_dir, monkeypatch, needs_audio: bool):
 def run(synth_dir, tmp_path, k=4):
     path = ac.audio_contribution(checkpoint="tiny", data=str(synth_dir / "test-mini.json"), k=k,
                                  out=str(tmp_path / "labels.jsonl"), batch_size=5)
-    return [json.loads(line) for line in open(path)]
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def test_a_policy_that_ignores_audio_labels_everything_answerable_without_audio(synth_dir, tiny_dir, tmp_path,
@@ -74,7 +75,7 @@ def test_the_synthetic_audio_only_questions_need_audio(synth_dir, tiny_dir, tmp_
 def test_real_tiny_policy_through_the_family_seam(synth_dir, tiny_dir, tmp_path):
     path = ac.audio_contribution(checkpoint=str(tiny_dir), data=str(synth_dir / "test-mini.json"), k=2,
                                  out=str(tmp_path / "l.jsonl"), limit=3, batch_size=2)
-    lines = [json.loads(line) for line in open(path)]
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert len(lines) == 3 and all(x["label"] in ac.LABELS for x in lines)
     assert all(x["pass_with_audio"] in (0.0, 0.5, 1.0) and x["pass_without_audio"] in (0.0, 0.5, 1.0) for x in lines)
 

@@ -64,7 +64,7 @@ class RunSummary(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         accs = {k[len(self.prefix):]: float(v) for k, v in trainer.callback_metrics.items()
-                if k.startswith(self.prefix) and "/" not in k[len(self.prefix):]}  # domains and total
+                if k.startswith(self.prefix) and "/" not in k[len(self.prefix):]}  # domains, difficulties, total
         if accs:
             self.curve[trainer.global_step] = accs
 
@@ -76,8 +76,8 @@ class RunSummary(L.Callback):
         dm = getattr(trainer, "datamodule", None)
         val_file = getattr(dm, "hparams", {}).get("val_file", "") if dm is not None else ""
         seconds = time.time() - self._t0 if self._t0 else 0.0
-        text = [f"\n[summary] {trainer.global_step} optimizer steps in {seconds / 60:.1f} min; "
-                f"validation accuracy on {val_file}:", *lines,
+        text = [(f"\n[summary] {trainer.global_step} optimizer steps in {seconds / 60:.1f} min; "
+                 f"validation accuracy on {val_file}:"), *lines,
                 f"  best checkpoint: {ckpt or '(none saved)'}",
                 "  next: make tensorboard                       # the curves per domain",
                 f"        make eval CKPT={ckpt or 'path/to.ckpt'} DATA={val_file}"]
