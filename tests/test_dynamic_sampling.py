@@ -165,3 +165,14 @@ def test_resume_in_the_middle_of_a_refill_gives_the_same_next_steps(synth_dir, t
     monkeypatch.setattr(GroupPool, "load_state_dict", lambda self, state: None)
     _, w_forgot = run_dynamic(synth_dir, tiny_dir, 4, ckpt_path=str(saver.path))
     assert any(not torch.equal(w_full[k], w_forgot[k]) for k in w_full)
+
+
+def test_metric_accuracy_drops_groups_that_differ_only_in_format():
+    g = group(0, [1.0, 2.0])  # totals differ ...
+    g.per_fn = {"accuracy": torch.tensor([1.0, 1.0]), "format": torch.tensor([0.0, 1.0])}  # ... only in format
+    assert g.informative() and g.informative("format") and not g.informative("accuracy")
+    pool = GroupPool(metric="accuracy")
+    pool.add([g], target=1)
+    assert pool.groups == [] and pool.dropped == 1
+    with pytest.raises(ValueError, match="dynamic_sampling_metric 'acc'"):
+        GRPOModule("unused", dynamic_sampling_metric="acc")

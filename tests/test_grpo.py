@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from r1aqa_pl.grpo import aggregate, clipped_objective, group_advantages, grpo_loss, k3_kl, log_importance_ratio
+from r1aqa_pl.grpo import (
+    aggregate,
+    clipped_objective,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    log_importance_ratio,
+)
 
 LOSS_TYPES = ["grpo", "bnpo", "dapo", "dr_grpo"]
 LN2, E1 = math.log(2.0), math.exp(-1.0)

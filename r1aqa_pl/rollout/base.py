@@ -51,9 +51,14 @@ class Group:
     rewards: Tensor
     per_fn: dict[str, Tensor]
 
-    def informative(self) -> bool:
-        """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient."""
-        return bool(self.rewards.max() > self.rewards.min())
+    def informative(self, metric: str = "total") -> bool:
+        """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient.
+
+        ``metric``: "total" (the weighted reward) or one reward function's name, e.g. "accuracy" (DAPO's
+        rule: all right or all wrong carries no signal about the answer, whatever the format reward says).
+        """
+        r = self.rewards if metric == "total" else self.per_fn[metric]
+        return bool(r.max() > r.min())
 
 
 @dataclass

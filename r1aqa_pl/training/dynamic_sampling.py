@@ -2,6 +2,7 @@
 
 A group whose G completions all got the same reward has zero advantage: in plain GRPO it only
 dilutes the step (and with few prompts per step the policy stalls). Here such groups are dropped
+(the same reward: the total, or one reward function's, e.g. accuracy as DAPO)
 and more batches are drawn until the step has its prompts. The step is taken once every rank has
 them (so that every rank takes the same number of optimizer steps and runs the same number of
 forwards and backwards), or once the bound on extra draws is reached; a step still short then is
@@ -21,10 +22,10 @@ from r1aqa_pl.rollout.base import Group
 class GroupPool:
     """Informative groups waiting for their optimizer step, and the counts logged for it."""
 
-    def __init__(self, max_extra_draws: int = 4):
+    def __init__(self, max_extra_draws: int = 4, metric: str = "total"):
         if max_extra_draws < 0:
             raise ValueError(f"max_extra_draws must be >= 0, got {max_extra_draws}")
-        self.max_extra_draws = max_extra_draws
+        self.max_extra_draws, self.metric = max_extra_draws, metric
         self.groups: list[Group] = []
         self.spare: list[Group] = []  # the latest zero-variance groups, for a step that stays short
         self.draws = self.drawn = self.dropped = 0
@@ -34,7 +35,7 @@ class GroupPool:
         self.draws += 1
         self.drawn += len(groups)
         for g in groups:
-            if g.informative():
+            if g.informative(self.metric):
                 self.groups.append(g)
             else:
                 self.dropped += 1

@@ -31,7 +31,8 @@ class GRPOModule(PolicyModule):
     ``num_iterations`` μ > 1 those rollouts are reused for μ optimizer steps against log-probs
     taken once before the first update (so the clipping can bite).
 
-    ``dynamic_sampling`` (DAPO): groups whose G rewards are all equal are dropped and up to
+    ``dynamic_sampling`` (DAPO): groups whose G rewards (``dynamic_sampling_metric``: the total or one
+    reward function's, e.g. accuracy) are all equal are dropped and up to
     ``max_extra_draws`` more batches are drawn per optimizer step until it has its
     ``batch_size × gradient_accumulation_steps`` prompts (see :mod:`r1aqa_pl.training.dynamic_sampling`).
     An optimizer step then spans a varying number of batches (``trainer.max_steps`` counts steps).
@@ -58,6 +59,7 @@ class GRPOModule(PolicyModule):
         max_bad_steps: int = 3,
         dynamic_sampling: bool = False,
         max_extra_draws: int = 4,
+        dynamic_sampling_metric: str = "total",
         **policy_kwargs,
     ):
         super().__init__(model_name_or_path, **policy_kwargs)
@@ -74,7 +76,10 @@ class GRPOModule(PolicyModule):
         self.buffer: list[Rollout] = []
         self.bad_steps = 0
         self.skipped_steps = 0
-        self.pool = GroupPool(max_extra_draws)
+        if dynamic_sampling_metric != "total" and dynamic_sampling_metric not in self.reward_weights:
+            raise ValueError(f"dynamic_sampling_metric {dynamic_sampling_metric!r}: neither 'total' nor one of "
+                             f"reward_weights ({', '.join(self.reward_weights)})")
+        self.pool = GroupPool(max_extra_draws, dynamic_sampling_metric)
         self.prompts_per_batch = 1
 
     def accumulation(self) -> int:
