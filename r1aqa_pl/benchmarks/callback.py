@@ -126,6 +126,7 @@ class BenchmarkEvaluation(pl.Callback):
         values = metric.compute()  # syncs counts across ranks
         logged = {f"{stage}/{k}": v.float() for k, v in values.items() if k.startswith("acc/")}
         logged[f"{stage}/count/total"] = values["count/total"].float()
+        self.last_logged = {k: float(v) for k, v in logged.items()}  # the sanity pass's too (RunSummary's start)
         if trainer.sanity_checking:  # the starting point of the curves, at step 0
             if trainer.is_global_zero:
                 for logger in trainer.loggers:

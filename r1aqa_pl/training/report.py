@@ -63,7 +63,11 @@ class RunSummary(L.Callback):
         self._t0 = time.time()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        accs = {k[len(self.prefix):]: float(v) for k, v in trainer.callback_metrics.items()
+        # the sanity pass logged as step 0 goes straight to the loggers: the benchmark callback keeps it
+        values = dict(trainer.callback_metrics)
+        for cb in trainer.callbacks:
+            values.update(getattr(cb, "last_logged", None) or {})
+        accs = {k[len(self.prefix):]: float(v) for k, v in values.items()
                 if k.startswith(self.prefix) and "/" not in k[len(self.prefix):]}  # domains, difficulties, total
         if accs:
             self.curve[trainer.global_step] = accs
