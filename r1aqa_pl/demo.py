@@ -40,6 +40,7 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.data.synth import synth, synth_vocabulary
     from r1aqa_pl.models import build_tiny_model
+    from r1aqa_pl.training.report import StepProgressBar
     from r1aqa_pl.training.sft_module import SFTModule
 
     root = Path(out)
@@ -65,7 +66,7 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
         module = SFTModule(str(tiny), lr=warm_lr, warmup_steps=0)
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warm_steps, logger=False,
                             enable_checkpointing=False, enable_model_summary=False, deterministic=True,
-                            gradient_clip_val=1.0, default_root_dir=str(root))
+                            gradient_clip_val=1.0, default_root_dir=str(root), callbacks=[StepProgressBar()])
         trainer.fit(module, dm)
         module.export_hf(str(warm))
     stamp.write_text(json.dumps(recipe))
