@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= checkpoints/demo
 # one seed drives the demo's synthetic data, tiny policy, warm start and GRPO run: make demo SEED=3
 SEED ?= 0
+# extra `lightning fit` arguments for the demo, e.g. DEMO_ARGS="--model.init_args.dynamic_sampling true"
+DEMO_ARGS ?=
 # eval knobs: make eval CKPT=... [DATA=...] [BENCHMARK=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
 CKPT ?=
 DATA ?= data/mmau/mmau-test-mini.json
@@ -40,7 +42,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0]
 	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED)
-	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED)
+	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) $(DEMO_ARGS)
 
 test: install ## run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
