@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the demo run and its caches live here (ignored by git)
 RUN_DIR ?= checkpoints/demo
+# one seed drives the demo's synthetic data, tiny policy, warm start and GRPO run: make demo SEED=3
+SEED ?= 0
+# extra `lightning fit` arguments for the demo, e.g. DEMO_ARGS="--model.init_args.dynamic_sampling true"
+DEMO_ARGS ?=
 # eval knobs: make eval CKPT=... [BENCH=mmau|mmar] [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
 # (DATA defaults to the benchmark's usual place: data/mmau/mmau-test-mini.json, data/mmar/MMAR-meta.jsonl)
 CKPT ?=
@@ -39,9 +43,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml)
-	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR)
-	$(VENV)/bin/lightning fit --config configs/demo.yaml
+demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0]
+	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED)
+	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) $(DEMO_ARGS)
 
 test: install ## run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "ask": "r1aqa_pl.eval.ask:ask",
     "tiny-model": "r1aqa_pl.models:build_tiny_model",
     "demo-prepare": "r1aqa_pl.demo:prepare",
+    "audio-contribution": "r1aqa_pl.audio_contribution:audio_contribution",
 }
 
 _HELP = (
@@ -81,6 +82,7 @@ def _refuse_linked_targets(argv: list[str]) -> None:
 def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build the LightningCLI; every model, data module and callback comes from the config."""
     from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.cli import LightningCLI
 
     class CLI(LightningCLI):
@@ -91,6 +93,12 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         def parse_arguments(self, parser, args) -> None:
             _refuse_linked_targets(sys.argv[1:] if args is None else list(args))
             super().parse_arguments(parser, args)
+
+        def _instantiate_trainer(self, config, callbacks):
+            # a config's progress bar (configs/demo.yaml's StepProgressBar) gives way to enable_progress_bar: false
+            if config.get("enable_progress_bar") is False:
+                config["callbacks"] = [c for c in config.get("callbacks") or [] if not isinstance(c, ProgressBar)]
+            return super()._instantiate_trainer(config, callbacks)
 
     return CLI(
         LightningModule,

@@ -7,7 +7,7 @@
 GRPO from a random policy never sees a reward (it cannot write the format), and a policy warm-
 started on *random* answers learns to ignore the audio; a short warm start on correct answers
 leaves it near chance but listening, which is where RL can take over. Each stage is
-cached under ``out`` and rebuilt only when missing.
+cached under ``out`` and rebuilt when missing or when ``prepared.json`` records another recipe (seed...).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
     Args:
         out: cache folder (ignored by git).
         family: the policy family of the tiny model (see ``r1aqa_pl.models.FAMILIES``).
-        seed: seeds the data, the tiny model and the warm start.
+        seed: seeds the data, the tiny model and the warm start (``make demo SEED=N`` passes the same
+            seed to the GRPO run).
         n_train: synthetic training questions.
         n_test: synthetic MMAU-format test-mini questions.
         warm_steps: SFT steps on correct answers before GRPO.
@@ -39,10 +40,16 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.data.synth import synth, synth_vocabulary
     from r1aqa_pl.models import build_tiny_model
+    from r1aqa_pl.training.report import StepProgressBar
     from r1aqa_pl.training.sft_module import SFTModule
 
     root = Path(out)
     data, tiny, warm = root / "data", root / "tiny", root / "warm"
+    recipe = {"family": family, "seed": seed, "n_train": n_train, "n_test": n_test, "warm_steps": warm_steps,
+              "warm_lr": warm_lr, "warm_batch_size": warm_batch_size}
+    stamp = root / "prepared.json"
+    if not stamp.exists() or json.loads(stamp.read_text()) != recipe:  # a cache of another seed or recipe
+        force = True
     if force or not (data / "test-mini.json").exists() or not (data / "mmar.jsonl").exists():
         print(f"[demo] synthetic data -> {data}")
         synth(str(data), n_train=n_train, n_test=n_test, seed=seed)
@@ -59,7 +66,8 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
         module = SFTModule(str(tiny), lr=warm_lr, warmup_steps=0)
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warm_steps, logger=False,
                             enable_checkpointing=False, enable_model_summary=False, deterministic=True,
-                            gradient_clip_val=1.0, default_root_dir=str(root))
+                            gradient_clip_val=1.0, default_root_dir=str(root), callbacks=[StepProgressBar()])
         trainer.fit(module, dm)
         module.export_hf(str(warm))
+    stamp.write_text(json.dumps(recipe))
     return str(warm)

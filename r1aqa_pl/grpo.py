@@ -13,6 +13,7 @@ from torch import Tensor
 
 SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+IMPORTANCE_LEVELS = ("token", "sequence")
 
 
 def group_advantages(rewards: Tensor, G: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
@@ -44,19 +45,42 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(d) - d - 1
 
 
+def log_importance_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor | None = None, level: str = "token") -> Tensor:
+    """log of the importance ratio pi/pi_old, [N,T].
+
+    token (GRPO/PPO): logp - old_logp per token. sequence (GSPO, Zheng et al. 2025): the length-normalised
+    sequence ratio s_i = (pi(o_i)/pi_old(o_i))^(1/|o_i|), i.e. the masked mean of the token log-ratios
+    over completion i, the same for each of its tokens: one importance weight and one clip decision
+    per completion, matching the reward's unit (GSPO's paper finds it steadier, mixture-of-experts
+    policies in particular). Gradients reach every token of the completion through the mean.
+    """
+    if level not in IMPORTANCE_LEVELS:
+        raise ValueError(f"unknown importance_sampling_level {level!r}; known: {', '.join(IMPORTANCE_LEVELS)}")
+    log_ratio = logp - old_logp
+    if level == "token":
+        return log_ratio
+    m = torch.ones_like(log_ratio) if mask is None else mask.to(log_ratio.dtype)
+    masked = torch.where(m.bool(), log_ratio, torch.zeros_like(log_ratio))
+    seq = masked.sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)
+    return seq.expand_as(log_ratio)
+
+
 def clipped_objective(
-    logp: Tensor, old_logp: Tensor, advantages: Tensor, epsilon_low: float = 0.2, epsilon_high: float | None = None
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, epsilon_low: float = 0.2, epsilon_high: float | None = None,
+    mask: Tensor | None = None, importance_sampling_level: str = "token",
 ) -> tuple[Tensor, Tensor]:
     """PPO-clipped surrogate per token: min(ratio*A, clip(ratio, 1-eps_low, 1+eps_high)*A).
 
-    ratio = exp(logp - old_logp); A ([N]) is broadcast over the completion's tokens;
-    ``epsilon_high`` defaults to ``epsilon_low`` (set it higher for DAPO's clip-higher).
+    ratio = exp(:func:`log_importance_ratio`) at ``importance_sampling_level`` (``mask`` is needed for
+    "sequence"); A ([N]) is broadcast over the completion's tokens;
+    ``epsilon_high`` defaults to ``epsilon_low`` (set it higher for DAPO's clip-higher; GSPO's
+    sequence ratios stay near 1, its paper clips at 3e-4 / 4e-4).
     Returns (objective [N,T], is_clipped [N,T]), is_clipped counted as TRL does:
     (ratio < 1-eps_low and A < 0) or (ratio > 1+eps_high and A > 0).
     """
     eps_high = epsilon_low if epsilon_high is None else epsilon_high
     A = advantages.unsqueeze(-1) if advantages.dim() == logp.dim() - 1 else advantages
-    ratio = torch.exp(logp - old_logp)
+    ratio = torch.exp(log_importance_ratio(logp, old_logp, mask, importance_sampling_level))
     objective = torch.min(ratio * A, torch.clamp(ratio, 1 - epsilon_low, 1 + eps_high) * A)
     is_clipped = ((ratio < 1 - epsilon_low) & (A < 0)) | ((ratio > 1 + eps_high) & (A > 0))
     return objective, is_clipped
@@ -109,15 +133,18 @@ def grpo_loss(
     num_completions: int | None = None,
     num_tokens: int | float | Tensor | None = None,
     max_completion_length: int | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss: aggregate of l_it = -(min(ratio*A, clip(ratio)*A) - beta * KL_k3(pi || pi_ref)).
 
     With one update per rollout pass ``old_logp = logp.detach()`` (ratio = 1). ``ref_logp=None``
     or ``beta=0`` drops the KL term. Returns (loss, stats), stats detached masked means over this
     call's tokens: ``kl`` (reported whenever ``ref_logp`` is given, else 0), ``clip_ratio``
-    (fraction of clipped tokens), ``ratio``.
+    (fraction of clipped tokens), ``ratio`` (at ``importance_sampling_level``: per token, or GSPO's
+    per-sequence ratio counted once per token).
     """
-    objective, is_clipped = clipped_objective(logp, old_logp, advantages, epsilon_low, epsilon_high)
+    objective, is_clipped = clipped_objective(logp, old_logp, advantages, epsilon_low, epsilon_high, mask,
+                                              importance_sampling_level)
     per_token = -objective
     kl = torch.zeros_like(logp) if ref_logp is None else k3_kl(logp, ref_logp)
     if ref_logp is not None and beta != 0:
@@ -127,7 +154,8 @@ def grpo_loss(
         stats = {
             "kl": _masked_mean(kl, mask),
             "clip_ratio": _masked_mean(is_clipped.to(logp.dtype), mask),
-            "ratio": _masked_mean(torch.exp(logp - old_logp), mask),
+            "ratio": _masked_mean(torch.exp(log_importance_ratio(logp, old_logp, mask, importance_sampling_level)),
+                                  mask),
         }
     return loss, stats
 

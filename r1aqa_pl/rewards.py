@@ -7,6 +7,7 @@ Every reward function has the signature ``f(completions, questions) -> list[floa
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Sequence
 
 import torch
@@ -16,8 +17,6 @@ from r1aqa_pl import answer_format
 from r1aqa_pl.records import Question
 
 RewardFn = Callable[[Sequence[str], Sequence[Question]], list[float]]
-
-
 
 def _aligned(completions: Sequence[str], questions: Sequence[Question]) -> None:
     if len(completions) != len(questions):
@@ -60,11 +59,54 @@ def mmau_accuracy(completions: Sequence[str], questions: Sequence[Question]) -> 
             for c, q in zip(completions, questions)]
 
 
+def _groups(questions: Sequence[Question]) -> list[range]:
+    """Runs of consecutive rows answering the same question: the caller's groups of G."""
+    runs, start = [], 0
+    for i in range(1, len(questions) + 1):
+        if i == len(questions) or questions[i] != questions[start]:
+            runs.append(range(start, i))
+            start = i
+    return runs
+
+
+def majority_answer(answers: Sequence[str | None], choices: Sequence[str] = ()) -> str | None:
+    """The group's most common answer, or None when there is no majority.
+
+    Only non-empty answers vote (no ``<answer>`` tag or an empty one abstains), and with ``choices``
+    only answers that are one of them. A tie for the most votes is no majority: a pseudo-label
+    picked by chance would teach noise (test-time RL's reward comes from agreement alone).
+    """
+    votes = [a for a in answers if a and (not choices or a in choices)]
+    if not votes:
+        return None
+    top = Counter(votes).most_common(2)
+    return None if len(top) == 2 and top[0][1] == top[1][1] else top[0][0]
+
+
+def majority_vote(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+    """Test-time RL (TTRL / AQA-TTRL): 1.0 iff the completion's answer is its group's majority answer.
+
+    No label is read: ``question.answer`` is ignored. A group is a run of consecutive completions
+    answering the same question (the caller repeats each question G times). A group without a
+    majority (all abstain, or a tie; see :func:`majority_answer`) gets 0 everywhere.
+    """
+    _aligned(completions, questions)
+    inside = [answer_format.tagged(c) for c in completions]
+    answers = [a.strip() if a is not None else None for a in inside]
+    out = [0.0] * len(completions)
+    for rows in _groups(questions):
+        top = majority_answer([answers[i] for i in rows], questions[rows[0]].choices)
+        for i in rows:
+            out[i] = 1.0 if top is not None and answers[i] == top else 0.0
+    return out
+
+
 REWARDS: dict[str, RewardFn] = {
     "accuracy": accuracy,
     "format": format,
     "think_format": think_format,
     "mmau_accuracy": mmau_accuracy,
+    "majority_vote": majority_vote,
 }
 
 

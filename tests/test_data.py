@@ -293,3 +293,13 @@ def test_check_data_cli(synth_dir, mmau_json, capsys):
     with pytest.raises(SystemExit) as e:
         main(["check-data", "--val", str(mmau_json), "--decode", "false"])
     assert e.value.code == 1 and "999 missing_audio" in capsys.readouterr().out
+
+
+def test_hide_train_answers_blanks_training_answers_only(synth_dir):
+    """Test-time RL: no training record carries its answer; validation keeps them for scoring."""
+    dm = AudioQADataModule(train_file=str(synth_dir / "test-mini.json"), val_file=str(synth_dir / "test-mini.json"),
+                           hide_train_answers=True)
+    dm.setup("fit")
+    train, val = dm.datasets["train"].questions, dm.datasets["val"].questions
+    assert len(train) == len(val) == 24 and all(q.answer == "" and q.raw == {} for q in train)
+    assert all(q.answer in q.choices for q in val) and [q.id for q in train] == [q.id for q in val]

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from r1aqa_pl.grpo import aggregate, clipped_objective, group_advantages, grpo_loss, k3_kl
+from r1aqa_pl.grpo import (
+    aggregate,
+    clipped_objective,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    log_importance_ratio,
+)
 
 LOSS_TYPES = ["grpo", "bnpo", "dapo", "dr_grpo"]
 LN2, E1 = math.log(2.0), math.exp(-1.0)
@@ -174,3 +181,60 @@ def test_all_equal_rewards_give_no_gradient():
     loss, _ = grpo_loss(logp, logp.detach(), None, A, torch.ones(4, 3), beta=0.0)
     loss.backward()
     assert torch.isfinite(loss) and (logp.grad == 0).all()
+
+
+# ---- GSPO: sequence-level importance ratio ---------------------------------------------------------------
+
+# the 2x3 example above: row 0 token ratios 1.5, 1.1, 1.0; row 1 0.5, 0.9 (its third token is padding)
+S0, S1 = 1.65 ** (1 / 3), 0.45 ** 0.5  # length-normalised sequence ratios: 1.18167, 0.67082
+
+
+def test_sequence_log_ratio_is_the_masked_mean_per_completion():
+    lr = log_importance_ratio(LOGP, OLD, MASK, "sequence")
+    assert lr.shape == (2, 3)
+    assert close(lr.exp(), [[S0, S0, S0], [S1, S1, S1]], 1e-6)  # the padding ratio (2.0) is left out
+    assert close(log_importance_ratio(LOGP, OLD, MASK, "token"), LOGP - OLD)
+    with pytest.raises(ValueError, match="known: token, sequence"):
+        log_importance_ratio(LOGP, OLD, MASK, "group")
+
+
+def test_gspo_loss_hand_example_with_clipping():
+    # row 0: A=0.5, s0=1.18167 inside [0.8, 1.2] -> objective 0.5*s0 on each token
+    # row 1: A=-1, s1=0.67082 < 0.8 -> min(-0.67082, -0.8) = -0.8: clipped, both tokens
+    loss, stats = grpo_loss(LOGP, OLD, None, A2, MASK, beta=0.0, importance_sampling_level="sequence")
+    assert close(loss, (-0.5 * S0 + 0.8) / 2, 1e-6)
+    assert close(stats["clip_ratio"], 2 / 5) and close(stats["ratio"], (3 * S0 + 2 * S1) / 5, 1e-6)
+    # clip-higher at 0.1: row 0 clipped too (s0 > 1.1) -> 0.5*1.1
+    loss, stats = grpo_loss(LOGP, OLD, None, A2, MASK, beta=0.0, epsilon_high=0.1, importance_sampling_level="sequence")
+    assert close(loss, (-0.55 + 0.8) / 2, 1e-6) and close(stats["clip_ratio"], 1.0)
+    # with the KL term, per token as before: row 0 mean KL (1-ln2)/3, row 1 e^-1/2
+    loss, _ = grpo_loss(LOGP, OLD, REF, A2, MASK, beta=0.04, importance_sampling_level="sequence")
+    assert close(loss, ((-0.5 * S0 + 0.04 * (1 - LN2) / 3) + (0.8 + 0.04 * E1 / 2)) / 2, 1e-6)
+    # bnpo (token mean): row 0 counts 3 times, row 1 twice
+    loss, _ = grpo_loss(LOGP, OLD, None, A2, MASK, beta=0.0, loss_type="bnpo", importance_sampling_level="sequence")
+    assert close(loss, (3 * -0.5 * S0 + 2 * 0.8) / 5, 1e-6)
+
+
+def test_gspo_gradient_spreads_over_the_sequence_and_stops_where_clipped():
+    logp = LOGP.clone().requires_grad_()
+    loss, _ = grpo_loss(logp, OLD, None, A2, MASK, beta=0.0, importance_sampling_level="sequence")
+    loss.backward()
+    # d/dlogp_0t of (1/2) * -(A0 * s0) = -(1/2) * A0 * s0 / 3 on each of row 0's tokens; row 1 clipped: 0
+    g0 = -0.5 * 0.5 * S0 / 3
+    assert close(logp.grad, [[g0, g0, g0], [0.0, 0.0, 0.0]], 1e-6)
+
+
+def test_gspo_equals_grpo_on_policy():
+    """At ratio 1 (one update per rollout) both levels give the same loss and gradient."""
+    g = torch.Generator().manual_seed(2)
+    logp = -torch.rand(3, 4, generator=g)
+    A = torch.tensor([0.7, -1.2, 0.3])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    grads = []
+    for level in ("token", "sequence"):
+        x = logp.clone().requires_grad_()
+        loss, stats = grpo_loss(x, x.detach(), None, A, mask, beta=0.0, importance_sampling_level=level)
+        loss.backward()
+        grads.append((loss.detach(), x.grad))
+        assert stats["ratio"].item() == 1.0
+    assert close(grads[0][0], grads[1][0]) and close(grads[0][1], grads[1][1])

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from r1aqa_pl.records import Question
-from r1aqa_pl.rewards import REWARDS, accuracy, check_weights, format, score_completions, think_format
+from r1aqa_pl.rewards import (
+    REWARDS,
+    accuracy,
+    check_weights,
+    format,
+    majority_answer,
+    majority_vote,
+    score_completions,
+    think_format,
+)
 
 
 def q(answer="Sailboat set sail", choices=("motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car")):
@@ -57,7 +66,7 @@ def test_think_format():
 
 
 def test_registry_and_unknown_names():
-    assert set(REWARDS) == {"accuracy", "format", "think_format", "mmau_accuracy"}
+    assert set(REWARDS) == {"accuracy", "format", "think_format", "mmau_accuracy", "majority_vote"}
     check_weights({"accuracy": 1.0, "format": 0.5})
     with pytest.raises(ValueError, match=r"unknown reward\(s\) acc, len; known: accuracy, format, think_format"):
         check_weights({"acc": 1.0, "len": 1.0, "format": 1.0})
@@ -104,3 +113,28 @@ def test_mmau_accuracy_uses_the_official_rule():
     total, per = score_completions(list(cases), [mq] * len(cases), {"mmau_accuracy": 2.0, "format": 1.0})
     assert per["mmau_accuracy"].tolist() == list(cases.values())
     assert total.tolist() == [3.0, 3.0, 2.0, 1.0, 1.0, 2.0, 1.0]
+
+
+# ---- test-time RL: majority vote ----------------------------------------------------------------------
+
+
+def test_majority_vote_hand_cases():
+    a, b = q(), q(answer="motorboat")  # two questions (different records); their answers are never read
+    b.id = "2"
+    A = lambda x: f"<answer>{x}</answer>"
+    group_a = [A("motorboat"), A("Yacht consignment"), A(" motorboat "), "no tags"]  # majority motorboat (2 of 3)
+    group_b = [A("Consignment car"), A("motorboat"), "", A("")]  # 1-1 tie: no majority
+    rewards = majority_vote(group_a + group_b, [a] * 4 + [b] * 4)
+    assert rewards == [1.0, 0.0, 1.0, 0.0] + [0.0] * 4
+    # answers outside the choices abstain: "boat" x2 does not beat "motorboat" x1
+    assert majority_vote([A("boat"), A("boat"), A("motorboat")], [a] * 3) == [0.0, 0.0, 1.0]
+    assert majority_vote(["", "<answer></answer>"], [a] * 2) == [0.0, 0.0]  # all abstain
+    assert majority_vote([A("x"), A("x")], [Question("3", None, "?", [], "")] * 2) == [1.0, 1.0]  # no choices: any answer votes
+    assert REWARDS["majority_vote"] is majority_vote
+
+
+def test_majority_answer_ties_and_abstentions():
+    assert majority_answer(["x", "y", "x"]) == "x"
+    assert majority_answer(["x", "y", None, ""]) is None  # tie
+    assert majority_answer([None, ""]) is None
+    assert majority_answer(["x", "y", "y"], choices=["x"]) == "x"

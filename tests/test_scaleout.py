@@ -28,7 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- the DDP worker (a script)
 
-def worker(out: str, root: str, warm: str, steps: int = 2) -> None:
+def speech_constant(completions, questions):
+    """Stub reward for dynamic sampling: speech groups constant, the others alternate 0 / 1."""
+    return [1.0 if q.domain == "speech" else float(i % 2) for i, q in enumerate(questions)]
+
+
+def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False) -> None:
     import hashlib
 
     import lightning as L
@@ -47,22 +52,38 @@ def worker(out: str, root: str, warm: str, steps: int = 2) -> None:
 
         def __init__(self):
             self.prompts: dict[int, list[str]] = {}
+            self.batches = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.prompts.setdefault(trainer.global_step + 1, []).extend(q.source for q in batch["questions"])
+            self.batches += 1
 
         def on_train_end(self, trainer, pl_module):
             digest = hashlib.sha256()
             for k, v in sorted(pl_module.policy.state_dict().items()):
                 digest.update(k.encode() + v.detach().cpu().numpy().tobytes())
             (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
-                {"prompts": self.prompts, "weights": digest.hexdigest(), "world_size": trainer.world_size}))
+                {"prompts": self.prompts, "weights": digest.hexdigest(), "world_size": trainer.world_size,
+                 "steps": trainer.global_step, "batches": self.batches, "updates": updates}))
 
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
                            feature_extractor=warm, batch_size=2, val_batch_size=1, seed=0)
+    extra = {}
+    if dynamic:
+        from r1aqa_pl import rewards
+
+        rewards.REWARDS["stub"] = speech_constant
+        extra = {"dynamic_sampling": True, "max_extra_draws": 6, "reward_weights": {"stub": 1.0}}
     module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, micro_batch_prompts=1,
-                        gradient_accumulation_steps=1)
+                        gradient_accumulation_steps=1, **extra)
+    updates, update = [], module.update
+
+    def recording(rollouts):  # the domains each optimizer step was built from, on this rank
+        updates.append([q.domain for ro in rollouts for q in ro.questions])
+        update(rollouts)
+
+    module.update = recording
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
                         max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
@@ -278,6 +299,26 @@ def test_ddp_two_processes(demo, tmp_path):
     print(f"DDP 2 x CPU: {steps} steps + validation in {t_ddp:.1f} s; val/acc/total {val_ddp['val/acc/total']:.3f}")
 
 
+@pytest.mark.slow
+def test_ddp_dynamic_sampling_every_rank_fills_its_own_batch_and_steps_together(demo, tmp_path):
+    """Each rank drops its own constant groups and draws its own extra batches; all step together."""
+    root, warm = demo
+    steps = 3
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "worker", str(tmp_path), str(root), warm,
+                           str(steps), "dynamic"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["steps"] for r in ranks] == [steps, steps] and ranks[0]["batches"] == ranks[1]["batches"]
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # the same optimizer steps, gradients all-reduced
+    for r in ranks:
+        assert len(r["updates"]) == steps
+        assert all(len(u) == 2 and "speech" not in u for u in r["updates"])  # full, no constant group
+    assert ranks[0]["batches"] > steps  # refills happened
+    drawn = ranks[0]["prompts"]["1"] + ranks[1]["prompts"]["1"]
+    assert len(drawn) == len(set(drawn))  # the ranks draw disjoint prompts
+
+
 def test_deepspeed_engine_accumulates_clips_and_gathers_on_cpu(tmp_path):
     """Real DeepSpeed ZeRO-2 / ZeRO-3 (/ + CPU offload) engines, CPU only: with begin_micro_batch the engine's
     gradient is the sum over GRPO's micro-batches (without it DeepSpeed keeps only the last one), the engine
@@ -450,7 +491,8 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
 
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":
-    worker(*sys.argv[2:5], steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2)
+    worker(*sys.argv[2:5], steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2,
+           dynamic=len(sys.argv) > 6 and sys.argv[6] == "dynamic")
 elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "deepspeed":
     deepspeed_worker(sys.argv[2])
 elif __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "lightning_deepspeed":

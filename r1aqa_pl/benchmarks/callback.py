@@ -202,6 +202,7 @@ class BenchmarkEvaluation(pl.Callback):
                 logged.update({f"{prefix}{k}": v.float() for k, v in values.items() if k.startswith("acc/")})
                 logged[f"{prefix}count/total"] = values["count/total"].float()
         total_key = f"{stage}/acc/total"
+        self.last_logged = {k: float(v) for k, v in logged.items()}  # the sanity pass's too (RunSummary's start)
         total = logged.pop(total_key)
         if trainer.sanity_checking:  # the starting point of the curves, at step 0
             if trainer.is_global_zero:

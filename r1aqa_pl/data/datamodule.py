@@ -3,6 +3,7 @@ start-up checks that make a bad file fail before training starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from r1aqa_pl.data import selection
 from r1aqa_pl.data.audio import load_audio
 from r1aqa_pl.data.formats import load_questions, record_error
 from r1aqa_pl.records import DataError, Question
@@ -79,12 +81,19 @@ class ResumableSampler(DistributedSampler):
     progress counters expect. No global RNG is touched.
     """
 
-    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, epoch: int = 0, start: int = 0):
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, epoch: int = 0, start: int = 0,
+                 order: list[int] | None = None, order_epochs: int = 0):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.epoch, self.start = epoch, start
+        self.order, self.order_epochs = order, order_epochs  # curriculum: a fixed order for the first epochs
 
     def __iter__(self):
-        indices = list(super().__iter__())
+        if self.order is not None and self.epoch < self.order_epochs:
+            order = list(self.order)
+            order += order[: self.total_size - len(order)]  # padded as DistributedSampler pads
+            indices = order[self.rank:self.total_size:self.num_replicas]
+        else:
+            indices = list(super().__iter__())
         start, self.start = self.start, 0
         return iter(indices[start:])
 
@@ -136,6 +145,13 @@ class AudioQADataModule(L.LightningDataModule):
         with_audio: False gives ``audio=None`` in every batch (the audio-free ablation; no audio is checked).
         limit_val: only the first N valid val records (quick evaluations during training).
         avqa_naming: how AVQA ``video_name`` maps to a wav name: "r1aqa" or "video_name" (see :func:`avqa_audio_name`).
+        hide_train_answers: blank every training record's answer (test-time RL: no label reaches the trainer;
+            a reward that reads ``answer`` then scores 0).
+        audio_contribution: the JSONL ``r1aqa audio-contribution`` wrote for the training file (labels, pass rates).
+        label_weights: times each training question is kept per label, e.g. ``{answerable_without_audio: 0}``
+            (filter) or ``0.5`` (seen half as often); needs ``audio_contribution``.
+        curriculum_epochs: the first N epochs serve the training questions easy to hard (pass rate with
+            audio, highest first) instead of shuffled; needs ``audio_contribution``.
     """
 
     allow_withheld = False  # a val file without answers is refused (evaluation writes a submission instead)
@@ -147,7 +163,9 @@ class AudioQADataModule(L.LightningDataModule):
                  val_batch_size: int = 8, num_workers: int = 0, seed: int = 0,
                  on_error: Literal["raise", "skip"] = "raise", max_skip_fraction: float = 0.1,
                  with_audio: bool = True, limit_val: int | None = None,
-                 avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa"):
+                 avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", hide_train_answers: bool = False,
+                 audio_contribution: str | None = None, label_weights: dict[str, float] | None = None,
+                 curriculum_epochs: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.datasets: dict[str, AudioQADataset] = {}
@@ -155,6 +173,10 @@ class AudioQADataModule(L.LightningDataModule):
         self.sampling_rate: int | None = None
         self.max_samples: int | None = None
         self._resume: dict | None = None  # set by load_state_dict, used by the next train_dataloader()
+        self._order: list[int] | None = None  # the curriculum's order of the training set
+        if (label_weights or curriculum_epochs) and not audio_contribution:
+            raise ValueError("label_weights and curriculum_epochs need audio_contribution (a file from "
+                             "r1aqa audio-contribution)")
 
     def _window(self) -> tuple[int, int]:
         """(sampling rate, window in samples): from the feature extractor when named, so they match the model."""
@@ -182,6 +204,10 @@ class AudioQADataModule(L.LightningDataModule):
             total = len(qs) + sum(counts.values())
             if split.startswith("val") and h.limit_val:
                 qs = qs[: h.limit_val]
+            if split == "train" and h.audio_contribution:
+                qs = self._select(qs)
+            if split == "train" and h.hide_train_answers:
+                qs = [dataclasses.replace(q, answer="", raw={}) for q in qs]
             self.startup_skipped[split] = counts
             budget = math.floor(h.max_skip_fraction * total) - sum(counts.values())
             ds = self.datasets[split] = AudioQADataset(qs, self.sampling_rate, self.max_samples, h.with_audio,
@@ -218,6 +244,21 @@ class AudioQADataModule(L.LightningDataModule):
                             f"no record has an answer ({bench.title} test split?): it cannot be scored during "
                             "training; answer it with `r1aqa eval --data ...`, which writes the submission file")
 
+    def _select(self, qs: list[Question]) -> list[Question]:
+        """Training questions weighted or filtered by their audio-contribution label; the curriculum's order."""
+        h = self.hparams
+        lines = selection.labels_for(qs, selection.read_labels(h.audio_contribution), h.audio_contribution)
+        if h.label_weights:
+            keep = selection.weight_by_label(lines, h.label_weights, h.seed)
+            qs, lines = [qs[i] for i in keep], [lines[i] for i in keep]
+            if not qs:
+                raise DataError(h.audio_contribution, "file", "empty_selection",
+                                f"label_weights {dict(h.label_weights)} leave no training question")
+        self._order = selection.easy_to_hard(lines) if h.curriculum_epochs else None
+        log.info("train: %d questions after label_weights %s; curriculum for %d epochs", len(qs),
+                 h.label_weights, h.curriculum_epochs)
+        return qs
+
     @property
     def skipped(self) -> dict[str, Counter]:
         """Records left out per split and reason: at start-up plus while reading (this process)."""
@@ -244,7 +285,8 @@ class AudioQADataModule(L.LightningDataModule):
         if batches >= per_epoch:  # saved at the end of an epoch: the next one starts afresh
             epoch, batches = epoch + 1, 0
         self._resume = None
-        sampler = ResumableSampler(self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size)
+        sampler = ResumableSampler(self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size,
+                                   self._order, h.curriculum_epochs)
         return self._loader("train", h.batch_size, sampler)
 
     def state_dict(self) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import torch
 from torch import Tensor
 
 from r1aqa_pl.models.base import PolicyFamily
@@ -36,6 +37,31 @@ class RolloutEngine:
 
 
 @dataclass
+class Group:
+    """One prompt's G scored completions, waiting in dynamic sampling's pool for its optimizer step.
+
+    The audio travels with it: the step's prompts are encoded again together once the step is full.
+    """
+
+    question: Question
+    audio: Tensor | None
+    completion_ids: Tensor
+    mask: Tensor
+    texts: list[str]
+    rewards: Tensor
+    per_fn: dict[str, Tensor]
+
+    def informative(self, metric: str = "total") -> bool:
+        """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient.
+
+        ``metric``: "total" (the weighted reward) or one reward function's name, e.g. "accuracy" (DAPO's
+        rule: all right or all wrong carries no signal about the answer, whatever the format reward says).
+        """
+        r = self.rewards if metric == "total" else self.per_fn[metric]
+        return bool(r.max() > r.min())
+
+
+@dataclass
 class Rollout:
     """One batch of B prompts × G sampled completions, scored, with what the update needs.
 
@@ -54,6 +80,16 @@ class Rollout:
     advantages: Tensor
     old_logp: Tensor | None = None
     ref_logp: Tensor | None = None
+
+    def groups(self, G: int, audio: list) -> list[Group]:
+        """This rollout's prompts one by one with their G scored completions (``audio``: the batch's clips)."""
+        out = []
+        for b, q in enumerate(self.questions):
+            rows = slice(b * G, (b + 1) * G)
+            clip = None if audio[b] is None else torch.as_tensor(audio[b])
+            out.append(Group(q, clip, self.completion_ids[rows], self.mask[rows], self.texts[rows], self.rewards[rows],
+                             {k: v[rows] for k, v in self.per_fn.items()}))
+        return out
 
     def micro_batches(self, G: int, prompts: int) -> Iterator[tuple[dict[str, Tensor], slice]]:
         """(inputs of ``prompts`` whole groups, their completion rows), in order."""

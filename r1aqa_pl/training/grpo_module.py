@@ -18,7 +18,9 @@ from torch import Tensor
 from r1aqa_pl import answer_format, grpo, rewards
 from r1aqa_pl.logprobs import completion_logprobs, completion_mask
 from r1aqa_pl.rollout import Rollout, make_engine
+from r1aqa_pl.rollout.base import Group
 from r1aqa_pl.training import resume, strategy
+from r1aqa_pl.training.dynamic_sampling import GroupPool
 from r1aqa_pl.training.policy_module import PolicyModule
 
 
@@ -28,6 +30,12 @@ class GRPOModule(PolicyModule):
     ``gradient_accumulation_steps`` rollouts (batches) make one optimizer step; with
     ``num_iterations`` μ > 1 those rollouts are reused for μ optimizer steps against log-probs
     taken once before the first update (so the clipping can bite).
+
+    ``dynamic_sampling`` (DAPO): groups whose G rewards (``dynamic_sampling_metric``: the total or one
+    reward function's, e.g. accuracy) are all equal are dropped and up to
+    ``max_extra_draws`` more batches are drawn per optimizer step until it has its
+    ``batch_size × gradient_accumulation_steps`` prompts (see :mod:`r1aqa_pl.training.dynamic_sampling`).
+    An optimizer step then spans a varying number of batches (``trainer.max_steps`` counts steps).
     """
 
     def __init__(
@@ -43,11 +51,15 @@ class GRPOModule(PolicyModule):
         epsilon_low: float = 0.2,
         epsilon_high: float | None = None,
         loss_type: str = "grpo",
+        importance_sampling_level: str = "token",
         num_iterations: int = 1,
         gradient_accumulation_steps: int = 1,
         micro_batch_prompts: int = 1,
         share_prompt: bool = True,
         max_bad_steps: int = 3,
+        dynamic_sampling: bool = False,
+        max_extra_draws: int = 4,
+        dynamic_sampling_metric: str = "total",
         **policy_kwargs,
     ):
         super().__init__(model_name_or_path, **policy_kwargs)
@@ -57,12 +69,18 @@ class GRPOModule(PolicyModule):
             self.reward_weights["think_format"] = self.reward_weights.pop("format")
         rewards.check_weights(self.reward_weights)
         grpo.aggregate(torch.zeros(1, 1), torch.ones(1, 1), loss_type)  # unknown loss_type fails at start-up
+        grpo.log_importance_ratio(torch.zeros(1, 1), torch.zeros(1, 1), level=importance_sampling_level)  # likewise
         self.engine = make_engine(self.hparams.engine, share_prompt=share_prompt)
         self.automatic_optimization = False
         self.ref_policy = None
         self.buffer: list[Rollout] = []
         self.bad_steps = 0
         self.skipped_steps = 0
+        if dynamic_sampling_metric != "total" and dynamic_sampling_metric not in self.reward_weights:
+            raise ValueError(f"dynamic_sampling_metric {dynamic_sampling_metric!r}: neither 'total' nor one of "
+                             f"reward_weights ({', '.join(self.reward_weights)})")
+        self.pool = GroupPool(max_extra_draws, dynamic_sampling_metric)
+        self.prompts_per_batch = 1
 
     def accumulation(self) -> int:
         return self.hparams.gradient_accumulation_steps
@@ -71,6 +89,7 @@ class GRPOModule(PolicyModule):
         if stage == "fit":  # DeepSpeed: the engine clips at max_grad_norm; completions per rank and step
             dm = getattr(self.trainer, "datamodule", None)
             prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1
+            self.prompts_per_batch = prompts
             h = self.hparams
             strategy.configure_deepspeed(self, prompts * h.gradient_accumulation_steps * h.G)
 
@@ -91,10 +110,12 @@ class GRPOModule(PolicyModule):
     # -- exact resume (Lightning restores weights, optimizer, scheduler, loops and data position) ---
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Every rank's RNG state (rollouts sample from it) and rollouts still waiting for their step."""
-        checkpoint["grpo_resume"] = resume.resume_state(self, self.buffer)
+        checkpoint["grpo_resume"] = resume.resume_state(self, self.buffer, self.pool.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resume_rng, self.buffer = resume.load_resume_state(self, checkpoint.get("grpo_resume"))
+        self._resume_rng, self.buffer, pool = resume.load_resume_state(self, checkpoint.get("grpo_resume"))
+        if pool:
+            self.pool.load_state_dict(pool)
 
     def on_train_start(self) -> None:
         """Restore the RNG streams last, right before the first rollout after a resume."""
@@ -111,8 +132,11 @@ class GRPOModule(PolicyModule):
 
     # -- rollout → reward → advantage ---------------------------------------------------------
     def make_rollout(self, batch) -> Rollout:
+        return self.with_logprobs(self.sample(batch["questions"], batch["audio"]))
+
+    def sample(self, questions, audio) -> Rollout:
+        """G scored completions per prompt, with their advantages (no log-probs yet)."""
         h = self.hparams
-        questions, audio = batch["questions"], batch["audio"]
         inputs = self.encode(questions, audio)
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
             completion_ids = self.engine.sample(
@@ -124,10 +148,47 @@ class GRPOModule(PolicyModule):
         group_questions = [q for q in questions for _ in range(h.G)]  # aligned with the rows
         total, per_fn = rewards.score_completions(texts, group_questions, self.reward_weights)
         A = grpo.group_advantages(total, h.G, h.scale_rewards)
-        ro = Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device))
+        return Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device))
+
+    def with_logprobs(self, ro: Rollout) -> Rollout:
+        """The log-probs the update needs: the sampling policy's (μ > 1) and the reference's (beta > 0)."""
+        h = self.hparams
         ro.old_logp = self.logprobs(self.policy, ro, grad=False) if h.num_iterations > 1 else None
         ro.ref_logp = self.ref_logprobs(ro) if h.beta > 0 else None
         return ro
+
+    def assemble(self, groups: list[Group]) -> Rollout:
+        """One rollout from pooled groups of several draws: their prompts encoded together, completions
+        padded to the longest (mask 0), advantages within each group as in :meth:`sample`."""
+        h = self.hparams
+        questions = [g.question for g in groups]
+        audio = [None if g.audio is None else g.audio.numpy() for g in groups]
+        inputs = self.encode(questions, audio)
+        T = max(g.completion_ids.shape[1] for g in groups)
+        pad = self.eos_ids[0] if self.eos_ids else 0
+
+        def padded(x: Tensor, value: int) -> Tensor:
+            return torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value).to(self.device)
+
+        ids = torch.cat([padded(g.completion_ids, pad) for g in groups])
+        mask = torch.cat([padded(g.mask, 0) for g in groups])
+        total = torch.cat([g.rewards.cpu() for g in groups])
+        per_fn = {k: torch.cat([g.per_fn[k].cpu() for g in groups]) for k in groups[0].per_fn}
+        A = grpo.group_advantages(total, h.G, h.scale_rewards)
+        texts = [t for g in groups for t in g.texts]
+        return Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
+
+    def dynamic_step(self, batch) -> list[Rollout] | None:
+        """Draw a batch into the pool; the step's rollout once every rank's pool is full (or draws run out)."""
+        h = self.hparams
+        target, base = self.prompts_per_batch * h.gradient_accumulation_steps, h.gradient_accumulation_steps
+        self.pool.add(self.sample(batch["questions"], batch["audio"]).groups(h.G, batch["audio"]), target)
+        # collective under DDP: every rank learns whether all are full, so all step together
+        if not strategy.all_ranks(self, self.pool.full(target)) and not self.pool.out_of_draws(base):
+            return None
+        groups, stats = self.pool.take(target, base)
+        self.log_dict({f"train/dynamic/{k}": torch.tensor(v) for k, v in stats.items()}, prog_bar=False)
+        return [self.with_logprobs(self.assemble(groups))] if groups else None
 
     def micro_batches(self, ro: Rollout):
         """Slices of whole groups (``micro_batch_prompts`` prompts × G completions)."""
@@ -152,10 +213,15 @@ class GRPOModule(PolicyModule):
     # -- update -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         self.policy.train()
-        self.buffer.append(self.make_rollout(batch))
-        if len(self.buffer) < self.hparams.gradient_accumulation_steps:
-            return
-        rollouts, self.buffer = self.buffer, []
+        if self.hparams.dynamic_sampling:
+            rollouts = self.dynamic_step(batch)
+            if rollouts is None:
+                return
+        else:
+            self.buffer.append(self.make_rollout(batch))
+            if len(self.buffer) < self.hparams.gradient_accumulation_steps:
+                return
+            rollouts, self.buffer = self.buffer, []
         for _ in range(self.hparams.num_iterations):
             self.update(rollouts)
         self.log_rollouts(rollouts)
@@ -180,7 +246,8 @@ class GRPOModule(PolicyModule):
                 ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
                 loss, st = grpo.grpo_loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], beta=h.beta,
                                           epsilon_low=h.epsilon_low, epsilon_high=h.epsilon_high,
-                                          loss_type=h.loss_type, **totals)
+                                          loss_type=h.loss_type,
+                                          importance_sampling_level=h.importance_sampling_level, **totals)
                 self.manual_backward(loss)
                 loss_sum += loss.detach()
                 for k, v in st.items():

@@ -1,7 +1,7 @@
 """Exact resume: what Lightning does not checkpoint for GRPO.
 
-Every rank's RNG state (rollouts sample from it) and every rank's rollouts still waiting for their
-optimizer step, saved in the checkpoint's ``grpo_resume`` entry and restored right before the first
+Every rank's RNG state (rollouts sample from it), every rank's rollouts still waiting for their
+optimizer step and, under dynamic sampling, every rank's pool of groups mid-refill, saved in the checkpoint's ``grpo_resume`` entry and restored right before the first
 rollout after a resume.
 """
 
@@ -13,12 +13,12 @@ import logging
 import torch
 
 from r1aqa_pl.records import Question
-from r1aqa_pl.rollout.base import Rollout
+from r1aqa_pl.rollout.base import Group, Rollout
 
 log = logging.getLogger(__name__)
 
 # dataclasses a checkpoint may hold, stored as plain dicts (what torch.load(weights_only=True) reads)
-_TYPES = {"Question": Question, "Rollout": Rollout}
+_TYPES = {"Question": Question, "Rollout": Rollout, "Group": Group}
 
 
 def rng_state() -> dict:
@@ -90,23 +90,23 @@ def _gather(module, obj) -> list:
     return out
 
 
-def resume_state(module, buffer: list) -> dict:
-    """What Lightning does not checkpoint: every rank's RNG state (rollouts sample from it) and every
-    rank's rollouts still waiting for their optimizer step. Called on all ranks (Lightning's
-    ``on_save_checkpoint``); rank 0's copy is the one written."""
-    per_rank = _gather(module, {"rng": rng_state(), "buffer": _pack(buffer)})
+def resume_state(module, buffer: list, pool: dict | None = None) -> dict:
+    """What Lightning does not checkpoint: every rank's RNG state (rollouts sample from it), every
+    rank's rollouts still waiting for their optimizer step and its dynamic-sampling ``pool`` state.
+    Called on all ranks (Lightning's ``on_save_checkpoint``); rank 0's copy is the one written."""
+    per_rank = _gather(module, {"rng": rng_state(), "buffer": _pack(buffer), "pool": _pack(pool)})
     return {"world_size": len(per_rank), "ranks": per_rank}
 
 
-def load_resume_state(module, state: dict) -> tuple[dict | None, list]:
-    """(this rank's RNG state, this rank's buffered rollouts on the CPU) from :func:`resume_state`."""
+def load_resume_state(module, state: dict) -> tuple[dict | None, list, dict | None]:
+    """(this rank's RNG state, buffered rollouts, pool state), tensors on the CPU, from :func:`resume_state`."""
     if not state:
-        return None, []
+        return None, [], None
     trainer = getattr(module, "_trainer", None)
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     if state["world_size"] != world:
         log.warning("resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
                     "are not restored (the run continues, but not bit-for-bit)", world, state["world_size"])
-        return None, []
+        return None, [], None
     mine = state["ranks"][rank]
-    return mine["rng"], to_device(mine["buffer"], "cpu")
+    return mine["rng"], to_device(mine["buffer"], "cpu"), to_device(mine.get("pool"), "cpu")

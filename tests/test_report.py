@@ -1,0 +1,36 @@
+"""What a run tells its user: the step progress bar and the end-of-run summary."""
+
+import json
+
+import lightning as L
+from helpers import datamodule
+
+from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+from r1aqa_pl.training.grpo_module import GRPOModule
+from r1aqa_pl.training.report import RunSummary, StepProgressBar, summary_table
+
+
+def test_summary_table_start_best_end():
+    curve = {0: {"sound": 0.4, "total": 0.45}, 100: {"sound": 0.9, "total": 0.8}, 200: {"sound": 0.7, "total": 0.8},
+             300: {"sound": 0.6, "total": 0.7}}
+    lines, at = summary_table(curve)
+    assert at == {"start": 0, "best": 100, "end": 300}  # a tie for best: the earlier step
+    assert lines[1].split() == ["sound", "0.400", "0.900", "0.600"]
+    assert lines[2].split() == ["total", "0.450", "0.800", "0.700"]
+
+
+def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_path, capsys):
+    bar, summary = StepProgressBar(), RunSummary()
+    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=6, eval_max_new_tokens=6, lr=1e-3,
+                   gradient_accumulation_steps=2, micro_batch_prompts=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=4, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=-1, logger=L.pytorch.loggers.CSVLogger(str(tmp_path)),
+                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                        callbacks=[BenchmarkEvaluation(write_predictions=False, log_before_training=True), bar, summary])
+    trainer.fit(m, datamodule(synth_dir, tiny_dir, val_batch_size=24))
+    assert bar.train_progress_bar.total == 2 and bar.train_progress_bar.n == 2  # steps, not 4 batches
+    written = json.loads((tmp_path / "lightning_logs" / "version_0" / "summary.json").read_text())
+    assert written["steps"] == 2 and written["start"] == 0 and written["end"] == 2  # step 0: the sanity pass
+    assert set(written["curve"]["2"]) == {"sound", "music", "speech", "easy", "medium", "hard", "total"}
+    out = capsys.readouterr().out
+    assert "[summary] 2 optimizer steps" in out and "make eval CKPT=" in out and "make tensorboard" in out
