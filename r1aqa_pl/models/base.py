@@ -149,6 +149,9 @@ class PolicyFamily:
     def position_ids(self, attention_mask: Tensor) -> Tensor:
         return position_ids(attention_mask)
 
+    def before_generate(self, model) -> None:
+        """Reset state a family keeps between forwards (none by default) before ``generate`` runs."""
+
     def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {k: inputs[k] for k in self.audio_keys if k in inputs}
 
