@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # the demo run and its caches live here (ignored by git)
 RUN_DIR ?= checkpoints/demo
+# the policy family of the demo's and the bench's tiny model (r1aqa_pl.models.FAMILIES)
+FAMILY ?= qwen2_audio
 # eval knobs: make eval CKPT=... [DATA=...] [BENCHMARK=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
 CKPT ?=
 DATA ?= data/mmau/mmau-test-mini.json
@@ -33,11 +35,13 @@ $(STAMP): setup.cfg pyproject.toml
 	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
 	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" 2>/dev/null || { \
 	    echo "no torchaudio $$TV.* wheel: taking the newest release up to it"; $(PY) -m pip install -q "torchaudio<=$$TV.99"; }
+	@VV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print('0.'+str(int(v[1])+15))"); \
+	  $(PY) -c "import torchvision" 2>/dev/null || $(PY) -m pip install -q --no-deps "torchvision==$$VV.*"  # the Omni processors' video half
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml)
-	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR)
+demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [FAMILY=qwen2_5_omni]
+	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --family $(FAMILY)
 	$(VENV)/bin/lightning fit --config configs/demo.yaml
 
 test: install ## run the test suite (slow tests excluded)

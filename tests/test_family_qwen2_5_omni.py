@@ -276,3 +276,33 @@ def test_whole_omni_checkpoint_folder_loads_only_the_thinker(tiny_dir, tmp_path)
     ids = sample(family, ref.eval(), processor, inputs, T=5)
     assert torch.equal(score(family, model.eval(), inputs, ids), score(family, ref, inputs, ids))
     assert family.arch(AutoConfig.from_pretrained(str(full))) == family.arch(thinker_config)
+
+
+# ------------------------------------------------------------------ memory estimate
+
+
+def components(model) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n, p in model.named_parameters():
+        key = n.split(".")[1] if n.startswith("model.") else n.split(".")[0]
+        out[key] = out.get(key, 0) + p.numel()
+    return out
+
+
+def test_arch_counts_the_real_tensors(tiny):
+    model, _, family = tiny
+    assert family.arch(model.config).params() == components(model)
+
+
+def test_memory_rows_are_the_hub_geometries():
+    """The 7B row's parameter count = a real thinker of that geometry, built on the meta device."""
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_7B
+
+    family = FAMILIES["qwen2_5_omni"]
+    with torch.device("meta"):
+        model = family.model_class()(Qwen2_5OmniThinkerConfig(vision_config={"hidden_size": 1280}))
+    assert family.arch(model.config) == QWEN2_5_OMNI_7B
+    assert QWEN2_5_OMNI_7B.params() == components(model)
+    assert 8.9e9 < sum(QWEN2_5_OMNI_7B.params().values()) < 9.0e9

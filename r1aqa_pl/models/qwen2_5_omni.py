@@ -14,6 +14,7 @@ text model broadcasts to three.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,12 +51,46 @@ TINY_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Qwen/Qwen2.5-Omni-7B and -3B thinker_config (config.json): Qwen2.5 language models, a Whisper-style
-# audio encoder (32 layers, d_model 1280) and a 32-block vision encoder that audio questions never run
-QWEN2_5_OMNI_7B = Arch(vocab=152064, hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
-                       audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
-QWEN2_5_OMNI_3B = Arch(vocab=151936, hidden=2048, intermediate=11008, layers=36, heads=16, kv_heads=2,
-                       audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+
+@dataclass(frozen=True)
+class OmniArch(Arch):
+    """An Omni thinker: the audio encoder projects to the LM's width itself (no separate projector), its
+    positions are a buffer, and a vision encoder sits beside it (resident, never run for audio)."""
+
+    vision_hidden: int = 1280
+    vision_intermediate: int = 3420
+    vision_depth: int = 32
+    vision_patch: int = 14
+    vision_temporal_patch: int = 2
+    vision_merge: int = 2
+
+    def params(self) -> dict[str, int]:
+        d, f, h, V = self.audio_dim, self.audio_ffn, self.hidden, self.vocab
+        audio_layer = (d * d + d) + d * d + (d * d + d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+        vh, vi, m = self.vision_hidden, self.vision_intermediate, self.vision_hidden * self.vision_merge ** 2
+        vision_block = 2 * vh + 4 * (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh)
+        lm = self.params_language_model()
+        return {
+            "audio_tower": (self.mel_bins * d * 3 + d) + (d * d * 3 + d) + 2 * h + self.audio_layers * audio_layer
+            + 2 * d + (d * h + h),
+            "visual": 3 * self.vision_temporal_patch * self.vision_patch ** 2 * vh + self.vision_depth * vision_block
+            + vh + (m * m + m) + (m * h + h),
+            "language_model": lm,
+            "lm_head": V * h,
+        }
+
+    def params_language_model(self) -> int:
+        h, I, kv, V = self.hidden, self.intermediate, self.kv, self.vocab
+        return V * h + self.layers * ((h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * I + 2 * h) + h
+
+
+# Qwen/Qwen2.5-Omni-7B and -3B thinker_config (config.json): Qwen2.5-7B / -3B language models, the same
+# Whisper-style audio encoder (32 layers, d_model 1280) and a 32-block vision encoder of width 1280 (the
+# hub configs'; transformers' class default of 3584 is the language model's width, not the encoder's)
+QWEN2_5_OMNI_7B = OmniArch(vocab=152064, hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
+                           audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+QWEN2_5_OMNI_3B = OmniArch(vocab=151936, hidden=2048, intermediate=11008, layers=36, heads=16, kv_heads=2,
+                           audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
 
 
 class Qwen2_5Omni(PolicyFamily):
@@ -218,11 +253,13 @@ class Qwen2_5Omni(PolicyFamily):
     def named_tokens(self) -> dict[str, str]:
         return dict(NAMED)
 
-    def arch(self, config) -> Arch:
+    def arch(self, config) -> OmniArch:
         if config.model_type == self.full_model_type:
             config = config.thinker_config
-        t, a = config.text_config, config.audio_config
-        return Arch(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
-                    layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
-                    audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
-                    mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions)
+        t, a, v = config.text_config, config.audio_config, config.vision_config
+        return OmniArch(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
+                        layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
+                        audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
+                        mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions, vision_hidden=v.hidden_size,
+                        vision_intermediate=v.intermediate_size, vision_depth=v.depth, vision_patch=v.patch_size,
+                        vision_temporal_patch=v.temporal_patch_size, vision_merge=v.spatial_merge_size)
