@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from r1aqa_pl.models.base import Arch  # noqa: E402
 from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_3B, QWEN2_5_OMNI_7B  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
+from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B  # noqa: E402
 
 GB = 1e9
 
@@ -157,7 +158,8 @@ def configs(arch: Arch = QWEN2_AUDIO_7B) -> list[tuple[RunConfig, int, int]]:
 
 # the policies of the README's tables (an Omni thinker's vision encoder counts as resident weights)
 MODELS = {"Qwen2-Audio-7B-Instruct": QWEN2_AUDIO_7B, "Qwen2.5-Omni-7B thinker": QWEN2_5_OMNI_7B,
-          "Qwen2.5-Omni-3B thinker": QWEN2_5_OMNI_3B}
+          "Qwen2.5-Omni-3B thinker": QWEN2_5_OMNI_3B,
+          "Qwen3-Omni-30B-A3B thinker (MoE: all 128 experts resident, 8 active per token)": QWEN3_OMNI_30B_A3B}
 
 
 def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -> str:
@@ -167,8 +169,9 @@ def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -
     heads = ["weights", "ref. model", "optimizer", "ZeRO-3 working set", "gathered for generate", "KV cache",
              "gradients", "activations", "logits", "**peak GPU**", "host RAM"]
     P = sum(arch.params().values())
+    audio = round(10 * arch.audio_tokens_per_second)
     lines = [f"{title}: {P / 1e9:.2f} B parameters; G = 8, 1 prompt per GPU, 10 s audio "
-             "(250 audio + 100 text tokens), 256 new tokens unless said otherwise.", "",
+             f"({audio} audio + 100 text tokens), 256 new tokens unless said otherwise.", "",
              "| configuration | " + " | ".join(heads) + " |", "|---" * (len(cols) + 1) + "|"]
     for cfg, trainable, total in configs(arch):
         m = estimate_memory(trainable, total, cfg, arch)

@@ -21,7 +21,9 @@ from r1aqa_pl.rollout.hf import HFEngine
 
 WORDS = [f"w{i}" for i in range(40)]
 G = 3
-OMNI = ["qwen2_5_omni"]
+OMNI = ["qwen2_5_omni", "qwen3_omni"]
+# the whole Omni checkpoint of each family: its config class and the parts beside the thinker
+FULL = {"qwen2_5_omni": ("Qwen2_5OmniConfig", "token2wav"), "qwen3_omni": ("Qwen3OmniMoeConfig", "code2wav")}
 
 
 @pytest.fixture(scope="module", params=OMNI)
@@ -67,6 +69,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
+def worst_grad_err(g_s: dict, g_u: dict, names) -> float:
+    """Largest per-tensor relative error, over tensors whose gradient is above rounding (a key bias's is 0)."""
+    scale = max(float(g.abs().max()) for g in g_u.values())
+    return max(rel_err(g_s[n], g_u[n]) for n in names if g_u[n].abs().max() > 1e-6 * scale)
+
+
 def score(family, model, inputs, ids, share=True):
     with torch.no_grad():
         return logprobs.completion_logprobs(family, model, inputs, ids, completion_mask(ids, eos_ids(model)), G,
@@ -103,8 +111,7 @@ def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
     assert encoder and any(g_s[n].abs().max() > 0 for n in encoder)  # the gradient reaches the audio encoder
     scale = max(float(g.abs().max()) for g in g_u.values())
     assert max(float((g_s[n] - g_u[n]).abs().max()) for n in g_s) <= 1e-5 * scale
-    for n in encoder + ["lm_head.weight"]:
-        assert rel_err(g_s[n], g_u[n]) < 1e-4, n
+    assert worst_grad_err(g_s, g_u, [*encoder, "lm_head.weight"]) < 1e-4  # per tensor too
 
 
 def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
@@ -122,7 +129,7 @@ def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
         out[share] = logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     (lp_s, g_s), (lp_u, g_u) = out[True], out[False]
     assert rel_err(lp_s, lp_u) < 1e-5
-    assert max(rel_err(g_s[n], g_u[n]) for n in g_s if "audio_tower" in n) < 1e-4
+    assert worst_grad_err(g_s, g_u, [n for n in g_s if "audio_tower" in n]) < 1e-4
 
 
 def test_prompt_embeddings_and_positions_equal_the_thinkers_own(tiny):
@@ -193,9 +200,11 @@ def test_system_prompt_and_audio_placeholders_in_the_prompt(tiny):
     _, processor, family = tiny
     q = Question(id="q", audio_path="a.wav", question="w3", choices=["w1", "w2"], answer="w1")
     text = family.render(processor, q)
-    assert text.startswith("<|im_start|>system\n" + family.system_prompt + "<|im_end|>")
-    assert "<|audio_bos|><|AUDIO|><|audio_eos|>w3" in text and text.endswith("<|im_start|>assistant\n")
-    assert "<|AUDIO|>" not in family.render(processor, q, with_audio=False)
+    system = "<|im_start|>system\n" + family.system_prompt + "<|im_end|>\n" if family.system_prompt else ""
+    assert text.startswith(system + "<|im_start|>user\n")
+    assert processor.audio_bos_token + processor.audio_token + processor.audio_eos_token + "w3" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert processor.audio_token not in family.render(processor, q, with_audio=False)
 
 
 # ------------------------------------------------------------------ structural tokens
@@ -252,25 +261,27 @@ def test_export_loads_with_the_thinker_class_and_scores_the_same(tiny_dir, tmp_p
 def test_whole_omni_checkpoint_folder_loads_only_the_thinker(tiny_dir, tmp_path):
     """A full Omni folder (thinker + talker + token2wav tensors, model_type qwen2_5_omni): the thinker's config
     and ``thinker.*`` tensors are read, nothing else is built."""
+    import transformers
     from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, Qwen2_5OmniConfig
+    from transformers import AutoConfig
 
     name, d = tiny_dir
+    config_class, speech = FULL[name]
     full = tmp_path / "omni"
     full.mkdir()
     thinker_config = AutoConfig.from_pretrained(d)
-    Qwen2_5OmniConfig(thinker_config=thinker_config.to_dict(), enable_audio_output=True).save_pretrained(full)
+    getattr(transformers, config_class)(thinker_config=thinker_config.to_dict()).save_pretrained(full)
     weights = {f"thinker.{k}": v for k, v in load_file(f"{d}/model.safetensors").items()}
     weights["talker.model.embed_tokens.weight"] = torch.zeros(3, 2)
-    weights["token2wav.code2wav_dit_model.x"] = torch.zeros(2)
+    weights[f"{speech}.x"] = torch.zeros(2)
     save_file(weights, str(full / "model.safetensors"), metadata={"format": "pt"})
     for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja",
               "generation_config.json"):
         (full / f).write_bytes((tmp_path / d / f).read_bytes())  # d is absolute: the folder itself
-    assert json.loads((full / "config.json").read_text())["model_type"] == "qwen2_5_omni"
+    assert json.loads((full / "config.json").read_text())["model_type"] == FAMILIES[name].full_model_type
     model, processor, family = load_policy(str(full))
     assert family is FAMILIES[name] and type(model).__name__ == family.model_class().__name__
-    assert not any(n.startswith(("talker", "token2wav")) for n, _ in model.named_parameters())
+    assert not any(n.startswith(("talker", speech)) for n, _ in model.named_parameters())
     ref, _, _ = load_policy(d)
     inputs = batch(family, processor)
     ids = sample(family, ref.eval(), processor, inputs, T=5)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from r1aqa_pl.models.base import DTYPES, Dtype, PolicyFamily
 from r1aqa_pl.models.qwen2_5_omni import Qwen2_5Omni
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+from r1aqa_pl.models.qwen3_omni import Qwen3Omni
 
 __all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
 
 # name -> adapter; a new family is one module plus one line here
-FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni())}
+FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni(), Qwen3Omni())}
 
 
 def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:

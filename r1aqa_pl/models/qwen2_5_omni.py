@@ -220,13 +220,15 @@ class Qwen2_5Omni(PolicyFamily):
         return Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
                                     feature_extractor=fe, tokenizer=tokenizer, chat_template=TINY_TEMPLATE)
 
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
-                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
         """A real thinker with a word-level tokenizer, a short Whisper window and a one-block vision encoder.
 
         The processor needs torchvision (its video processor), as the hub's does."""
-        special = SPECIAL
+        return self._build_tiny(out_dir, SPECIAL, words, seed, **geometry)
+
+    def _build_tiny(self, out_dir: str, special: list[str], words: list[str] | None = None, seed: int = 0,
+                    window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
+                    num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2) -> str:
         system_words = (self.system_prompt or "").split()
         tokenizer = word_tokenizer(special, [*(words or []), *system_words], pad_token="<|endoftext|>",
                                    eos_token="<|im_end|>", extra_special_tokens=self.named_tokens())
