@@ -317,3 +317,59 @@ def test_memory_rows_are_the_hub_geometries():
     assert family.arch(model.config) == QWEN2_5_OMNI_7B
     assert QWEN2_5_OMNI_7B.params() == components(model)
     assert 8.9e9 < sum(QWEN2_5_OMNI_7B.params().values()) < 9.0e9
+
+
+def test_memory_row_of_qwen3_omni_30b_a3b():
+    """All 128 experts of every layer count as resident weights; 31.7 B parameters in the thinker."""
+    from transformers import Qwen3OmniMoeThinkerConfig
+
+    from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B, QWEN3_OMNI_30B_A3B_GEOMETRY
+
+    family = FAMILIES["qwen3_omni"]
+    with torch.device("meta"):
+        model = family.model_class()(Qwen3OmniMoeThinkerConfig(**QWEN3_OMNI_30B_A3B_GEOMETRY))
+    assert family.arch(model.config) == QWEN3_OMNI_30B_A3B
+    assert QWEN3_OMNI_30B_A3B.params() == components(model)
+    assert 31.7e9 < sum(QWEN3_OMNI_30B_A3B.params().values()) < 31.8e9
+    assert QWEN3_OMNI_30B_A3B.intermediate == 8 * 768  # activations: the 8 experts a token runs
+
+
+# ------------------------------------------------------------------ mixture of experts
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory) -> str:
+    return build_tiny_model(str(tmp_path_factory.mktemp("moe")), family="qwen3_omni", words=WORDS, seed=0)
+
+
+def test_router_aux_loss_is_transformers_own_and_reaches_the_routers(tiny_moe):
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import load_balancing_loss_func
+
+    model, processor, family = load_policy(tiny_moe)
+    model.train()  # the routers route in training mode as in evaluation (no noise, no capacity drop)
+    inputs = batch(family, processor)
+    with family.collect_router_logits(model) as routed:
+        out = model(**inputs, output_router_logits=True)
+    assert len(routed) == len(family.routers(model)) == model.config.text_config.num_hidden_layers
+    t = model.config.text_config
+    ours = family.router_aux_loss(model, routed)
+    assert torch.allclose(ours, load_balancing_loss_func(out.router_logits, t.num_experts, t.num_experts_per_tok))
+    k = t.num_experts_per_tok  # num_experts · Σ_e (share of top-k slots) · (mean router probability): k if balanced
+    assert 0.5 * k < float(ours) < 2 * k
+    ours.backward()
+    assert all(r.weight.grad is not None and r.weight.grad.abs().max() > 0 for r in family.routers(model))
+
+
+def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
+    """Off by default; on, it is logged and trains; a dense family refuses it with a named error."""
+    from helpers import datamodule, fit
+
+    from r1aqa_pl.training.grpo_module import GRPOModule
+
+    with pytest.raises(ValueError, match="qwen2_5_omni has no experts"):
+        GRPOModule(build_tiny_model(str(tmp_path / "dense"), family="qwen2_5_omni", words=WORDS),
+                   router_aux_loss_coef=0.01).configure_model()
+    assert GRPOModule(tiny_moe).hparams.router_aux_loss_coef == 0.0
+    module = GRPOModule(tiny_moe, G=2, max_new_tokens=4, router_aux_loss_coef=0.01, beta=0.0)
+    trainer = fit(module, datamodule(synth_dir, tiny_moe), steps=1)
+    assert 0 < float(trainer.callback_metrics["train/router_aux_loss"]) < 4  # top-2: 2 when balanced

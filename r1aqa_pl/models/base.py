@@ -152,6 +152,14 @@ class PolicyFamily:
     def before_generate(self, model) -> None:
         """Reset state a family keeps between forwards (none by default) before ``generate`` runs."""
 
+    def collect_router_logits(self, model):
+        """A mixture-of-experts family: a context collecting its routers' logits (see ``router_aux_loss``)."""
+        raise ValueError(f"{self.name} has no experts: router_aux_loss_coef > 0 needs a mixture-of-experts family")
+
+    def router_aux_loss(self, model, router_logits: list[Tensor]) -> Tensor:
+        """The routers' load-balancing loss from the logits ``collect_router_logits`` gathered."""
+        raise NotImplementedError
+
     def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {k: inputs[k] for k in self.audio_keys if k in inputs}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from r1aqa_pl.models.qwen2_5_omni import OmniArch, Qwen2_5Omni
@@ -110,9 +111,9 @@ class Qwen3Omni(Qwen2_5Omni):
 
     # -- the routers' load-balancing loss ----------------------------------------------------------
     def routers(self, model):
-        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerTextTopKRouter
+        from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m
 
-        return [m for m in model.modules() if isinstance(m, Qwen3OmniMoeThinkerTextTopKRouter)]
+        return [r for r in model.modules() if isinstance(r, m.Qwen3OmniMoeThinkerTextTopKRouter)]
 
     @contextmanager
     def collect_router_logits(self, model):
@@ -127,13 +128,12 @@ class Qwen3Omni(Qwen2_5Omni):
 
     def router_aux_loss(self, model, router_logits: list[Tensor]) -> Tensor:
         """transformers' load-balancing loss over every routed token (prompt, completions and pads alike)."""
-        import torch
-        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import load_balancing_loss_func
+        from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m
 
         t = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
         t = t.text_config
         per_layer = torch.cat([g.reshape(-1, t.num_experts) for g in router_logits])  # any order: a mean over tokens
-        return load_balancing_loss_func((per_layer,), t.num_experts, t.num_experts_per_tok)
+        return m.load_balancing_loss_func((per_layer,), t.num_experts, t.num_experts_per_tok)
 
     # -- tiny build, memory estimate --------------------------------------------------------------
     def named_tokens(self) -> dict[str, str]:
@@ -189,7 +189,6 @@ class Qwen3Omni(Qwen2_5Omni):
         return self._build_tiny(out_dir, SPECIAL, words, seed, **geometry)
 
     def arch(self, config) -> OmniMoeArch:
-        import torch
         from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m
 
         if config.model_type == self.full_model_type:
