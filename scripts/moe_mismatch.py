@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from r1aqa_pl import logprobs  # noqa: E402
-from r1aqa_pl.models import build_tiny_model, load_policy  # noqa: E402
-from r1aqa_pl.records import Question  # noqa: E402
+from r1aqa_pl import logprobs
+from r1aqa_pl.models import build_tiny_model, load_policy
+from r1aqa_pl.records import Question
 
 WORDS = [f"w{i}" for i in range(40)]
 

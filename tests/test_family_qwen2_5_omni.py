@@ -323,7 +323,10 @@ def test_memory_row_of_qwen3_omni_30b_a3b():
     """All 128 experts of every layer count as resident weights; 31.7 B parameters in the thinker."""
     from transformers import Qwen3OmniMoeThinkerConfig
 
-    from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B, QWEN3_OMNI_30B_A3B_GEOMETRY
+    from r1aqa_pl.models.qwen3_omni import (
+        QWEN3_OMNI_30B_A3B,
+        QWEN3_OMNI_30B_A3B_GEOMETRY,
+    )
 
     family = FAMILIES["qwen3_omni"]
     with torch.device("meta"):
@@ -343,7 +346,9 @@ def tiny_moe(tmp_path_factory) -> str:
 
 
 def test_router_aux_loss_is_transformers_own_and_reaches_the_routers(tiny_moe):
-    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import load_balancing_loss_func
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
+        load_balancing_loss_func,
+    )
 
     model, processor, family = load_policy(tiny_moe)
     model.train()  # the routers route in training mode as in evaluation (no noise, no capacity drop)
