@@ -143,10 +143,10 @@ class Qwen2_5Omni(PolicyFamily):
                                              tokenize=False)
 
     # -- forward pieces ---------------------------------------------------------------------------
-    def encode_audio(self, core, inputs: dict[str, Tensor]) -> Tensor:
+    def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
         """The encoder's own call over each clip's frames only (it drops the window's padding itself and
         attends within ``n_window`` chunks): [Σ audio tokens, hidden]."""
-        return core.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+        return core.get_audio_features(input_features, feature_attention_mask).last_hidden_state
 
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
         """Token embeddings with the audio features in the audio placeholder slots (the processor expanded them)."""
@@ -154,7 +154,7 @@ class Qwen2_5Omni(PolicyFamily):
         embeds = core.get_input_embeddings()(input_ids)
         if "input_features" not in inputs:
             return embeds
-        feats = self.encode_audio(core, inputs)
+        feats = self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
         slots = input_ids == core.config.audio_token_id
         if int(slots.sum()) != feats.shape[0]:
             raise ValueError(f"{int(slots.sum())} audio placeholder tokens in the prompts but {feats.shape[0]} audio "
