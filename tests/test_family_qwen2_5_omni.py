@@ -378,3 +378,32 @@ def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
     module = GRPOModule(tiny_moe, G=2, max_new_tokens=4, router_aux_loss_coef=0.01, beta=0.0)
     trainer = fit(module, datamodule(synth_dir, tiny_moe), steps=1)
     assert 0 < float(trainer.callback_metrics["train/router_aux_loss"]) < 4  # top-2: 2 when balanced
+
+
+# ------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize("overlay, checks", [
+    ("configs/grpo_qwen2_5_omni.yaml", {"model_name_or_path": "Qwen/Qwen2.5-Omni-7B", "reward_weights": {"accuracy": 1.0},
+                                        "beta": 0.04, "router_aux_loss_coef": 0.0}),
+    ("configs/grpo_qwen3_omni.yaml", {"model_name_or_path": "Qwen/Qwen3-Omni-30B-A3B-Instruct", "beta": 0.0,
+                                      "gradient_checkpointing": True, "router_aux_loss_coef": 0.0}),
+])
+def test_omni_configs_resolve_on_the_paper_config(overlay, checks):
+    """``fit --print_config`` of the paper's config + the overlay resolves (no weights are loaded)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/grpo.yaml", "--config", overlay,
+                           "--print_config"], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
+    m = cfg["model"]["init_args"]
+    assert {k: m[k] for k in checks} == checks
+    assert cfg["trainer"]["devices"] == 8 and m["G"] == 8 and m["lr"] == 1e-6  # the rest is the paper's
