@@ -407,3 +407,17 @@ def test_omni_configs_resolve_on_the_paper_config(overlay, checks):
     m = cfg["model"]["init_args"]
     assert {k: m[k] for k in checks} == checks
     assert cfg["trainer"]["devices"] == 8 and m["G"] == 8 and m["lr"] == 1e-6  # the rest is the paper's
+
+
+def test_lora_targets_only_the_language_model(tiny_dir):
+    """LoRA adapters on the LM's projections only: none on the audio or vision encoders (their q/k/v too)."""
+    name, d = tiny_dir
+    model, processor, family = load_policy(d, lora={"r": 4, "lora_alpha": 8})
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
+    wanted = {"q_proj", "k_proj", "v_proj", "o_proj"} | ({"gate_proj", "up_proj", "down_proj"}
+                                                         if name == "qwen2_5_omni" else set())
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == wanted
+    inputs = batch(family, processor)
+    ids = sample(family, model.eval(), processor, inputs, T=5)
+    assert rel_err(score(family, model, inputs, ids, True), score(family, model, inputs, ids, False)) < 1e-5

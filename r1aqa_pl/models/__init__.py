@@ -48,7 +48,8 @@ def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implemen
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        cfg = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": fam.lora_target_modules, **lora}
+        cfg = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": fam.lora_target_modules,
+               **({"exclude_modules": fam.lora_exclude_modules} if fam.lora_exclude_modules else {}), **lora}
         if gradient_checkpointing:
             model.enable_input_require_grads()
         model = get_peft_model(model, LoraConfig(**cfg))

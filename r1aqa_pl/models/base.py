@@ -86,6 +86,7 @@ class PolicyFamily:
     structural_tokens: tuple[str, ...] = ()  # never sampled: one sampled audio placeholder breaks the next forward
     # LoRA on the language model's projections only (a plain name list would also hit the encoder's q/k/v)
     lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    lora_exclude_modules: str | None = None  # where peft turns the pattern into bare names (see qwen3_omni.py)
 
     # -- loading --------------------------------------------------------------------------------
     def model_class(self):

@@ -100,6 +100,9 @@ class Qwen3Omni(Qwen2_5Omni):
     system_prompt = None  # the Qwen3-Omni model cards recommend none for text answers
     # the experts are fused 3-D parameters, not Linear layers: LoRA on the attention projections
     lora_target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+    # peft resolves the pattern of a model with fused experts to bare leaf names (q_proj, ...), which the audio
+    # and vision encoders' attention layers have too: they are excluded by name
+    lora_exclude_modules = r".*\.(audio_tower|visual)\..*"
 
     def model_class(self):
         from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
