@@ -25,7 +25,7 @@ from r1aqa_pl.models.base import DTYPES, Arch, Dtype, PolicyFamily
 from r1aqa_pl.models.tiny import word_tokenizer
 from r1aqa_pl.records import Question
 
-# the recommended system prompt of the Qwen2.5-Omni model cards (the thinker was trained with it)
+# the system prompt the Qwen2.5-Omni model cards ask for (their speech output depends on it)
 SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
           "and visual inputs, as well as generating text and speech.")
 
