@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= checkpoints/demo
 # one seed drives the demo's synthetic data, tiny policy, warm start and GRPO run: make demo SEED=3
 SEED ?= 0
+# the policy family of the demo's and the bench's tiny model (r1aqa_pl.models.FAMILIES)
+FAMILY ?= qwen2_audio
 # extra `lightning fit` arguments for the demo, e.g. DEMO_ARGS="--model.init_args.dynamic_sampling true"
 DEMO_ARGS ?=
 # eval knobs: make eval CKPT=... [BENCH=mmau|mmar] [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
@@ -40,11 +42,13 @@ $(STAMP): setup.cfg pyproject.toml
 	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
 	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" 2>/dev/null || { \
 	    echo "no torchaudio $$TV.* wheel: taking the newest release up to it"; $(PY) -m pip install -q "torchaudio<=$$TV.99"; }
+	@VV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print('0.'+str(int(v[1])+15))"); \
+	  $(PY) -c "import torchvision" 2>/dev/null || $(PY) -m pip install -q --no-deps "torchvision==$$VV.*"  # the Omni processors' video half
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0]
-	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED)
+demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0] [FAMILY=qwen2_5_omni]
+	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED) --family $(FAMILY)
 	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) $(DEMO_ARGS)
 
 test: install ## run the test suite (slow tests excluded)
@@ -62,8 +66,8 @@ eval-all: install ## evaluate every checkpoint of a run, one table per file: mak
 	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
 
-bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py)
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py) [FAMILY=qwen2_5_omni]
+	$(PY) scripts/bench.py --family $(FAMILY) $(BENCH_ARGS)
 
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table [COMPARE_ARGS=...]
 	$(PY) scripts/compare.py $(COMPARE_ARGS)

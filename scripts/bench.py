@@ -1,7 +1,8 @@
 """``make bench`` (``python scripts/bench.py``): the project's GRPO step and evaluation path against a
 straightforward reference.
 
-The bench policy is a real ``Qwen2AudioForConditionalGeneration`` with the 7B model's sequence
+The bench policy (``--family``, default Qwen2-Audio; ``make bench FAMILY=qwen2_5_omni``) is a real
+``Qwen2AudioForConditionalGeneration`` (or the family's model class) with the 7B model's sequence
 geometry and shrunken widths: 128 mel bins, a 30 s encoder window (3000 frames, 1500 encoder
 positions), 10 s clips (250 audio tokens in the prompt), encoder d_model 128 x 4 layers, LM hidden
 256 x 4 layers with 8 heads, a 2048-token vocabulary. It is briefly fitted (SFT, AdamW) to answer
@@ -146,7 +147,8 @@ def questions(n: int, seed: int):
     return qs, audio
 
 
-def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None):
+def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None,
+                      family=None):
     """SFT on four prompts towards ``<answer> {answer} </answer> w100 ... w123`` (no EOS), AdamW.
 
     The audio encoder is frozen for these steps and its output computed once (the prompts do not
@@ -155,7 +157,7 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     """
     torch.manual_seed(seed)
     qs, audio = questions(4, seed=1000 + seed)
-    family = Qwen2Audio()  # this fit's own adapter: its encoder output is cached below
+    family = copy.copy(family or Qwen2Audio())  # this fit's own adapter: its encoder output is cached below
     inputs = family.encode(processor, qs, audio)
     tok = processor.tokenizer
     ids = [tok(f"<answer> {q.answer} </answer> {AFTER_ANSWER}", add_special_tokens=False).input_ids for q in qs]
@@ -182,15 +184,18 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     return loss.item(), snapshot.eval()
 
 
-def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0) -> tuple[str, str, dict]:
+def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0,
+                       family: str = "qwen2_audio") -> tuple[str, str, dict]:
     """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``)."""
     from r1aqa_pl.models import build_tiny_model, load_policy
 
-    base = build_tiny_model(str(Path(out_dir) / "init"), words=vocabulary_words(), seed=seed, **GEOMETRY)
-    model, processor, _ = load_policy(base)
-    assert len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
+    base = build_tiny_model(str(Path(out_dir) / "init"), family=family, words=vocabulary_words(), seed=seed,
+                            **GEOMETRY)
+    model, processor, fam = load_policy(base)
+    assert family != "qwen2_audio" or len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
     t0 = time.perf_counter()
-    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5))
+    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5),
+                                  family=fam)
     info = {"fit_loss": loss, "fit_s": time.perf_counter() - t0, "fit_steps": fit_steps}
     paths = []
     for name, m in (("policy", model), ("ref", ref)):
@@ -198,9 +203,10 @@ def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0) -> tupl
         m.save_pretrained(p)
         processor.save_pretrained(p)
         paths.append(p)
+    projector = getattr(model.model, "multi_modal_projector", torch.nn.Identity())  # Omni: inside the encoder
     info["parameters"] = {
         "audio encoder": sum(p.numel() for p in model.model.audio_tower.parameters()),
-        "projector": sum(p.numel() for p in model.model.multi_modal_projector.parameters()),
+        "projector": sum(p.numel() for p in projector.parameters()),
         "LM layers": sum(p.numel() for p in model.model.language_model.layers.parameters()),
         "embeddings": model.model.language_model.embed_tokens.weight.numel(),
         "LM head": model.lm_head.weight.numel(),
@@ -638,6 +644,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile-prompts", type=int, default=4, help="0: skip the profile")
     ap.add_argument("--work", default=None, help="folder for the bench policy (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--family", default="qwen2_audio", help="the bench policy's family (r1aqa_pl.models.FAMILIES)")
     ap.add_argument("--device", default="cpu", help="cuda: time the steps on a GPU (fp32; peak = allocated GPU memory)")
     args = ap.parse_args(argv)
     global DEVICE
@@ -661,7 +668,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or tmp
         print(f"building and fitting the bench policy in {work} ...", flush=True)
-        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed)
+        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed, args.family)
         h = Harness(policy_dir, ref_dir)
         qs, audio = questions(1, seed=args.seed)
         enc = h.module.encode(qs, audio)

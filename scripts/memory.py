@@ -48,7 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/memory.py`
 
 from r1aqa_pl.models.base import Arch  # noqa: E402
+from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_3B, QWEN2_5_OMNI_7B  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
+from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B  # noqa: E402
 
 GB = 1e9
 
@@ -148,20 +150,28 @@ LORA_1GPU_24GB = replace(LORA_1GPU, name="1 GPU (24 GB), LoRA r=16, G=4, 128 new
 def configs(arch: Arch = QWEN2_AUDIO_7B) -> list[tuple[RunConfig, int, int]]:
     """(config, trainable, total) for the table's rows."""
     P = sum(arch.params().values())
-    return [(PAPER, P, P), (LORA_1GPU, arch.lora_params(64), P + arch.lora_params(64)),
-            (FULL_1GPU, P, P), (FULL_1GPU_BF16, P, P),
+    T = P - arch.params().get("visual", 0)  # an Omni thinker's vision encoder is frozen: no gradients, no AdamW
+    return [(PAPER, T, P), (LORA_1GPU, arch.lora_params(64), P + arch.lora_params(64)),
+            (FULL_1GPU, T, P), (FULL_1GPU_BF16, T, P),
             (LORA_1GPU_24GB, arch.lora_params(16), P + arch.lora_params(16))]
 
 
-def table(arch: Arch = QWEN2_AUDIO_7B) -> str:
+# the policies of the README's tables (an Omni thinker's vision encoder counts as resident weights)
+MODELS = {"Qwen2-Audio-7B-Instruct": QWEN2_AUDIO_7B, "Qwen2.5-Omni-7B thinker": QWEN2_5_OMNI_7B,
+          "Qwen2.5-Omni-3B thinker": QWEN2_5_OMNI_3B,
+          "Qwen3-Omni-30B-A3B thinker (MoE: all 128 experts resident, 8 active per token)": QWEN3_OMNI_30B_A3B}
+
+
+def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -> str:
     """Markdown table of the estimate per configuration, in GB (1e9 bytes) per GPU."""
     cols = ["weights", "reference", "optimizer", "zero3", "gathered", "kv_cache", "gradients", "activations",
             "logits", "peak", "host_per_gpu"]
     heads = ["weights", "ref. model", "optimizer", "ZeRO-3 working set", "gathered for generate", "KV cache",
              "gradients", "activations", "logits", "**peak GPU**", "host RAM"]
     P = sum(arch.params().values())
-    lines = [f"Qwen2-Audio-7B-Instruct: {P / 1e9:.2f} B parameters; G = 8, 1 prompt per GPU, 10 s audio "
-             "(250 audio + 100 text tokens), 256 new tokens unless said otherwise.", "",
+    audio = round(10 * arch.audio_tokens_per_second)
+    lines = [f"{title}: {P / 1e9:.2f} B parameters; G = 8, 1 prompt per GPU, 10 s audio "
+             f"({audio} audio + 100 text tokens), 256 new tokens unless said otherwise.", "",
              "| configuration | " + " | ".join(heads) + " |", "|---" * (len(cols) + 1) + "|"]
     for cfg, trainable, total in configs(arch):
         m = estimate_memory(trainable, total, cfg, arch)
@@ -172,4 +182,4 @@ def table(arch: Arch = QWEN2_AUDIO_7B) -> str:
 
 
 if __name__ == "__main__":
-    print(table())
+    print("\n\n".join(table(arch, title) for title, arch in MODELS.items()))

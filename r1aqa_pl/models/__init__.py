@@ -6,12 +6,14 @@ The family comes from the checkpoint's ``config.model_type`` unless a config nam
 from __future__ import annotations
 
 from r1aqa_pl.models.base import DTYPES, Dtype, PolicyFamily
+from r1aqa_pl.models.qwen2_5_omni import Qwen2_5Omni
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+from r1aqa_pl.models.qwen3_omni import Qwen3Omni
 
 __all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
 
 # name -> adapter; a new family is one module plus one line here
-FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(),)}
+FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni(), Qwen3Omni())}
 
 
 def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:
@@ -46,7 +48,8 @@ def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implemen
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        cfg = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": fam.lora_target_modules, **lora}
+        cfg = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": fam.lora_target_modules,
+               **({"exclude_modules": fam.lora_exclude_modules} if fam.lora_exclude_modules else {}), **lora}
         if gradient_checkpointing:
             model.enable_input_require_grads()
         model = get_peft_model(model, LoraConfig(**cfg))

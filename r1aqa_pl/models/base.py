@@ -86,6 +86,7 @@ class PolicyFamily:
     structural_tokens: tuple[str, ...] = ()  # never sampled: one sampled audio placeholder breaks the next forward
     # LoRA on the language model's projections only (a plain name list would also hit the encoder's q/k/v)
     lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    lora_exclude_modules: str | None = None  # where peft turns the pattern into bare names (see qwen3_omni.py)
 
     # -- loading --------------------------------------------------------------------------------
     def model_class(self):
@@ -148,6 +149,17 @@ class PolicyFamily:
 
     def position_ids(self, attention_mask: Tensor) -> Tensor:
         return position_ids(attention_mask)
+
+    def before_generate(self, model) -> None:
+        """Reset state a family keeps between forwards (none by default) before ``generate`` runs."""
+
+    def collect_router_logits(self, model):
+        """A mixture-of-experts family: a context collecting its routers' logits (see ``router_aux_loss``)."""
+        raise ValueError(f"{self.name} has no experts: router_aux_loss_coef > 0 needs a mixture-of-experts family")
+
+    def router_aux_loss(self, model, router_logits: list[Tensor]) -> Tensor:
+        """The routers' load-balancing loss from the logits ``collect_router_logits`` gathered."""
+        raise NotImplementedError
 
     def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {k: inputs[k] for k in self.audio_keys if k in inputs}

@@ -41,6 +41,7 @@ class HFEngine(RolloutEngine):
     @torch.no_grad()
     def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, **generate_kwargs) -> Tensor:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        family.before_generate(model)
         rep = lambda t: t.repeat_interleave(G, 0)  # noqa: E731 — prompt b's rows are b·G … b·G+G−1
         if self.share_prompt:
             core, _ = family.backbone(model)

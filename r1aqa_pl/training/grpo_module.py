@@ -60,6 +60,7 @@ class GRPOModule(PolicyModule):
         dynamic_sampling: bool = False,
         max_extra_draws: int = 4,
         dynamic_sampling_metric: str = "total",
+        router_aux_loss_coef: float = 0.0,  # MoE families: weight of the routers' load-balancing loss (off)
         **policy_kwargs,
     ):
         super().__init__(model_name_or_path, **policy_kwargs)
@@ -95,6 +96,9 @@ class GRPOModule(PolicyModule):
 
     def configure_model(self) -> None:
         super().configure_model()
+        if self.hparams.router_aux_loss_coef:  # a dense family fails here, not at the first update
+            with self.family.collect_router_logits(self.policy):
+                pass
         if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora \
                 and strategy.zero_stage(self) != 3:  # ZeRO-3: loaded unsharded in on_fit_start
             # kept out of the module tree: never trained, never checkpointed
@@ -241,13 +245,19 @@ class GRPOModule(PolicyModule):
             for inputs, rows in self.micro_batches(ro):
                 i_micro += 1
                 strategy.begin_micro_batch(self, last=i_micro == n_micro)  # DeepSpeed bookkeeping, else no-op
-                logp = self.micro_logprobs(self.policy, inputs, ro, rows)
+                aux = self.family.collect_router_logits(self.policy) if h.router_aux_loss_coef else nullcontext()
+                with aux as routed:
+                    logp = self.micro_logprobs(self.policy, inputs, ro, rows)
                 old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
                 ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
                 loss, st = grpo.grpo_loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], beta=h.beta,
                                           epsilon_low=h.epsilon_low, epsilon_high=h.epsilon_high,
                                           loss_type=h.loss_type,
                                           importance_sampling_level=h.importance_sampling_level, **totals)
+                if routed is not None:  # MoE: the routers' load-balancing loss, averaged over the micro-batches
+                    aux_loss = self.family.router_aux_loss(self.policy, routed)
+                    loss = loss + h.router_aux_loss_coef * aux_loss / n_micro
+                    st["router_aux_loss"] = aux_loss.detach()
                 self.manual_backward(loss)
                 loss_sum += loss.detach()
                 for k, v in st.items():
