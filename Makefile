@@ -59,8 +59,8 @@ eval-all: install ## evaluate every checkpoint of a run: make eval-all RUN=dir [
 	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" --data "$(DATA)" --batch_size $(BATCH) $(if $(BENCHMARK),--benchmark $(BENCHMARK)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
 
-bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py)
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py) [FAMILY=qwen2_5_omni]
+	$(PY) scripts/bench.py --family $(FAMILY) $(BENCH_ARGS)
 
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table [COMPARE_ARGS=...]
 	$(PY) scripts/compare.py $(COMPARE_ARGS)

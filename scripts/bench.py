@@ -1,7 +1,8 @@
 """``make bench`` (``python scripts/bench.py``): the project's GRPO step and evaluation path against a
 straightforward reference.
 
-The bench policy is a real ``Qwen2AudioForConditionalGeneration`` with the 7B model's sequence
+The bench policy (``--family``, default Qwen2-Audio; ``make bench FAMILY=qwen2_5_omni``) is a real
+``Qwen2AudioForConditionalGeneration`` (or the family's model class) with the 7B model's sequence
 geometry and shrunken widths: 128 mel bins, a 30 s encoder window (3000 frames, 1500 encoder
 positions), 10 s clips (250 audio tokens in the prompt), encoder d_model 128 x 4 layers, LM hidden
 256 x 4 layers with 8 heads, a 2048-token vocabulary. It is briefly fitted (SFT, AdamW) to answer
@@ -146,7 +147,8 @@ def questions(n: int, seed: int):
     return qs, audio
 
 
-def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None):
+def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None,
+                      family=None):
     """SFT on four prompts towards ``<answer> {answer} </answer> w100 ... w123`` (no EOS), AdamW.
 
     The audio encoder is frozen for these steps and its output computed once (the prompts do not
@@ -155,14 +157,15 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     """
     torch.manual_seed(seed)
     qs, audio = questions(4, seed=1000 + seed)
-    family = Qwen2Audio()  # this fit's own adapter: its encoder output is cached below
+    family = copy.copy(family or Qwen2Audio())  # this fit's own adapter: its encoder output is cached below
     inputs = family.encode(processor, qs, audio)
     tok = processor.tokenizer
     ids = [tok(f"<answer> {q.answer} </answer> {AFTER_ANSWER}", add_special_tokens=False).input_ids for q in qs]
     target = torch.tensor(ids)  # same length for every row
     mask = torch.ones_like(target)
     with torch.no_grad():  # the encoder stays as built: its output is computed once
-        feats = family.encode_audio(model.model, inputs["input_features"], inputs["feature_attention_mask"])
+        flat = family.model_inputs(inputs)  # AF3: one row per window again
+        feats = family.encode_audio(model.model, *(flat[k] for k in family.audio_keys))
     family.encode_audio = lambda *a, **k: feats
     params = [p for n, p in model.named_parameters() if p.requires_grad and "audio_tower" not in n]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -182,15 +185,18 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     return loss.item(), snapshot.eval()
 
 
-def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0) -> tuple[str, str, dict]:
+def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0,
+                       family: str = "qwen2_audio") -> tuple[str, str, dict]:
     """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``)."""
     from r1aqa_pl.models import build_tiny_model, load_policy
 
-    base = build_tiny_model(str(Path(out_dir) / "init"), words=vocabulary_words(), seed=seed, **GEOMETRY)
-    model, processor, _ = load_policy(base)
-    assert len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
+    base = build_tiny_model(str(Path(out_dir) / "init"), family=family, words=vocabulary_words(), seed=seed,
+                            **GEOMETRY)
+    model, processor, fam = load_policy(base)
+    assert family != "qwen2_audio" or len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
     t0 = time.perf_counter()
-    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5))
+    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5),
+                                  family=fam)
     info = {"fit_loss": loss, "fit_s": time.perf_counter() - t0, "fit_steps": fit_steps}
     paths = []
     for name, m in (("policy", model), ("ref", ref)):
@@ -198,9 +204,10 @@ def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0) -> tupl
         m.save_pretrained(p)
         processor.save_pretrained(p)
         paths.append(p)
+    projector = getattr(model.model, "multi_modal_projector", torch.nn.Identity())  # Omni: inside the encoder
     info["parameters"] = {
         "audio encoder": sum(p.numel() for p in model.model.audio_tower.parameters()),
-        "projector": sum(p.numel() for p in model.model.multi_modal_projector.parameters()),
+        "projector": sum(p.numel() for p in projector.parameters()),
         "LM layers": sum(p.numel() for p in model.model.language_model.layers.parameters()),
         "embeddings": model.model.language_model.embed_tokens.weight.numel(),
         "LM head": model.lm_head.weight.numel(),
@@ -271,10 +278,10 @@ class Harness:
 # ------------------------------------------------------------------ the reference step (R1-AQA / TRL)
 
 
-def full_sequence_logps(model, input_ids, attention_mask, input_features, feature_attention_mask):
-    """R1-AQA's ``_get_per_token_logps``: logits for every position, log_softmax per row, gather."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, input_features=input_features,
-                   feature_attention_mask=feature_attention_mask).logits
+def full_sequence_logps(model, input_ids, attention_mask, audio: dict):
+    """R1-AQA's ``_get_per_token_logps``: logits for every position, log_softmax per row, gather.
+    ``audio``: the processor's audio tensors, as the model takes them."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **audio).logits
     logits, targets = logits[:, :-1].float(), input_ids[:, 1:]
     return torch.stack([row.log_softmax(-1).gather(-1, t.unsqueeze(-1)).squeeze(-1) for row, t in zip(logits, targets)])
 
@@ -285,8 +292,10 @@ def reference_rollout(h: Harness, qs, audio) -> Rollout:
     m.policy.train()
     inputs = m.encode(qs, audio)
     P = inputs["input_ids"].shape[1]
-    out = m.policy.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS,
-                            num_return_sequences=G, suppress_tokens=m.suppress_ids)
+    # generate expands every input G times itself: with several windows per prompt (AF3 beyond 30 s)
+    # that would misalign them, but the bench's 10 s clips are one window each
+    out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=True, temperature=1.0, top_p=1.0,
+                            max_new_tokens=NEW_TOKENS, num_return_sequences=G, suppress_tokens=m.suppress_ids)
     completion_ids = out[:, P:]
     mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
@@ -307,7 +316,7 @@ def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
         ids = torch.cat([rep["input_ids"], ro.completion_ids[rows]], 1)
         mask = ro.mask[rows]
         attention = torch.cat([rep["attention_mask"], mask], 1)
-        args = (ids, attention, rep["input_features"], rep["feature_attention_mask"])
+        args = (ids, attention, m.family.audio_inputs(m.family.model_inputs(rep)))
         logp = full_sequence_logps(m.policy, *args)[:, P - 1:]
         with torch.inference_mode():
             ref_logp = full_sequence_logps(m.ref_policy, *args)[:, P - 1:]
@@ -438,7 +447,7 @@ def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> di
         texts = []
         for q, a in chunks:
             inputs = m.encode(q, a)
-            out = m.policy.generate(**inputs, do_sample=False, max_new_tokens=EVAL_NEW_TOKENS)
+            out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=False, max_new_tokens=EVAL_NEW_TOKENS)
             steps["plain"].append(out.shape[1] - inputs["input_ids"].shape[1])
             texts += m.decode(out[:, inputs["input_ids"].shape[1]:])
         return texts
@@ -638,6 +647,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile-prompts", type=int, default=4, help="0: skip the profile")
     ap.add_argument("--work", default=None, help="folder for the bench policy (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--family", default="qwen2_audio", help="the bench policy's family (r1aqa_pl.models.FAMILIES)")
     ap.add_argument("--device", default="cpu", help="cuda: time the steps on a GPU (fp32; peak = allocated GPU memory)")
     args = ap.parse_args(argv)
     global DEVICE
@@ -661,7 +671,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or tmp
         print(f"building and fitting the bench policy in {work} ...", flush=True)
-        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed)
+        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed, args.family)
         h = Harness(policy_dir, ref_dir)
         qs, audio = questions(1, seed=args.seed)
         enc = h.module.encode(qs, audio)
