@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B  # noqa: E402
 from r1aqa_pl.models.base import Arch  # noqa: E402
+from r1aqa_pl.models.phi4_multimodal import PHI4_MULTIMODAL  # noqa: E402
 from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_3B, QWEN2_5_OMNI_7B  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
 from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B  # noqa: E402
@@ -161,7 +162,8 @@ def configs(arch: Arch = QWEN2_AUDIO_7B) -> list[tuple[RunConfig, int, int]]:
 MODELS = {"Qwen2-Audio-7B-Instruct": QWEN2_AUDIO_7B, "Qwen2.5-Omni-7B thinker": QWEN2_5_OMNI_7B,
           "Qwen2.5-Omni-3B thinker": QWEN2_5_OMNI_3B,
           "Qwen3-Omni-30B-A3B thinker (MoE: all 128 experts resident, 8 active per token)": QWEN3_OMNI_30B_A3B,
-          "Audio Flamingo 3 (nvidia/audio-flamingo-3-hf)": AUDIO_FLAMINGO3_7B}
+          "Audio Flamingo 3 (nvidia/audio-flamingo-3-hf)": AUDIO_FLAMINGO3_7B,
+          "Phi-4-multimodal (without its speech/vision LoRA adapters)": PHI4_MULTIMODAL}
 
 
 def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -> str:

@@ -271,6 +271,23 @@ def test_memory_row_is_the_hub_geometry():
     assert 8.2e9 < sum(g.params().values()) < 8.3e9
 
 
+def test_phi4_memory_row_is_the_hub_geometry():
+    """The Phi-4-multimodal row = a real model of that geometry on the meta device (tied head): 4.74 B."""
+    from transformers import Phi4MultimodalConfig
+
+    from r1aqa_pl.models.phi4_multimodal import (
+        PHI4_MULTIMODAL,
+        PHI4_MULTIMODAL_GEOMETRY,
+    )
+
+    family = FAMILIES["phi4_multimodal"]
+    with torch.device("meta"):
+        model = family.model_class()(Phi4MultimodalConfig(**PHI4_MULTIMODAL_GEOMETRY))
+    assert family.arch(model.config) == PHI4_MULTIMODAL
+    assert PHI4_MULTIMODAL.params() == components(model)
+    assert 4.7e9 < sum(PHI4_MULTIMODAL.params().values()) < 4.8e9
+
+
 @pytest.mark.slow
 def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory):
     """ZeRO-3 (DeepSpeed's CPU accelerator, gloo) on the AF3 demo policy, through ``test_scaleout``'s worker:

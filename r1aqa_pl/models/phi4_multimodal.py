@@ -47,12 +47,14 @@ class Phi4Arch(Arch):
     real modules on the meta device by :meth:`Phi4Multimodal.arch`)."""
 
     embed_extend_params: int = 0
+    tied: bool = False  # the LM head is the token embedding (the hub model's)
 
     def params(self) -> dict[str, int]:
         h, I, kv, V = self.hidden, self.intermediate, self.kv, self.vocab
         layer = h * (h + 2 * kv) + h * h + h * 2 * I + I * h + 2 * h
-        return {"embed_tokens": V * h, "layers": self.layers * layer, "norm": h,
-                "embed_tokens_extend": self.embed_extend_params, "lm_head": V * h}
+        out = {"embed_tokens": V * h, "layers": self.layers * layer, "norm": h,
+               "embed_tokens_extend": self.embed_extend_params}
+        return out if self.tied else {**out, "lm_head": V * h}
 
     def lora_params(self, r: int, targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj")) -> int:
         h, I, kv = self.hidden, self.intermediate, self.kv
@@ -170,11 +172,18 @@ class Phi4Multimodal(PolicyFamily):
                         layers=config.num_hidden_layers, heads=config.num_attention_heads,
                         kv_heads=config.num_key_value_heads, audio_dim=a.hidden_size, audio_ffn=a.intermediate_size,
                         audio_layers=a.num_blocks, mel_bins=a.input_size, audio_positions=375,
-                        audio_tokens_per_second=12.5, embed_extend_params=extend)
+                        audio_tokens_per_second=12.5, embed_extend_params=extend,
+                        tied=bool(config.tie_word_embeddings))
 
 
-# microsoft/Phi-4-multimodal-instruct (config.json): Phi-4-mini (3072 wide, 32 layers, 24 heads of 128, 8 KV
-# heads, vocabulary 200064), the Conformer (24 blocks, 1024 wide) and SigLIP (27 layers, 1152 wide) encoders
-# at transformers' defaults; the encoders' count is what Phi4Multimodal().arch gives (test_family_phi4_...)
+# microsoft/Phi-4-multimodal-instruct: Phi-4-mini (3072 wide, 32 layers, 24 heads of 128, 8 KV heads,
+# vocabulary 200064, tied LM head), the Conformer (24 blocks, 1024 wide) and SigLIP (27 layers, 1152 wide)
+# encoders at transformers' defaults; 4.74 B parameters without the hub's separate speech and vision LoRA
+# adapters (its "5.6 B" counts them). What Phi4Multimodal().arch gives for a config of this geometry
+# (tests/test_families_beyond_qwen.py rebuilds it on the meta device).
 PHI4_MULTIMODAL_GEOMETRY = {"vocab_size": 200064, "hidden_size": 3072, "intermediate_size": 8192,
-                            "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8}
+                            "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8,
+                            "tie_word_embeddings": True}
+PHI4_MULTIMODAL = Phi4Arch(vocab=200064, hidden=3072, intermediate=8192, layers=32, heads=24, kv_heads=8,
+                           audio_dim=1024, audio_ffn=1536, audio_layers=24, mel_bins=80, audio_positions=375,
+                           audio_tokens_per_second=12.5, embed_extend_params=907982272, tied=True)
