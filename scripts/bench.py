@@ -164,7 +164,8 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     target = torch.tensor(ids)  # same length for every row
     mask = torch.ones_like(target)
     with torch.no_grad():  # the encoder stays as built: its output is computed once
-        feats = family.encode_audio(model.model, inputs["input_features"], inputs["feature_attention_mask"])
+        flat = family.model_inputs(inputs)  # AF3: one row per window again
+        feats = family.encode_audio(model.model, *(flat[k] for k in family.audio_keys))
     family.encode_audio = lambda *a, **k: feats
     params = [p for n, p in model.named_parameters() if p.requires_grad and "audio_tower" not in n]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -277,10 +278,10 @@ class Harness:
 # ------------------------------------------------------------------ the reference step (R1-AQA / TRL)
 
 
-def full_sequence_logps(model, input_ids, attention_mask, input_features, feature_attention_mask):
-    """R1-AQA's ``_get_per_token_logps``: logits for every position, log_softmax per row, gather."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, input_features=input_features,
-                   feature_attention_mask=feature_attention_mask).logits
+def full_sequence_logps(model, input_ids, attention_mask, audio: dict):
+    """R1-AQA's ``_get_per_token_logps``: logits for every position, log_softmax per row, gather.
+    ``audio``: the processor's audio tensors, as the model takes them."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **audio).logits
     logits, targets = logits[:, :-1].float(), input_ids[:, 1:]
     return torch.stack([row.log_softmax(-1).gather(-1, t.unsqueeze(-1)).squeeze(-1) for row, t in zip(logits, targets)])
 
@@ -291,8 +292,10 @@ def reference_rollout(h: Harness, qs, audio) -> Rollout:
     m.policy.train()
     inputs = m.encode(qs, audio)
     P = inputs["input_ids"].shape[1]
-    out = m.policy.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS,
-                            num_return_sequences=G, suppress_tokens=m.suppress_ids)
+    # generate expands every input G times itself: with several windows per prompt (AF3 beyond 30 s)
+    # that would misalign them, but the bench's 10 s clips are one window each
+    out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=True, temperature=1.0, top_p=1.0,
+                            max_new_tokens=NEW_TOKENS, num_return_sequences=G, suppress_tokens=m.suppress_ids)
     completion_ids = out[:, P:]
     mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
@@ -313,7 +316,7 @@ def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
         ids = torch.cat([rep["input_ids"], ro.completion_ids[rows]], 1)
         mask = ro.mask[rows]
         attention = torch.cat([rep["attention_mask"], mask], 1)
-        args = (ids, attention, rep["input_features"], rep["feature_attention_mask"])
+        args = (ids, attention, m.family.audio_inputs(m.family.model_inputs(rep)))
         logp = full_sequence_logps(m.policy, *args)[:, P - 1:]
         with torch.inference_mode():
             ref_logp = full_sequence_logps(m.ref_policy, *args)[:, P - 1:]
@@ -444,7 +447,7 @@ def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> di
         texts = []
         for q, a in chunks:
             inputs = m.encode(q, a)
-            out = m.policy.generate(**inputs, do_sample=False, max_new_tokens=EVAL_NEW_TOKENS)
+            out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=False, max_new_tokens=EVAL_NEW_TOKENS)
             steps["plain"].append(out.shape[1] - inputs["input_ids"].shape[1])
             texts += m.decode(out[:, inputs["input_ids"].shape[1]:])
         return texts

@@ -47,7 +47,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/memory.py`
 
+from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B  # noqa: E402
 from r1aqa_pl.models.base import Arch  # noqa: E402
+from r1aqa_pl.models.phi4_multimodal import PHI4_MULTIMODAL  # noqa: E402
 from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_3B, QWEN2_5_OMNI_7B  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
 from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B  # noqa: E402
@@ -159,7 +161,9 @@ def configs(arch: Arch = QWEN2_AUDIO_7B) -> list[tuple[RunConfig, int, int]]:
 # the policies of the README's tables (an Omni thinker's vision encoder counts as resident weights)
 MODELS = {"Qwen2-Audio-7B-Instruct": QWEN2_AUDIO_7B, "Qwen2.5-Omni-7B thinker": QWEN2_5_OMNI_7B,
           "Qwen2.5-Omni-3B thinker": QWEN2_5_OMNI_3B,
-          "Qwen3-Omni-30B-A3B thinker (MoE: all 128 experts resident, 8 active per token)": QWEN3_OMNI_30B_A3B}
+          "Qwen3-Omni-30B-A3B thinker (MoE: all 128 experts resident, 8 active per token)": QWEN3_OMNI_30B_A3B,
+          "Audio Flamingo 3 (nvidia/audio-flamingo-3-hf)": AUDIO_FLAMINGO3_7B,
+          "Phi-4-multimodal (without its speech/vision LoRA adapters)": PHI4_MULTIMODAL}
 
 
 def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -> str:

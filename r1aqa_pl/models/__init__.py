@@ -5,7 +5,9 @@ The family comes from the checkpoint's ``config.model_type`` unless a config nam
 
 from __future__ import annotations
 
+from r1aqa_pl.models.audio_flamingo3 import AudioFlamingo3
 from r1aqa_pl.models.base import DTYPES, Dtype, PolicyFamily
+from r1aqa_pl.models.phi4_multimodal import Phi4Multimodal
 from r1aqa_pl.models.qwen2_5_omni import Qwen2_5Omni
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
 from r1aqa_pl.models.qwen3_omni import Qwen3Omni
@@ -13,7 +15,8 @@ from r1aqa_pl.models.qwen3_omni import Qwen3Omni
 __all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
 
 # name -> adapter; a new family is one module plus one line here
-FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni(), Qwen3Omni())}
+FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni(), Qwen3Omni(), AudioFlamingo3(),
+                                                   Phi4Multimodal())}
 
 
 def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:

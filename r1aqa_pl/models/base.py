@@ -164,6 +164,11 @@ class PolicyFamily:
     def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {k: inputs[k] for k in self.audio_keys if k in inputs}
 
+    def model_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`encode`'s tensors (one row per prompt, so they repeat and slice by prompt) as the model's
+        own forward and ``generate`` take them; the same unless a family repacks its audio."""
+        return inputs
+
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
         """Token embeddings of ``inputs["input_ids"]`` with the audio features in their placeholder slots."""
         raise NotImplementedError

@@ -51,7 +51,7 @@ class HFEngine(RolloutEngine):
             cache.batch_repeat_interleave(G)
             out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
         else:
-            out = model.generate(**{k: rep(v) for k, v in inputs.items()}, **generate_kwargs)
+            out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
         return out[:, ids.shape[1]:]
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,

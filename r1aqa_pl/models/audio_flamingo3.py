@@ -1,0 +1,204 @@
+"""Audio Flamingo 3: ``AudioFlamingo3ForConditionalGeneration`` + ``AudioFlamingo3Processor``.
+
+A Whisper-large-v3-style encoder (AF-Whisper), a two-layer MLP projector and a Qwen2.5-7B language
+model; each audio frame token replaces one ``<sound>`` placeholder in place (plain text positions).
+
+Windowing. The processor cuts each clip into windows of the feature extractor's ``chunk_length``
+(30 s on the hub; at most ``max_audio_len`` = 600 s, 20 windows), pads every window to the full
+30 s (3000 mel frames) and expands the one ``<sound>`` of the prompt to the clip's token count:
+for ``n`` mel frames (10 ms each) of a window, ``(n - 1) // 2 + 1`` after the stride-2 convolution
+and ``(that - 2) // 2 + 1`` after the pooling, i.e. 25 tokens a second.
+
+- a 10 s clip: one window of 1000 real frames (2000 padding) → 500 → **250** ``<sound>`` tokens;
+- a 60 s clip: two full windows of 3000 frames → 1500 → 750 each → **1500** ``<sound>`` tokens.
+
+The processor's ``input_features`` have one row per *window*, not per prompt; the family-free code
+repeats and slices inputs by prompt, so :meth:`AudioFlamingo3.encode` packs them per prompt
+([B, W, mels, frames], W the most windows of a clip, empty windows all-zero in the mask) and
+:meth:`AudioFlamingo3.model_inputs` unpacks them for the model's own forward and ``generate``.
+
+The encoder is the same Whisper stack as Qwen2-Audio's, with the same names, so the shared path runs
+it over the clip (:meth:`Qwen2Audio.encode_audio`) instead of the padded 30 s window: once per
+prompt, before the G completions share the prompt's key/value cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from r1aqa_pl.models.base import Arch
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.records import Question
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+
+# the hub processor's chat template (transformers' convert_audioflamingo3_to_hf.py): a default system
+# turn, then each user turn as one ``<sound>`` (if the turn has audio) followed by its text
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for m in messages if m['content'] is not none %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% set audio = namespace(found=False) %}{% set text_buf = namespace(v='') %}"
+    "{% for c in m['content'] %}"
+    "{% if c.get('type') == 'audio' or 'audio' in c %}{% set audio.found = True %}"
+    "{% elif c.get('type') == 'text' or 'text' in c %}{% set text_buf.v = text_buf.v + c['text'] %}{% endif %}"
+    "{% endfor %}{% if audio.found %}{{ '<sound>' }}{% endif %}{{ text_buf.v }}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tokens_per_window(frames: Tensor) -> Tensor:
+    """``<sound>`` tokens of windows with ``frames`` real mel frames (stride-2 convolution, then pooling by 2)."""
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+@dataclass(frozen=True)
+class AF3Arch(Arch):
+    """Audio Flamingo 3: the projector is two layers (audio width → LM width → LM width)."""
+
+    def params(self) -> dict[str, int]:
+        out = super().params()
+        out["multi_modal_projector"] += self.hidden * self.hidden + self.hidden
+        return out
+
+
+# nvidia/audio-flamingo-3-hf: Qwen2.5-7B language model (transformers' conversion script's Qwen2Config),
+# AF-Whisper encoder (Whisper-large-v3 geometry, the encoder config's defaults); vocabulary = the
+# Qwen2.5 tokenizer with AF3's added tokens (``<sound>`` is id 151669)
+AUDIO_FLAMINGO3_7B = AF3Arch(vocab=151672, hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
+                             audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+
+
+class AudioFlamingo3(Qwen2Audio):
+    name = "audio_flamingo3"
+    model_types = ("audioflamingo3",)
+    audio_keys = ("input_features", "input_features_mask")
+    structural_tokens = ("<sound>", "<|im_start|>")
+
+    def model_class(self):
+        from transformers import AudioFlamingo3ForConditionalGeneration
+
+        return AudioFlamingo3ForConditionalGeneration
+
+    # -- processor: windows packed per prompt ----------------------------------------------------
+    def windows(self, processor, n_samples: int) -> int:
+        """Windows the processor cuts a clip of ``n_samples`` into (its own rule, capped at ``max_audio_len``)."""
+        fe = processor.feature_extractor
+        size = int(fe.sampling_rate * fe.chunk_length)
+        return min(max(1, math.ceil(n_samples / size)), int(processor.max_audio_len // fe.chunk_length))
+
+    def encode(self, processor, questions: list[Question], audio: list, template: str = "plain",
+               with_audio: bool = True) -> dict[str, Tensor]:
+        """The processor's tensors with the audio windows packed per prompt: [B, W, mels, frames], [B, W, frames].
+
+        Padding is asked of the text only: a batch-wide ``padding=True`` would also cut the windows to the
+        longest clip, and the model's own encoder adds positions for the full window (a batch of 10 s clips
+        would fail there)."""
+        if not with_audio:
+            return super().encode(processor, questions, audio, template, with_audio)
+        if any(a is None for a in audio):
+            missing = [q.source or q.id for q, a in zip(questions, audio) if a is None]
+            raise ValueError(f"audio missing for {missing}; use with_audio=False for the audio-free ablation")
+        texts = [self.render(processor, q, template, with_audio) for q in questions]
+        inputs = dict(processor(text=texts, audio=list(audio), sampling_rate=processor.feature_extractor.sampling_rate,
+                                return_tensors="pt", text_kwargs={"padding": True}))
+        counts = [self.windows(processor, len(a)) for a in audio]
+        feats, mask = inputs["input_features"], inputs["input_features_mask"]
+        if sum(counts) != feats.shape[0]:
+            raise ValueError(f"the processor made {feats.shape[0]} audio windows, expected {counts} per clip")
+        W = max(counts)
+        packed = feats.new_zeros(len(counts), W, *feats.shape[1:])
+        packed_mask = mask.new_zeros(len(counts), W, mask.shape[-1])
+        for b, rows in enumerate(torch.split(torch.arange(feats.shape[0]), counts)):
+            packed[b, :len(rows)], packed_mask[b, :len(rows)] = feats[rows], mask[rows]
+        return {**inputs, "input_features": packed, "input_features_mask": packed_mask}
+
+    def model_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The processor's layout back (one row per real window, in prompt order) for the model itself."""
+        if "input_features" not in inputs or inputs["input_features"].dim() == 3:
+            return inputs
+        mask = inputs["input_features_mask"]
+        real = mask.sum(-1) > 0
+        return {**inputs, "input_features": inputs["input_features"][real], "input_features_mask": mask[real]}
+
+    # -- forward pieces ---------------------------------------------------------------------------
+    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """Token embeddings with each window's frames in the ``<sound>`` slots, the encoder run over the clip."""
+        input_ids = inputs["input_ids"]
+        embeds = core.get_input_embeddings()(input_ids)
+        if "input_features" not in inputs:
+            return embeds
+        flat = self.model_inputs(inputs)
+        feats = self.encode_audio(core, flat["input_features"], flat["input_features_mask"])
+        slots = input_ids == core.config.audio_token_id
+        if int(slots.sum()) != feats.shape[0]:
+            raise ValueError(f"{int(slots.sum())} <sound> tokens in the prompts but {feats.shape[0]} audio frames: "
+                             "were the prompts and features made by the same processor?")
+        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
+
+    def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
+        """The model's own forward (encoder over the padded 30 s windows), with ``generate``'s positions."""
+        flat = self.model_inputs(inputs)
+        out = core(input_ids=flat["input_ids"], attention_mask=attention_mask,
+                   position_ids=self.position_ids(attention_mask), use_cache=False, **self.audio_inputs(flat))
+        return out.last_hidden_state
+
+    # -- tiny build, memory estimate --------------------------------------------------------------
+    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
+                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+        """A real ``AudioFlamingo3ForConditionalGeneration`` with a word-level tokenizer, the hub's chat
+        template and a ``window_seconds`` window (the hub's is 30 s)."""
+        from transformers import (
+            AudioFlamingo3Config,
+            AudioFlamingo3Processor,
+            WhisperFeatureExtractor,
+        )
+
+        tokenizer = word_tokenizer(SPECIAL, words, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+        fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160,
+                                     chunk_length=int(window_seconds), n_fft=400, return_attention_mask=True)
+        processor = AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+                                            audio_token="<sound>")
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+        frames = int(window_seconds) * 100  # 10 ms hop
+        config = AudioFlamingo3Config(
+            audio_config={"model_type": "audioflamingo3_encoder", "num_mel_bins": n_mels,
+                          "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
+                          "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim,
+                          "max_source_positions": frames // 2},
+            text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+                         "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
+                         "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
+                         "max_position_embeddings": 2048, "tie_word_embeddings": False,
+                         "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
+                         "pad_token_id": ids["<|endoftext|>"]},
+            audio_token_id=ids["<sound>"],
+        )
+        torch.manual_seed(seed)
+        model = self.model_class()(config)
+        gc = model.generation_config
+        gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+        gc.pad_token_id = ids["<|endoftext|>"]
+        gc.bos_token_id = ids["<|im_start|>"]
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
+                                                   "parameters": sum(p.numel() for p in model.parameters())}))
+        return str(out)
+
+    def arch(self, config) -> AF3Arch:
+        t, a = config.text_config, config.audio_config
+        return AF3Arch(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,
+                       layers=t.num_hidden_layers, heads=t.num_attention_heads, kv_heads=t.num_key_value_heads,
+                       audio_dim=a.d_model, audio_ffn=a.encoder_ffn_dim, audio_layers=a.encoder_layers,
+                       mel_bins=a.num_mel_bins, audio_positions=a.max_source_positions)
