@@ -261,9 +261,9 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         arms: a subset of grpo, sft, grpo_noaudio (default: all three).
         grpo_config: the GRPO config (runs ``grpo`` and ``grpo_noaudio``).
         sft_config: the SFT overlay, applied on top of ``grpo_config`` (run ``sft``).
-        n_train: synthetic training questions, if demo_dir has to be prepared (default: demo.prepare's).
-        n_test: synthetic test questions, if demo_dir has to be prepared (default: demo.prepare's).
-        warm_steps: SFT warm-start steps, if demo_dir has to be prepared (default: demo.prepare's).
+        n_train: synthetic training questions (default: the prepared cache's, else demo.prepare's).
+        n_test: synthetic test questions (default: the prepared cache's, else demo.prepare's).
+        warm_steps: SFT warm-start steps (default: the prepared cache's, else demo.prepare's).
         dry_run: print the commands only.
     """
     from r1aqa_pl.demo import prepare
@@ -275,8 +275,11 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         for name, r in p["runs"].items():
             print(f"# {name}\n" + " ".join(r["command"]))
         return p
+    # cached: what is not given is taken from the cache's own recipe, so an existing cache is reused
+    stamp = Path(demo_dir) / "prepared.json"
+    recipe = json.loads(stamp.read_text()) if stamp.is_file() else {}
     sizes = {"n_train": n_train, "n_test": n_test, "warm_steps": warm_steps}
-    prepare(out=demo_dir, **{k: v for k, v in sizes.items() if v is not None})  # cached: reuses what exists
+    prepare(out=demo_dir, **{**recipe, **{k: v for k, v in sizes.items() if v is not None}})
     (out_p / "logs").mkdir(parents=True, exist_ok=True)
     p["warm_sha256"] = _weights_hash(Path(demo_dir) / "warm")
     p["chance"] = chance(Path(demo_dir) / "data" / "test-mini.json")

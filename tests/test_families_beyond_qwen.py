@@ -289,8 +289,9 @@ def test_phi4_memory_row_is_the_hub_geometry():
 
 
 @pytest.mark.slow
-def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory):
-    """ZeRO-3 (DeepSpeed's CPU accelerator, gloo) on the AF3 demo policy, through ``test_scaleout``'s worker:
+@pytest.mark.parametrize("name", ["audio_flamingo3", "qwen2_5_omni", "qwen3_omni"])
+def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory, name):
+    """ZeRO-3 (DeepSpeed's CPU accelerator, gloo) on a family's demo policy, through ``test_scaleout``'s worker:
     the same rollouts, loss and gradient norm as without DeepSpeed, a validation, and an export that moved."""
     import json
     import os
@@ -301,8 +302,8 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory):
     from r1aqa_pl.demo import prepare
 
     pytest.importorskip("deepspeed")
-    root = tmp_path_factory.mktemp("af3_demo_small")
-    warm = prepare(out=str(root), family="audio_flamingo3", n_train=48, n_test=24, warm_steps=20)
+    root = tmp_path_factory.mktemp(f"{name}_demo_small")
+    warm = prepare(out=str(root), family=name, n_train=48, n_test=24, warm_steps=20)
     repo = Path(__file__).resolve().parents[1]
     results = {}
     for engine in ("single", "z3"):
@@ -318,7 +319,7 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory):
     for k in ("train/grad_norm", "train/loss", "train/kl"):
         assert z3["1"][k] == pytest.approx(single["1"][k], rel=1e-4, abs=1e-6), k
     assert "val/acc/total" in results["z3"]["val"]
-    family = FAMILIES["audio_flamingo3"]
+    family = FAMILIES[name]
     start = family.model_class().from_pretrained(warm).state_dict()
     hf = family.model_class().from_pretrained(str(root / "z3" / "ckpt" / "step2_hf"))
     assert any(not torch.equal(v, start[k]) for k, v in hf.state_dict().items())

@@ -121,5 +121,6 @@ def test_ddp_two_processes_equals_single(tmp_path):
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert got.keys() == expected.keys()
-        for k in expected:
-            assert torch.equal(got[k], expected[k]), k
+        for k in expected:  # counts exactly; the chance sums (floats) up to the order of the additions
+            same = torch.allclose(got[k], expected[k], rtol=1e-12) if k.startswith("chance/") else torch.equal(got[k], expected[k])
+            assert same, k

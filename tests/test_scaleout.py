@@ -250,8 +250,17 @@ def demo(tmp_path_factory):
     return root, prepare(out=str(root), n_train=48, n_test=24, warm_steps=20)
 
 
+def small_demo(tmp_path_factory, family: str):
+    """The demo's inputs in miniature for a policy family (cached per session)."""
+    from r1aqa_pl.demo import prepare
+
+    root = tmp_path_factory.getbasetemp() / f"r1aqa_demo_small_{family}"
+    return root, prepare(out=str(root), family=family, n_train=48, n_test=24, warm_steps=20)
+
+
 @pytest.mark.slow
-def test_ddp_two_processes(demo, tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni", "qwen3_omni"])
+def test_ddp_two_processes(demo, tmp_path, tmp_path_factory, family):
     import lightning as L
     import torch
 
@@ -259,7 +268,7 @@ def test_ddp_two_processes(demo, tmp_path):
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.training.grpo_module import GRPOModule
 
-    root, warm = demo
+    root, warm = demo if family == "qwen2_audio" else small_demo(tmp_path_factory, family)
     steps = 2
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -24,10 +24,8 @@ prompt, before the G completions share the prompt's key/value cache.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -182,19 +180,8 @@ class AudioFlamingo3(Qwen2Audio):
                          "pad_token_id": ids["<|endoftext|>"]},
             audio_token_id=ids["<sound>"],
         )
-        torch.manual_seed(seed)
-        model = self.model_class()(config)
-        gc = model.generation_config
-        gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-        gc.pad_token_id = ids["<|endoftext|>"]
-        gc.bos_token_id = ids["<|im_start|>"]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
-                                                   "parameters": sum(p.numel() for p in model.parameters())}))
-        return str(out)
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def arch(self, config) -> AF3Arch:
         t, a = config.text_config, config.audio_config

@@ -100,12 +100,16 @@ class PolicyFamily:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         processor = AutoProcessor.from_pretrained(model_name_or_path)
         processor.tokenizer.padding_side = "left"
-        kwargs = {"dtype": getattr(torch, dtype)}
+        kwargs = {"dtype": getattr(torch, dtype), **self.load_kwargs(model_name_or_path)}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         model = self.model_class().from_pretrained(model_name_or_path, **kwargs)
         self.after_load(model)
         return model, processor
+
+    def load_kwargs(self, model_name_or_path: str) -> dict:
+        """Extra ``from_pretrained`` arguments for this checkpoint (e.g. the part of a larger model to read)."""
+        return {}
 
     def after_load(self, model) -> None:
         """Fix-ups ``from_pretrained`` leaves undone (frozen buffers-as-parameters and the like)."""
@@ -184,6 +188,24 @@ class PolicyFamily:
     def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
         """A tiny random model of this family with its processor, written with ``save_pretrained``."""
         raise NotImplementedError
+
+    def save_tiny(self, config, processor, out_dir: str, seed: int, eos: list[int], pad: int, bos: int) -> str:
+        """Instantiate a tiny policy from ``config`` (weights seeded), set its generation ids, and save it with its
+        processor and a ``tiny.json`` note, as ``from_pretrained`` reads any checkpoint."""
+        import json
+        from pathlib import Path
+
+        torch.manual_seed(seed)
+        model = self.model_class()(config)
+        gc = model.generation_config
+        gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = list(eos), pad, bos
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(processor.tokenizer),
+                                                   "parameters": sum(p.numel() for p in model.parameters())}))
+        return str(out)
 
     def arch(self, config) -> Arch:
         """The architecture numbers of a loaded config, for the memory estimate."""

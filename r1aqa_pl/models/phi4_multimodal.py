@@ -17,9 +17,7 @@ The decoder is the model's ``.model`` itself (no ``language_model`` inside), hen
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -148,19 +146,8 @@ class Phi4Multimodal(PolicyFamily):
                           "ext_pw_out_channel": encoder_dim, "depthwise_separable_out_channel": encoder_dim,
                           "nemo_conv_channels": encoder_dim, "audio_token_id": ids["<|audio|>"]},
         )
-        torch.manual_seed(seed)
-        model = self.model_class()(config)
-        gc = model.generation_config
-        gc.eos_token_id = [ids["<|end|>"], ids["<|endoftext|>"]]
-        gc.pad_token_id = ids["<|endoftext|>"]
-        gc.bos_token_id = ids["<|endoftext|>"]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
-                                                   "parameters": sum(p.numel() for p in model.parameters())}))
-        return str(out)
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"])
 
     def arch(self, config) -> Phi4Arch:
         from transformers.models.phi4_multimodal import modeling_phi4_multimodal as m

@@ -13,15 +13,12 @@ text model broadcasts to three.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from r1aqa_pl import prompts
-from r1aqa_pl.models.base import DTYPES, Arch, Dtype, PolicyFamily
+from r1aqa_pl.models.base import Arch, PolicyFamily
 from r1aqa_pl.models.tiny import word_tokenizer
 from r1aqa_pl.records import Question
 
@@ -108,23 +105,15 @@ class Qwen2_5Omni(PolicyFamily):
         return Qwen2_5OmniThinkerForConditionalGeneration
 
     # -- loading --------------------------------------------------------------------------------
-    def load(self, model_name_or_path: str, dtype: Dtype = "float32", attn_implementation: str | None = None):
-        """(thinker, processor) from a thinker folder (or an export) or a whole Omni checkpoint."""
-        from transformers import AutoConfig, AutoProcessor
+    def load_kwargs(self, model_name_or_path: str) -> dict:
+        """A whole Omni checkpoint: only the thinker's config and its ``thinker.*`` tensors are read (the talker and
+        token2wav are never built); a thinker folder or an export loads as it is."""
+        from transformers import AutoConfig
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-        processor = AutoProcessor.from_pretrained(model_name_or_path)
-        processor.tokenizer.padding_side = "left"
-        kwargs = {"dtype": getattr(torch, dtype)}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
         config = AutoConfig.from_pretrained(model_name_or_path)
-        if config.model_type == self.full_model_type:  # only the thinker's config and tensors are read
-            kwargs.update(config=config.thinker_config, key_mapping={r"^thinker\.": ""})
-        model = self.model_class().from_pretrained(model_name_or_path, **kwargs)
-        self.after_load(model)
-        return model, processor
+        if config.model_type == self.full_model_type:
+            return {"config": config.thinker_config, "key_mapping": {r"^thinker\.": ""}}
+        return {}
 
     def after_load(self, model) -> None:
         """Audio questions never run the vision encoder: frozen, so it stays off the optimizer (and out of
@@ -238,19 +227,8 @@ class Qwen2_5Omni(PolicyFamily):
         frames = int(window_seconds) * 100  # 10 ms hop
         config = self.tiny_config(tokenizer, ids, n_mels, frames, hidden_size, num_layers, num_heads, encoder_dim,
                                   encoder_layers)
-        torch.manual_seed(seed)
-        model = self.model_class()(config)
-        gc = model.generation_config
-        gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-        gc.pad_token_id = ids["<|endoftext|>"]
-        gc.bos_token_id = ids["<|im_start|>"]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
-                                                   "parameters": sum(p.numel() for p in model.parameters())}))
-        return str(out)
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def named_tokens(self) -> dict[str, str]:
         return dict(NAMED)

@@ -6,8 +6,6 @@ after pooling); :meth:`Qwen2Audio.encode_audio` runs it over the clip instead, w
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -111,19 +109,8 @@ class Qwen2Audio(PolicyFamily):
             },
             audio_token_index=ids["<|AUDIO|>"],
         )
-        torch.manual_seed(seed)
-        model = self.model_class()(config)
-        gc = model.generation_config
-        gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-        gc.pad_token_id = ids["<|endoftext|>"]
-        gc.bos_token_id = ids["<|im_start|>"]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(tokenizer),
-                                                   "parameters": sum(p.numel() for p in model.parameters())}))
-        return str(out)
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def arch(self, config) -> Arch:
         t, a = config.text_config, config.audio_config

@@ -111,6 +111,20 @@ class Qwen3Omni(Qwen2_5Omni):
 
     def after_load(self, model) -> None:
         model.model.visual.requires_grad_(False)
+        # Built under DeepSpeed ZeRO-3 (zero.Init), the fused experts miss what transformers' experts wrapper sets
+        # in its __init__ (config and the layout flags, this class takes the wrapper's defaults) and reads in forward.
+        import inspect
+
+        from transformers.integrations import moe
+
+        flags = {k: p.default for k, p in inspect.signature(moe.use_experts_implementation).parameters.items()
+                 if k in ("is_concatenated", "is_transposed", "has_bias", "has_gate", "has_post_expert_norm")}
+        for m in model.modules():
+            if type(m).__name__.endswith("TextExperts") and "config" not in vars(m):
+                m.config = model.config.text_config
+                m._is_expert_parallel = False
+                for k, v in flags.items():
+                    setattr(m, k, v)
 
     # -- the routers' load-balancing loss ----------------------------------------------------------
     def routers(self, model):
