@@ -127,19 +127,10 @@ class AudioFlamingo3(Qwen2Audio):
         return {**inputs, "input_features": inputs["input_features"][real], "input_features_mask": mask[real]}
 
     # -- forward pieces ---------------------------------------------------------------------------
-    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
-        """Token embeddings with each window's frames in the ``<sound>`` slots, the encoder run over the clip."""
-        input_ids = inputs["input_ids"]
-        embeds = core.get_input_embeddings()(input_ids)
-        if "input_features" not in inputs:
-            return embeds
+    def audio_features(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """Each prompt's windows unpacked, the encoder run over the clip: one row per ``<sound>`` slot."""
         flat = self.model_inputs(inputs)
-        feats = self.encode_audio(core, flat["input_features"], flat["input_features_mask"])
-        slots = input_ids == core.config.audio_token_id
-        if int(slots.sum()) != feats.shape[0]:
-            raise ValueError(f"{int(slots.sum())} <sound> tokens in the prompts but {feats.shape[0]} audio frames: "
-                             "were the prompts and features made by the same processor?")
-        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
+        return self.encode_audio(core, flat["input_features"], flat["input_features_mask"])
 
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The model's own forward (encoder over the padded 30 s windows), with ``generate``'s positions."""

@@ -173,9 +173,27 @@ class PolicyFamily:
         own forward and ``generate`` take them; the same unless a family repacks its audio."""
         return inputs
 
-    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
-        """Token embeddings of ``inputs["input_ids"]`` with the audio features in their placeholder slots."""
+    def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
+        """The audio encoder over each clip: [Σ audio tokens, hidden], one row per placeholder token."""
         raise NotImplementedError
+
+    def audio_features(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """:meth:`encode_audio` on the processor's features and their mask."""
+        return self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
+
+    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
+        """Token embeddings of ``inputs["input_ids"]`` with the audio features in their placeholder slots (the
+        processor expanded them); a count that does not match is an error, never a silent shift."""
+        input_ids = inputs["input_ids"]
+        embeds = core.get_input_embeddings()(input_ids)
+        if "input_features" not in inputs:
+            return embeds
+        feats = self.audio_features(core, inputs)
+        slots = input_ids == core.config.audio_token_id
+        if int(slots.sum()) != feats.shape[0]:
+            raise ValueError(f"{int(slots.sum())} audio placeholder tokens in the prompts but {feats.shape[0]} audio "
+                             "features: were the prompts and features made by the same processor?")
+        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
 
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The family's own forward over whole sequences (prompt with audio + completion): last hidden

@@ -137,19 +137,6 @@ class Qwen2_5Omni(PolicyFamily):
         attends within ``n_window`` chunks): [Σ audio tokens, hidden]."""
         return core.get_audio_features(input_features, feature_attention_mask).last_hidden_state
 
-    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
-        """Token embeddings with the audio features in the audio placeholder slots (the processor expanded them)."""
-        input_ids = inputs["input_ids"]
-        embeds = core.get_input_embeddings()(input_ids)
-        if "input_features" not in inputs:
-            return embeds
-        feats = self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
-        slots = input_ids == core.config.audio_token_id
-        if int(slots.sum()) != feats.shape[0]:
-            raise ValueError(f"{int(slots.sum())} audio placeholder tokens in the prompts but {feats.shape[0]} audio "
-                             "features: were the prompts and features made by the same processor?")
-        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
-
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The thinker's own forward, positions from its own ``get_rope_index``."""
         core.rope_deltas = None  # recomputed from these inputs, never a previous batch's

@@ -69,19 +69,6 @@ class Qwen2Audio(PolicyFamily):
         feats = core.multi_modal_projector(h)
         return feats[torch.arange(feats.shape[1], device=x.device)[None] < token_lengths[:, None]]
 
-    def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
-        """Token embeddings with the audio features in the ``<|AUDIO|>`` slots (the processor expanded them)."""
-        input_ids = inputs["input_ids"]
-        embeds = core.get_input_embeddings()(input_ids)
-        if "input_features" not in inputs:
-            return embeds
-        feats = self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
-        slots = input_ids == core.config.audio_token_id
-        if int(slots.sum()) != feats.shape[0]:
-            raise ValueError(f"{int(slots.sum())} <|AUDIO|> tokens in the prompts but {feats.shape[0]} audio features: "
-                             "were the prompts and features made by the same processor?")
-        return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
-
     def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
                    n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                    encoder_dim: int = 64, encoder_layers: int = 2) -> str:
