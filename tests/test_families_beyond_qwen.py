@@ -16,6 +16,7 @@ from test_family_qwen2_5_omni import (  # noqa: F401 — the fixture and the tes
     G,
     batch,
     components,
+    encoder_names,
     eos_ids,
     rel_err,
     sample,
@@ -23,6 +24,8 @@ from test_family_qwen2_5_omni import (  # noqa: F401 — the fixture and the tes
     test_arch_counts_the_real_tensors,
     test_audio_free_ablation_scores_the_same_both_ways,
     test_export_loads_with_the_thinker_class_and_scores_the_same,
+    test_shared_prompt_matches_unshared_logprobs_loss_and_gradients,
+    test_shared_prompt_under_gradient_checkpointing_matches_unshared,
     test_shared_rollout_generates_what_unshared_generates,
     tiny,
     worst_grad_err,
@@ -60,60 +63,6 @@ def af3(af3_dir):
 
 
 # ------------------------------------------------------------------ both families
-
-
-def encoder_names(model, family) -> list[str]:
-    """Parameter names of the audio encoder, wherever the family keeps it (Phi-4: inside the embeddings)."""
-    enc = {id(p) for p in family.audio_encoder(model.model).parameters()}
-    return [n for n, p in model.named_parameters() if id(p) in enc]
-
-
-def test_shared_prompt_matches_unshared_logprobs_loss_and_gradients(tiny):
-    """As the Omni families' test of that name, with the encoder found through the family."""
-    model, processor, family = tiny
-    inputs = batch(family, processor)
-    ids = sample(family, model, processor, inputs)
-    ids[1, 2] = eos_ids(model)[0]  # one completion ends early: padding inside the completions too
-    mask = completion_mask(ids, eos_ids(model))
-    gen = torch.Generator().manual_seed(1)
-    A, ref_logp = torch.randn(ids.shape[0], generator=gen), -torch.rand(ids.shape, generator=gen) * 3
-    model.train()
-    results = {}
-    for share in (True, False):
-        model.zero_grad(set_to_none=True)
-        logp = logprobs.completion_logprobs(family, model, inputs, ids, mask, G, temperature=0.9, share_prompt=share)
-        loss, _ = grpo.grpo_loss(logp, logp.detach(), ref_logp, A, mask, beta=0.04)
-        loss.backward()
-        results[share] = logp.detach(), loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                                       if p.grad is not None}
-    (lp_s, loss_s, g_s), (lp_u, loss_u, g_u) = results[True], results[False]
-    assert rel_err(lp_s, lp_u) < 1e-5
-    assert abs(float(loss_s - loss_u)) <= 1e-5 * abs(float(loss_u))
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert g_s.keys() == g_u.keys() == trainable  # every trainable tensor gets a gradient: nothing unused
-    encoder = [n for n in encoder_names(model, family) if n in trainable]
-    assert encoder and any(g_s[n].abs().max() > 0 for n in encoder)  # the gradient reaches the audio encoder
-    scale = max(float(g.abs().max()) for g in g_u.values())
-    assert max(float((g_s[n] - g_u[n]).abs().max()) for n in g_s) <= 1e-5 * scale
-    assert worst_grad_err(g_s, g_u, [*encoder, "lm_head.weight"]) < 1e-4  # per tensor too
-
-
-def test_shared_prompt_under_gradient_checkpointing_matches_unshared(tiny):
-    model, processor, family = tiny
-    inputs = batch(family, processor)
-    ids = sample(family, model, processor, inputs)
-    mask = completion_mask(ids, eos_ids(model))
-    model.train()
-    out = {}
-    for share in (True, False):
-        model.activation_checkpointing_enable() if share else model.activation_checkpointing_disable()
-        model.zero_grad(set_to_none=True)
-        logp = logprobs.completion_logprobs(family, model, inputs, ids, mask, G, share_prompt=share)
-        (logp * mask).sum().backward()
-        out[share] = logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    (lp_s, g_s), (lp_u, g_u) = out[True], out[False]
-    assert rel_err(lp_s, lp_u) < 1e-5
-    assert worst_grad_err(g_s, g_u, [n for n in encoder_names(model, family) if n in g_u]) < 1e-4
 
 
 def test_prompt_embeddings_and_positions_equal_the_models_own(tiny):

@@ -26,8 +26,10 @@ def benchmark_for(path: str | Path, name: str | None = None) -> Benchmark:
     """The benchmark named ``name``, else the one that recognises the file; an error names both otherwise."""
     if name is not None:
         return get(name)
-    for b in BENCHMARKS.values():
-        if b.recognises(path):
-            return b
+    from r1aqa_pl.data.formats import detect_format
+
+    fmt = detect_format(path)  # one read of the file; each benchmark's `matches` decides inside
+    if fmt in BENCHMARKS:
+        return BENCHMARKS[fmt]
     raise ValueError(f"{path}: not a file of any known benchmark ({', '.join(BENCHMARKS)}); "
                      "name one with --benchmark, or check the file's format")

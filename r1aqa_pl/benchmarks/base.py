@@ -99,12 +99,6 @@ class Benchmark:
         ``base``: the folder audio paths are relative to; ``withheld``: the file has no answers)."""
         raise NotImplementedError
 
-    def recognises(self, path: str | Path) -> bool:
-        """Whether ``path`` is a file of this benchmark (for auto-detection)."""
-        from r1aqa_pl.data.formats import detect_format
-
-        return detect_format(path) == self.name
-
     def iter_questions(self, path: str | Path, audio_dir: str | Path | None = None) -> Iterator[Question | DataError]:
         """One :class:`Question` or record-level :class:`DataError` per record of a benchmark file, in order."""
         from r1aqa_pl.data.formats import iter_questions
