@@ -23,8 +23,11 @@ OUT ?=
 BATCH ?= 8
 RUN ?= $(RUN_DIR)
 PYTEST_ARGS ?=
+# make compare / compare-recipes: the seeds, and how many runs go side by side (one thread each on 2 cores)
+SEEDS ?= [0,1,2]
+JOBS ?= 2
 
-.PHONY: help install demo test test-slow eval eval-all bench compare memory tensorboard clean
+.PHONY: help install demo test test-slow eval eval-all bench compare compare-recipes memory tensorboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,8 +72,12 @@ eval-all: install ## evaluate every checkpoint of a run, one table per file: mak
 bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py) [FAMILY=qwen2_5_omni]
 	$(PY) scripts/bench.py --family $(FAMILY) $(BENCH_ARGS)
 
-compare: install ## GRPO vs SFT vs audio-free on the synthetic set; prints the table [COMPARE_ARGS=...]
-	$(PY) scripts/compare.py $(COMPARE_ARGS)
+compare: install ## GRPO vs SFT vs audio-free on the synthetic set, over seeds; prints the tables [SEEDS=[0,1,2]] [JOBS=2]
+	$(PY) scripts/compare.py --out checkpoints/compare --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
+
+compare-recipes: install ## GRPO vs dynamic sampling vs curriculum vs audio-contribution weights, over seeds [SEEDS=...] [JOBS=2]
+	$(PY) scripts/compare.py --out checkpoints/compare-recipes --arms '[grpo,grpo_ds,grpo_curriculum,grpo_filtered]' \
+	  --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
 memory: install ## the per-GPU memory estimate of each configuration (scripts/memory.py)
 	$(PY) scripts/memory.py

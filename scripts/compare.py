@@ -61,8 +61,17 @@ ARMS = {
     "grpo": "GRPO (audio)",
     "sft": "SFT (audio)",
     "grpo_noaudio": "GRPO (no audio)",
+    "grpo_ds": "GRPO + dynamic sampling",
+    "grpo_curriculum": "GRPO + curriculum",
+    "grpo_filtered": "GRPO + audio-contribution weights",
 }
-_STYLE = {"grpo": ("tab:blue", "-"), "sft": ("tab:orange", "--"), "grpo_noaudio": ("tab:gray", ":")}
+DEFAULT_ARMS = ("grpo", "sft", "grpo_noaudio")           # make compare
+RECIPE_ARMS = ("grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered")  # make compare-recipes
+# the filtered arm: questions the starting policy answers as well without the audio are seen a quarter as often
+FILTER_WEIGHTS = {"answerable_without_audio": 0.25}
+TARGET = 0.75  # "steps to reach": the first validated step with total accuracy >= TARGET
+_STYLE = {"grpo": ("tab:blue", "-"), "sft": ("tab:orange", "--"), "grpo_noaudio": ("tab:gray", ":"),
+          "grpo_ds": ("tab:green", "-"), "grpo_curriculum": ("tab:purple", "-."), "grpo_filtered": ("tab:red", "--")}
 
 
 # ---------------------------------------------------------------- planning
@@ -84,12 +93,13 @@ def eval_interval(steps: int, every: int) -> int:
 
 def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_every: int | None = None,
          grpo_config: str | Path = "configs/demo.yaml", sft_config: str | Path = "configs/demo_sft.yaml",
-         arms: list[str] | None = None) -> dict:
-    """The three runs: config, CLI overrides, log folder, and the accounting of prompts seen.
+         arms: list[str] | None = None, seed: int = 0, labels: str | Path | None = None) -> dict:
+    """The runs of one seed: config, CLI overrides, log folder, and the accounting of prompts seen.
 
     ``steps`` defaults to the GRPO config's ``trainer.max_steps``; ``eval_every`` (optimizer steps) to its
     ``val_check_interval`` (batches) divided by gradient accumulation, lowered to a divisor of ``steps``
-    so that the last step is validated (:func:`eval_interval`).
+    so that the last step is validated (:func:`eval_interval`). ``labels`` is the audio-contribution file
+    of the training set (needed by ``grpo_curriculum`` and ``grpo_filtered``).
     """
     import yaml
 
@@ -106,9 +116,17 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     out, demo_dir = Path(out), Path(demo_dir)
     warm, data_dir = demo_dir / "warm", demo_dir / "data"
     prompts = steps * batch * accum
+    chosen = list(arms or DEFAULT_ARMS)
+    unknown = sorted(set(chosen) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known: {list(ARMS)}")
+    if {"grpo_curriculum", "grpo_filtered"} & set(chosen) and not labels:
+        raise ValueError("grpo_curriculum and grpo_filtered need the training set's audio-contribution labels")
 
     def common(name: str, batches_per_step: int) -> list[str]:
         return [
+            "--seed_everything", str(seed),
+            "--data.init_args.seed", str(seed),
             "--model.init_args.model_name_or_path", str(warm),
             "--data.init_args.train_file", str(data_dir / "train.jsonl"),
             "--data.init_args.val_file", str(data_dir / "test-mini.json"),
@@ -123,29 +141,29 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
             "--trainer.enable_progress_bar", "false",
         ]
 
-    runs = {
-        "grpo": {"configs": [str(grpo_config)], "overrides": common("grpo", accum),
-                 "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
-                 "with_audio": True},
-        "sft": {"configs": [str(grpo_config), str(sft_config)],  # the SFT overlay on the GRPO config
-                "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
-                "prompts_seen": prompts, "completions_seen": prompts, "batch_size": batch * accum,
-                "with_audio": True},
-        "grpo_noaudio": {"configs": [str(grpo_config)],  # the data's with_audio follows the model's (linked)
-                         "overrides": common("grpo_noaudio", accum) + ["--model.init_args.with_audio", "false"],
-                         "prompts_seen": prompts, "completions_seen": prompts * G, "batch_size": batch,
-                         "with_audio": False},
+    grpo = {"configs": [str(grpo_config)], "prompts_seen": prompts, "completions_seen": prompts * G,
+            "batch_size": batch, "with_audio": True}
+    selection = ["--data.init_args.audio_contribution", str(labels)]
+    extra = {
+        "grpo": [],
+        "grpo_noaudio": ["--model.init_args.with_audio", "false"],  # the data's with_audio follows the model's (linked)
+        # a step's batch may take more than one batch of prompts: validate on the same optimizer steps anyway
+        "grpo_ds": ["--model.init_args.dynamic_sampling", "true"],
+        "grpo_curriculum": [*selection, "--data.init_args.curriculum_epochs", "1"],
+        "grpo_filtered": [*selection, "--data.init_args.label_weights", json.dumps(FILTER_WEIGHTS)],
     }
-    chosen = list(arms or ARMS)
-    unknown = sorted(set(chosen) - set(ARMS))
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; known: {list(ARMS)}")
+    runs = {name: {**grpo, "overrides": common(name, accum) + args, "with_audio": name != "grpo_noaudio"}
+            for name, args in extra.items()}
+    runs["sft"] = {"configs": [str(grpo_config), str(sft_config)],  # the SFT overlay on the GRPO config
+                   "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
+                   "prompts_seen": prompts, "completions_seen": prompts, "batch_size": batch * accum,
+                   "with_audio": True}
     for name in chosen:
         configs = [a for c in runs[name]["configs"] for a in ("--config", c)]
         runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", *configs, *runs[name]["overrides"]]
         runs[name]["log_dir"] = str(out / name / "version_0")
     return {"steps": steps, "eval_every": every, "G": G, "gradient_accumulation_steps": accum,
-            "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out),
+            "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out), "seed": seed,
             "runs": {name: runs[name] for name in chosen}}
 
 
@@ -160,8 +178,9 @@ def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
     total = curves["total"]
     best = max(total, key=lambda p: p[1]) if total else None
     steps = [p[0] for p in total]
+    reached = next((p[0] for p in total if p[1] >= TARGET), None)
     out = {"start": start, "end": end, "start_step": steps[0] if steps else None,
-           "end_step": steps[-1] if steps else None,
+           "end_step": steps[-1] if steps else None, "steps_to_target": reached,
            "best_total": None if best is None else {"step": best[0], "acc": best[1]}, "curves": curves}
     for tag in ("train/reward", "train/loss"):
         pts = scalars.get(tag)
@@ -200,6 +219,43 @@ def table(results: dict) -> str:
     if results.get("chance"):
         cells = ["chance (uniform guess)", "", "", *(_pct(results["chance"].get(c)) for c in COLUMNS), ""]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _spread(values: list, digits: int = 1) -> str:
+    """``mean ± sd [min–max]`` of the values that exist (``–`` when none; ``k/n`` noted when some are missing)."""
+    import statistics
+
+    have = [v for v in values if v is not None]
+    if not have:
+        return "–"
+    mean = statistics.fmean(have)
+    sd = statistics.stdev(have) if len(have) > 1 else 0.0
+    f = f"{{:.{digits}f}}".format
+    text = f"{f(mean)} ± {f(sd)} [{f(min(have))}–{f(max(have))}]" if len(have) > 1 else f(mean)
+    return text + (f" ({len(have)}/{len(values)})" if len(have) < len(values) else "")
+
+
+def seeds_table(results: dict) -> str:
+    """Markdown table over seeds: one row per arm, total accuracy at start, end and best, the optimizer steps
+    to reach ``TARGET`` (over the seeds that reached it) and wall time; each ``mean ± sd [min–max]``."""
+    seeds = results["seeds"]
+    arms = list(next(iter(seeds.values()))["runs"])
+    head = ["run", "start total (%)", "end total (%)", "best total (%)", f"reached {100 * TARGET:.0f} %",
+            f"steps to {100 * TARGET:.0f} %", "wall (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for arm in arms:
+        rs = [seeds[k]["runs"][arm] for k in seeds]
+
+        def pct(get):
+            return [None if get(r) is None else 100 * get(r) for r in rs]
+
+        reached = [r.get("steps_to_target") for r in rs]
+        lines.append("| " + " | ".join([
+            ARMS.get(arm, arm), _spread(pct(lambda r: r["start"]["total"])), _spread(pct(lambda r: r["end"]["total"])),
+            _spread(pct(lambda r: (r.get("best_total") or {}).get("acc"))),
+            f"{sum(x is not None for x in reached)}/{len(rs)}",
+            _spread(reached, 0), _spread([r.get("wall_s") for r in rs], 0)]) + " |")
     return "\n".join(lines)
 
 
@@ -246,20 +302,67 @@ def _weights_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _labels(demo_dir: Path, seed: int) -> Path:
+    """The training set's audio-contribution labels from the warm start (cached beside the data)."""
+    path = demo_dir / "data" / "train.audio_contribution.jsonl"
+    if not path.exists():
+        cmd = [sys.executable, "-m", "r1aqa_pl", "audio-contribution", "--checkpoint", str(demo_dir / "warm"),
+               "--data", str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)]
+        print(f"[compare] labels: {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    return path
+
+
+def _run_all(jobs: list[tuple[str, dict, Path]], parallel: int) -> None:
+    """Run each (name, run, log file), ``parallel`` at a time, each with cores / parallel threads; fill in
+    ``wall_s`` and ``returncode``. A failed run stops the comparison with its log's last lines."""
+    import os
+
+    env = dict(os.environ)
+    if parallel > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    pending, active = list(jobs), []
+    while pending or active:
+        while pending and len(active) < parallel:
+            name, r, log_file = pending.pop(0)
+            print(f"[compare] {name}: {' '.join(r['command'])}\n[compare]   log: {log_file}", flush=True)
+            f = open(log_file, "w")
+            active.append((name, r, log_file, f, time.time(),
+                           subprocess.Popen(r["command"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(1)
+        for item in list(active):
+            name, r, log_file, f, t0, proc = item
+            if proc.poll() is None:
+                continue
+            active.remove(item)
+            f.close()
+            r["wall_s"], r["returncode"] = time.time() - t0, proc.returncode
+            if proc.returncode != 0:
+                for *_, other in active:
+                    other.kill()
+                tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
+                raise RuntimeError(f"run {name} failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
+            print(f"[compare]   {name} done in {r['wall_s']:.0f} s", flush=True)
+
+
 def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir: str = "checkpoints/demo",
-            eval_every: int | None = None, arms: list[str] | None = None,
-            grpo_config: str = "configs/demo.yaml", sft_config: str = "configs/demo_sft.yaml",
+            eval_every: int | None = None, arms: list[str] | None = None, seeds: list[int] | None = None,
+            jobs: int = 1, grpo_config: str = "configs/demo.yaml", sft_config: str = "configs/demo_sft.yaml",
             n_train: int | None = None, n_test: int | None = None, warm_steps: int | None = None,
             dry_run: bool = False) -> dict:
-    """GRPO with audio, SFT (same prompts seen) and GRPO without audio from one warm start; table, JSON, PNG.
+    """Arms (default: GRPO with audio, SFT on the same prompts, GRPO without audio) from one warm start per
+    seed; per-seed tables and, over several seeds, a table of means and spreads; JSON and PNG.
 
     Args:
-        out: folder for the three runs (``<out>/<run>/version_0``), compare.json, compare.md, compare.png.
+        out: folder for the runs (``<out>/seed<N>/<run>/version_0``), compare.json, compare.md, compare.png.
         steps: optimizer steps per run (default: the GRPO config's trainer.max_steps).
-        demo_dir: where ``demo.prepare`` builds (or finds) data/, tiny/ and warm/.
+        demo_dir: where ``demo.prepare`` builds (or finds) data/, tiny/ and warm/; with several seeds it must
+            hold ``{seed}`` (default then: ``<out>/seed{seed}/demo``).
         eval_every: validate every this many optimizer steps (default: the GRPO config's val_check_interval).
-        arms: a subset of grpo, sft, grpo_noaudio (default: all three).
-        grpo_config: the GRPO config (runs ``grpo`` and ``grpo_noaudio``).
+        arms: any of grpo, sft, grpo_noaudio, grpo_ds, grpo_curriculum, grpo_filtered (default: the first three).
+        seeds: one seed drives each seed's data, tiny policy, warm start and runs (default: the cache's, else 0).
+        jobs: runs side by side (each with cpu_count / jobs threads; 2 on 2 cores nearly halves the time).
+        grpo_config: the GRPO config (all GRPO arms).
         sft_config: the SFT overlay, applied on top of ``grpo_config`` (run ``sft``).
         n_train: synthetic training questions (default: the prepared cache's, else demo.prepare's).
         n_test: synthetic test questions (default: the prepared cache's, else demo.prepare's).
@@ -269,52 +372,67 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
     from r1aqa_pl.demo import prepare
     from r1aqa_pl.eval import runs
 
-    out_p, demo_dir = Path(out).resolve(), str(Path(demo_dir).resolve())  # the runs' cwd is the repository
-    p = plan(out_p, demo_dir, steps, eval_every, grpo_config, sft_config, arms)
-    if dry_run:
-        for name, r in p["runs"].items():
-            print(f"# {name}\n" + " ".join(r["command"]))
-        return p
-    # cached: what is not given is taken from the cache's own recipe, so an existing cache is reused
-    stamp = Path(demo_dir) / "prepared.json"
-    recipe = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    out_p = Path(out).resolve()  # the runs' cwd is the repository
+    seeds = list(seeds) if seeds else None
+    if seeds and len(seeds) > 1 and "{seed}" not in demo_dir:
+        demo_dir = str(out_p / "seed{seed}" / "demo")
     sizes = {"n_train": n_train, "n_test": n_test, "warm_steps": warm_steps}
-    prepare(out=demo_dir, **{**recipe, **{k: v for k, v in sizes.items() if v is not None}})
-    (out_p / "logs").mkdir(parents=True, exist_ok=True)
-    p["warm_sha256"] = _weights_hash(Path(demo_dir) / "warm")
-    p["chance"] = chance(Path(demo_dir) / "data" / "test-mini.json")
+    results: dict = {"seeds": {}, "target": TARGET, "jobs": jobs}
+    plans, jobs_list = {}, []
+    for seed in seeds or [None]:
+        d = Path(demo_dir.format(seed=seed)).resolve()
+        stamp = d / "prepared.json"
+        recipe = json.loads(stamp.read_text()) if stamp.is_file() else {}  # an existing cache is reused as it is
+        seed = recipe.get("seed", 0) if seed is None else seed
+        seed_out = out_p / f"seed{seed}"
+        labels = d / "data" / "train.audio_contribution.jsonl"
+        p = plan(seed_out, d, steps, eval_every, grpo_config, sft_config, arms, seed=seed, labels=labels)
+        if dry_run:
+            for name, r in p["runs"].items():
+                print(f"# seed {seed}: {name}\n" + " ".join(r["command"]))
+            results["seeds"][seed] = p
+            continue
+        prepare(out=str(d), **{**recipe, "seed": seed, **{k: v for k, v in sizes.items() if v is not None}})
+        if {"grpo_curriculum", "grpo_filtered"} & set(p["runs"]):
+            _labels(d, seed)
+        (seed_out / "logs").mkdir(parents=True, exist_ok=True)
+        p["warm_sha256"] = _weights_hash(d / "warm")
+        p["chance"] = chance(d / "data" / "test-mini.json")
+        for name, r in p["runs"].items():
+            shutil.rmtree(seed_out / name, ignore_errors=True)  # a rerun must not mix with old events
+            jobs_list.append((f"seed {seed} {name}", r, seed_out / "logs" / f"{name}.log"))
+        plans[seed] = (p, d)
+        results["seeds"][seed] = p
+    if dry_run:
+        return results
     t_all = time.time()
-    for name, r in p["runs"].items():
-        shutil.rmtree(out_p / name, ignore_errors=True)  # a rerun must not mix with old events
-        log_file = out_p / "logs" / f"{name}.log"
-        print(f"[compare] {name}: {' '.join(r['command'])}\n[compare]   log: {log_file}", flush=True)
-        t0 = time.time()
-        with open(log_file, "w") as f:
-            proc = subprocess.run(r["command"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-        r["wall_s"] = time.time() - t0
-        r["returncode"] = proc.returncode
-        if _weights_hash(Path(demo_dir) / "warm") != p["warm_sha256"]:
-            raise RuntimeError(f"{demo_dir}/warm changed during the comparison (rebuilt by another process?): "
+    _run_all(jobs_list, max(1, jobs))
+    results["wall_s"] = time.time() - t_all
+    out_p.mkdir(parents=True, exist_ok=True)
+    md = []
+    for seed, (p, d) in plans.items():
+        if _weights_hash(d / "warm") != p["warm_sha256"]:
+            raise RuntimeError(f"{d}/warm changed during the comparison (rebuilt by another process?): "
                                "the runs no longer share their start; run again")
-        if proc.returncode != 0:
-            tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
-            raise RuntimeError(f"run {name} failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
-        r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"])))
-        print(f"[compare]   {r['wall_s']:.0f} s; total {_pct(r['start']['total'])} → {_pct(r['end']['total'])} %",
-              flush=True)
-    p["wall_s"] = time.time() - t_all
-    md = table(p)
-    note = (f"\nPrompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
+        for r in p["runs"].values():
+            r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"])))
+        md.append(f"### seed {seed}\n\n" + table(p) + "\n")
+        fig = plot_comparison(p, title=f"seed {seed}: synthetic set, {p['steps']} steps")
+        fig.savefig(out_p / f"compare_seed{seed}.png", dpi=110)
+    p = next(iter(plans.values()))[0]
+    note = (f"Prompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
             f"{p['gradient_accumulation_steps']} accumulation, each with G={p['G']} completions; SFT: the same "
-            f"prompts, one right answer each). Accuracy on {demo_dir}/data/test-mini.json, start = step 0 "
-            f"(before training), end = step {p['steps']}. Total wall time {p['wall_s']:.0f} s.\n")
-    (out_p / "compare.json").write_text(json.dumps(p, indent=1))
-    (out_p / "compare.md").write_text(md + "\n" + note)
-    fig = plot_comparison(p)
-    fig.savefig(out_p / "compare.png", dpi=110)
-    print("\n" + md + "\n" + note)
-    print(f"[compare] wrote {out_p / 'compare.json'}, {out_p / 'compare.md'}, {out_p / 'compare.png'}")
-    return p
+            f"prompts, one right answer each). Accuracy on each seed's synthetic test-mini.json, start = step 0 "
+            f"(before training), end = step {p['steps']}. {len(jobs_list)} runs, {max(1, jobs)} side by side; total "
+            f"wall time {results['wall_s']:.0f} s.\n")
+    text = "\n".join(md)
+    if len(plans) > 1:
+        text = (f"### over seeds {list(plans)} (mean ± sd [min–max])\n\n" + seeds_table(results) + "\n\n" + text)
+    (out_p / "compare.json").write_text(json.dumps(results, indent=1))
+    (out_p / "compare.md").write_text(text + "\n" + note)
+    print("\n" + text + "\n" + note)
+    print(f"[compare] wrote {out_p / 'compare.json'}, {out_p / 'compare.md'}, {out_p}/compare_seed*.png")
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

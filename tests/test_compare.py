@@ -99,6 +99,31 @@ def test_plan_gives_sft_the_same_prompts(tmp_path):
         compare.plan(tmp_path, tmp_path, arms=["grpo", "dpo"])
 
 
+def test_plan_recipe_arms_and_seed(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    p = compare.plan(tmp_path / "out", tmp_path / "demo", grpo_config=_fake_config(tmp_path), arms=list(compare.RECIPE_ARMS),
+                     seed=3, labels=labels)
+    r = p["runs"]
+    assert list(r) == ["grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered"] and p["seed"] == 3
+    for run in r.values():  # one seed drives the run's sampling and the data order
+        assert _value(run["overrides"], "--seed_everything") == "3" == _value(run["overrides"], "--data.init_args.seed")
+        assert run["prompts_seen"] == 40 * 3 * 2
+    assert _value(r["grpo_ds"]["overrides"], "--model.init_args.dynamic_sampling") == "true"
+    assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.audio_contribution") == str(labels)
+    assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.curriculum_epochs") == "1"
+    assert json.loads(_value(r["grpo_filtered"]["overrides"], "--data.init_args.label_weights")) == compare.FILTER_WEIGHTS
+    assert "--data.init_args.audio_contribution" not in r["grpo"]["overrides"] + r["grpo_ds"]["overrides"]
+    with pytest.raises(ValueError, match="audio-contribution labels"):
+        compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["grpo_curriculum"])
+
+
+def test_dry_run_gives_each_seed_its_own_cache(tmp_path, capsys):
+    res = compare.compare(out=str(tmp_path / "cmp"), seeds=[0, 2], arms=["grpo"], dry_run=True)
+    assert list(res["seeds"]) == [0, 2]
+    assert res["seeds"][2]["demo_dir"] == str((tmp_path / "cmp" / "seed2" / "demo").resolve())
+    assert "--seed_everything 2" in capsys.readouterr().out
+
+
 def test_eval_interval_lands_on_the_last_step():
     assert compare.eval_interval(200, 25) == 25
     assert compare.eval_interval(2, 25) == 2
@@ -140,6 +165,22 @@ def test_summarize_and_table_on_fake_metrics():
     assert missing["start"]["total"] is None and "– → –" in compare.table({"runs": {"x": missing}})
 
 
+def test_seeds_table_means_spreads_and_steps_to_target():
+    def run(start, curve, wall):
+        r = compare.summarize({"val/acc/total": [(0, start)] + [(100 * (i + 1), v) for i, v in enumerate(curve)]})
+        return {**r, "wall_s": wall}
+
+    seeds = {0: {"runs": {"grpo": run(0.5, [0.7, 0.8, 0.9], 100.0)}},
+             1: {"runs": {"grpo": run(0.4, [0.6, 0.74, 0.7], 120.0)}}}
+    assert seeds[0]["runs"]["grpo"]["steps_to_target"] == 200 and seeds[1]["runs"]["grpo"]["steps_to_target"] is None
+    lines = compare.seeds_table({"seeds": seeds}).splitlines()
+    assert lines[0] == ("| run | start total (%) | end total (%) | best total (%) | reached 75 % | steps to 75 % "
+                        "| wall (s) |")
+    # start 50, 40: mean 45, sd 7.07; end 90, 70; best 90, 74; only seed 0 reached 75 % (at step 200)
+    assert lines[2] == ("| GRPO (audio) | 45.0 ± 7.1 [40.0–50.0] | 80.0 ± 14.1 [70.0–90.0] | 82.0 ± 11.3 [74.0–90.0] "
+                        "| 1/2 | 200 (1/2) | 110 ± 14 [100–120] |")
+
+
 def test_chance_per_domain(synth_dir):
     c = compare.chance(synth_dir / "test-mini.json")  # sound: 3-, 2- and 2-choice tasks; music, speech: 2
     assert c["music"] == c["speech"] == 0.5
@@ -167,9 +208,11 @@ def test_plot_comparison_one_panel_per_domain(tmp_path):
 def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "cmp"
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--out", str(out), "--steps", "2",
-                          "--demo_dir", str(tiny_run.root)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          "--demo_dir", str(tiny_run.root), "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "compare.json").read_text())
+    assert list(results["seeds"]) == ["0"]  # the cache's seed
+    results = results["seeds"]["0"]
     assert list(results["runs"]) == ["grpo", "sft", "grpo_noaudio"]
     batch = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["data"]["init_args"]["batch_size"]
     for name, r in results["runs"].items():
@@ -178,13 +221,14 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
         assert all(r["start"][c] is not None and r["end"][c] is not None for c in compare.COLUMNS)
     # same warm start and same validation set: GRPO and SFT start from the same numbers
     assert results["runs"]["grpo"]["start"] == results["runs"]["sft"]["start"]
-    assert (out / "compare.png").stat().st_size > 0
+    assert (out / "compare_seed0.png").stat().st_size > 0
     table = (out / "compare.md").read_text()
     assert "| GRPO (no audio) |" in table and "| GRPO (audio) |" in res.stdout
     # the audio-free run really ran without audio: every validation question was answered from text alone
-    pred = json.loads(next((out / "grpo_noaudio" / "version_0" / "predictions").glob("val_step2.json")).read_text())
+    pred = json.loads(next((out / "seed0" / "grpo_noaudio" / "version_0" / "predictions").glob("val_step2.json"))
+                      .read_text())
     assert len(pred) == 24
-    noaudio_scalars = runs.load_scalars(out / "grpo_noaudio")
+    noaudio_scalars = runs.load_scalars(out / "seed0" / "grpo_noaudio")
     assert noaudio_scalars["val/count/no_audio"][-1][1] == 24
 
 

@@ -61,7 +61,8 @@ def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implemen
 
 def build_tiny_model(out_dir: str, family: str = "qwen2_audio", words: list[str] | None = None, seed: int = 0,
                      window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+                     num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2,
+                     init_std: float | None = None) -> str:
     """Build, seed and ``save_pretrained`` a tiny random policy of a family with its processor.
 
     Args:
@@ -76,7 +77,8 @@ def build_tiny_model(out_dir: str, family: str = "qwen2_audio", words: list[str]
         num_heads: attention heads (language model and encoder).
         encoder_dim: the audio encoder's width.
         encoder_layers: the audio encoder's depth.
+        init_std: the weights' initial standard deviation (default: the config's, 0.02 as on the hub).
     """
     return family_for("", family).build_tiny(out_dir, words, seed, window_seconds=window_seconds, n_mels=n_mels,
                                              hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                                             encoder_dim=encoder_dim, encoder_layers=encoder_layers)
+                                             encoder_dim=encoder_dim, encoder_layers=encoder_layers, init_std=init_std)

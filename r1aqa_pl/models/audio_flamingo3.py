@@ -142,7 +142,8 @@ class AudioFlamingo3(Qwen2Audio):
     # -- tiny build, memory estimate --------------------------------------------------------------
     def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
                    n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+                   encoder_dim: int = 64, encoder_layers: int = 2,
+                   init_std: float | None = None) -> str:
         """A real ``AudioFlamingo3ForConditionalGeneration`` with a word-level tokenizer, the hub's chat
         template and a ``window_seconds`` window (the hub's is 30 s)."""
         from transformers import (
@@ -171,7 +172,7 @@ class AudioFlamingo3(Qwen2Audio):
                          "pad_token_id": ids["<|endoftext|>"]},
             audio_token_id=ids["<sound>"],
         )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
                               pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def arch(self, config) -> AF3Arch:

@@ -207,12 +207,19 @@ class PolicyFamily:
         """A tiny random model of this family with its processor, written with ``save_pretrained``."""
         raise NotImplementedError
 
-    def save_tiny(self, config, processor, out_dir: str, seed: int, eos: list[int], pad: int, bos: int) -> str:
+    def save_tiny(self, config, processor, out_dir: str, seed: int, eos: list[int], pad: int, bos: int,
+                  init_std: float | None = None) -> str:
         """Instantiate a tiny policy from ``config`` (weights seeded), set its generation ids, and save it with its
-        processor and a ``tiny.json`` note, as ``from_pretrained`` reads any checkpoint."""
+        processor and a ``tiny.json`` note, as ``from_pretrained`` reads any checkpoint.
+
+        ``init_std`` replaces ``initializer_range`` in the config and all its sub-configs: the hub's 0.02 suits
+        widths of thousands; a 64-wide model initialised at 0.02 passes the audio on so faintly that it learns to
+        listen only after hundreds of steps (about 1/sqrt(width) starts it at once)."""
         import json
         from pathlib import Path
 
+        if init_std is not None:
+            _set_init_std(config, init_std)
         torch.manual_seed(seed)
         model = self.model_class()(config)
         gc = model.generation_config
@@ -222,9 +229,26 @@ class PolicyFamily:
         model.save_pretrained(out)
         processor.save_pretrained(out)
         (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(processor.tokenizer),
+                                                   "init_std": init_std,
                                                    "parameters": sum(p.numel() for p in model.parameters())}))
         return str(out)
 
     def arch(self, config) -> Arch:
         """The architecture numbers of a loaded config, for the memory estimate."""
         raise NotImplementedError
+
+
+def _set_init_std(config, std: float, seen: set | None = None) -> None:
+    """``initializer_range`` (and ``init_std``, the Whisper-style name) = ``std`` in ``config`` and every sub-config."""
+    from transformers import PretrainedConfig
+
+    seen = seen if seen is not None else set()
+    if id(config) in seen:
+        return
+    seen.add(id(config))
+    for name in ("initializer_range", "init_std"):
+        if hasattr(config, name):
+            setattr(config, name, std)
+    for value in vars(config).values():
+        if isinstance(value, PretrainedConfig):
+            _set_init_std(value, std, seen)

@@ -114,7 +114,8 @@ class Phi4Multimodal(PolicyFamily):
     # -- tiny build, memory estimate --------------------------------------------------------------
     def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
                    n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+                   encoder_dim: int = 64, encoder_layers: int = 2,
+                   init_std: float | None = None) -> str:
         """A real ``Phi4MultimodalForCausalLM`` (2-block Conformer, 1-layer image encoder) with a word-level
         tokenizer. The feature extractor keeps its 80 mel bins (``n_mels`` is ignored) and has no window
         (``window_seconds`` is ignored)."""
@@ -146,7 +147,7 @@ class Phi4Multimodal(PolicyFamily):
                           "ext_pw_out_channel": encoder_dim, "depthwise_separable_out_channel": encoder_dim,
                           "nemo_conv_channels": encoder_dim, "audio_token_id": ids["<|audio|>"]},
         )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
+        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
                               pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"])
 
     def arch(self, config) -> Phi4Arch:

@@ -204,7 +204,8 @@ class Qwen2_5Omni(PolicyFamily):
 
     def _build_tiny(self, out_dir: str, special: list[str], words: list[str] | None = None, seed: int = 0,
                     window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
-                    num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+                    num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2,
+                   init_std: float | None = None) -> str:
         system_words = (self.system_prompt or "").split()
         tokenizer = word_tokenizer(special, [*(words or []), *system_words], pad_token="<|endoftext|>",
                                    eos_token="<|im_end|>", extra_special_tokens=self.named_tokens())
@@ -214,7 +215,7 @@ class Qwen2_5Omni(PolicyFamily):
         frames = int(window_seconds) * 100  # 10 ms hop
         config = self.tiny_config(tokenizer, ids, n_mels, frames, hidden_size, num_layers, num_heads, encoder_dim,
                                   encoder_layers)
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
                               pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def named_tokens(self) -> dict[str, str]:

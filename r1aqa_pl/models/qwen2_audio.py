@@ -71,7 +71,8 @@ class Qwen2Audio(PolicyFamily):
 
     def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
                    n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2) -> str:
+                   encoder_dim: int = 64, encoder_layers: int = 2,
+                   init_std: float | None = None) -> str:
         """A real ``Qwen2AudioForConditionalGeneration`` with a word-level tokenizer and a short Whisper window."""
         from transformers import Qwen2AudioConfig, Qwen2AudioProcessor, WhisperFeatureExtractor
 
@@ -96,7 +97,7 @@ class Qwen2Audio(PolicyFamily):
             },
             audio_token_index=ids["<|AUDIO|>"],
         )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
                               pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
 
     def arch(self, config) -> Arch:
