@@ -34,3 +34,24 @@ def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_p
     assert set(written["curve"]["2"]) == {"sound", "music", "speech", "easy", "medium", "hard", "total"}
     out = capsys.readouterr().out
     assert "[summary] 2 optimizer steps" in out and "make eval CKPT=" in out and "make tensorboard" in out
+
+
+def test_summary_names_the_monitored_set_and_one_eval_command_per_set(tmp_path, capsys):
+    """With several validation sets the summary reads the monitored set's file and prints a make eval line
+    per set, each with its benchmark (not the dict's repr)."""
+    from types import SimpleNamespace
+
+    summary = RunSummary()
+    summary.curve = {0: {"total": 0.5}, 100: {"total": 0.9}}
+    sets = {"mmau": "d/test-mini.json", "mmar": "d/mmar.jsonl"}
+    trainer = SimpleNamespace(
+        is_global_zero=True, global_step=100, log_dir=str(tmp_path),
+        checkpoint_callback=SimpleNamespace(best_model_path="run/best.ckpt"),
+        datamodule=SimpleNamespace(hparams={"val_file": sets}),
+        callbacks=[BenchmarkEvaluation(monitor="mmar"), summary])
+    summary.on_fit_end(trainer, None)
+    out = capsys.readouterr().out
+    assert "validation accuracy on d/mmar.jsonl:" in out and "{" not in out
+    assert "make eval CKPT=run/best.ckpt BENCH=mmau DATA=d/test-mini.json" in out
+    assert "make eval CKPT=run/best.ckpt BENCH=mmar DATA=d/mmar.jsonl" in out
+    assert json.loads((tmp_path / "summary.json").read_text())["val_file"] == sets

@@ -79,12 +79,17 @@ class RunSummary(L.Callback):
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         dm = getattr(trainer, "datamodule", None)
         val_file = getattr(dm, "hparams", {}).get("val_file", "") if dm is not None else ""
+        sets = dict(val_file) if isinstance(val_file, dict) else {"": val_file}  # {label: file}
+        monitor = next((cb.monitor for cb in trainer.callbacks if type(cb).__name__ == "BenchmarkEvaluation"
+                        and cb.monitor in sets), next(iter(sets)))
         seconds = time.time() - self._t0 if self._t0 else 0.0
         text = [(f"\n[summary] {trainer.global_step} optimizer steps in {seconds / 60:.1f} min; "
-                 f"validation accuracy on {val_file}:"), *lines,
+                 f"validation accuracy on {sets[monitor]}:"), *lines,
                 f"  best checkpoint: {ckpt or '(none saved)'}",
-                "  next: make tensorboard                       # the curves per domain",
-                f"        make eval CKPT={ckpt or 'path/to.ckpt'} DATA={val_file}"]
+                "  next: make tensorboard                       # the curves per domain"]
+        for label, file in sets.items():  # one scoring command per validation set, each with its benchmark
+            bench = f" BENCH={label}" if label else ""
+            text.append(f"        make eval CKPT={ckpt or 'path/to.ckpt'}{bench} DATA={file}")
         print("\n".join(text), flush=True)
         if trainer.log_dir:
             Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
