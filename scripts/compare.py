@@ -306,8 +306,8 @@ def _labels(demo_dir: Path, seed: int) -> Path:
     """The training set's audio-contribution labels from the warm start (cached beside the data)."""
     path = demo_dir / "data" / "train.audio_contribution.jsonl"
     if not path.exists():
-        cmd = [sys.executable, "-m", "r1aqa_pl", "audio-contribution", "--checkpoint", str(demo_dir / "warm"),
-               "--data", str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)]
+        cmd = [sys.executable, "-m", "r1aqa_pl", "audio-contribution", str(demo_dir / "warm"),
+               str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)]
         print(f"[compare] labels: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
     return path
