@@ -302,29 +302,30 @@ def _weights_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _labels(demo_dir: Path, seed: int) -> Path:
-    """The training set's audio-contribution labels from the warm start (cached beside the data)."""
+def _labels_job(demo_dir: Path, seed: int) -> dict:
+    """The job that writes the training set's audio-contribution labels from the warm start (beside the data)."""
     path = demo_dir / "data" / "train.audio_contribution.jsonl"
-    if not path.exists():
-        cmd = [sys.executable, "-m", "r1aqa_pl", "audio-contribution", str(demo_dir / "warm"),
-               str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)]
-        print(f"[compare] labels: {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True)
-    return path
+    return {"command": [sys.executable, "-m", "r1aqa_pl", "audio-contribution", str(demo_dir / "warm"),
+                        str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)],
+            "path": str(path)}
 
 
-def _run_all(jobs: list[tuple[str, dict, Path]], parallel: int) -> None:
-    """Run each (name, run, log file), ``parallel`` at a time, each with cores / parallel threads; fill in
-    ``wall_s`` and ``returncode``. A failed run stops the comparison with its log's last lines."""
+def _run_all(jobs: list[tuple[str, dict, Path, str | None]], parallel: int) -> None:
+    """Run each (name, run, log file, name of the job it needs first), ``parallel`` at a time, each with
+    cores / parallel threads; fill in ``wall_s`` and ``returncode``. A failed run stops the comparison with
+    its log's last lines."""
     import os
 
     env = dict(os.environ)
     if parallel > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
-    pending, active = list(jobs), []
+    pending, active, done = list(jobs), [], set()
     while pending or active:
-        while pending and len(active) < parallel:
-            name, r, log_file = pending.pop(0)
+        ready = [j for j in pending if j[3] is None or j[3] in done]
+        while ready and len(active) < parallel:
+            job = ready.pop(0)
+            pending.remove(job)
+            name, r, log_file, _ = job
             print(f"[compare] {name}: {' '.join(r['command'])}\n[compare]   log: {log_file}", flush=True)
             f = open(log_file, "w")
             active.append((name, r, log_file, f, time.time(),
@@ -342,6 +343,7 @@ def _run_all(jobs: list[tuple[str, dict, Path]], parallel: int) -> None:
                     other.kill()
                 tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
                 raise RuntimeError(f"run {name} failed (exit {proc.returncode}); last lines of {log_file}:\n{tail}")
+            done.add(name)
             print(f"[compare]   {name} done in {r['wall_s']:.0f} s", flush=True)
 
 
@@ -393,14 +395,17 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
             results["seeds"][seed] = p
             continue
         prepare(out=str(d), **{**recipe, "seed": seed, **{k: v for k, v in sizes.items() if v is not None}})
-        if {"grpo_curriculum", "grpo_filtered"} & set(p["runs"]):
-            _labels(d, seed)
         (seed_out / "logs").mkdir(parents=True, exist_ok=True)
+        needs_labels = {"grpo_curriculum", "grpo_filtered"} & set(p["runs"])
+        label_job = f"seed {seed} labels"
+        if needs_labels and not labels.exists():  # computed once per cache, first in the queue
+            jobs_list.insert(0, (label_job, _labels_job(d, seed), seed_out / "logs" / "labels.log", None))
         p["warm_sha256"] = _weights_hash(d / "warm")
         p["chance"] = chance(d / "data" / "test-mini.json")
         for name, r in p["runs"].items():
             shutil.rmtree(seed_out / name, ignore_errors=True)  # a rerun must not mix with old events
-            jobs_list.append((f"seed {seed} {name}", r, seed_out / "logs" / f"{name}.log"))
+            after = label_job if name in needs_labels and not labels.exists() else None
+            jobs_list.append((f"seed {seed} {name}", r, seed_out / "logs" / f"{name}.log", after))
         plans[seed] = (p, d)
         results["seeds"][seed] = p
     if dry_run:
@@ -423,7 +428,7 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
     note = (f"Prompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
             f"{p['gradient_accumulation_steps']} accumulation, each with G={p['G']} completions; SFT: the same "
             f"prompts, one right answer each). Accuracy on each seed's synthetic test-mini.json, start = step 0 "
-            f"(before training), end = step {p['steps']}. {len(jobs_list)} runs, {max(1, jobs)} side by side; total "
+            f"(before training), end = step {p['steps']}. {len(jobs_list)} jobs, {max(1, jobs)} side by side; total "
             f"wall time {results['wall_s']:.0f} s.\n")
     text = "\n".join(md)
     if len(plans) > 1:
