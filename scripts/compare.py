@@ -1,17 +1,24 @@
-"""GRPO vs SFT vs audio-free GRPO on the synthetic set, from the same warm start (``make compare``).
+"""Recipes compared from the same warm start on the synthetic set, over seeds (``make compare``,
+``make compare-recipes``).
 
-Three runs of the real entry point (``python -m r1aqa_pl fit --config ...``), one after the other,
-each in its own folder under ``--out``:
+Runs of the real entry point (``python -m r1aqa_pl fit --config ...``), each in its own folder
+``<out>/seed<N>/<arm>``:
 
 * ``grpo``          -- ``configs/demo.yaml`` as it is (the model settings the demo uses);
 * ``sft``           -- ``configs/demo.yaml`` with the ``configs/demo_sft.yaml`` overlay: cross-entropy on
   the right answer, prompt masked;
-* ``grpo_noaudio``  -- ``configs/demo.yaml`` with ``with_audio: false`` (the model's, linked to the data's):
-  the policy is trained and evaluated on the question text alone (no audio turn in the prompt, no
-  audio features), which measures how much of the accuracy the audio is responsible for.
+* ``grpo_noaudio``  -- ``with_audio: false`` (the model's, linked to the data's): trained and evaluated on
+  the question text alone, which measures how much of the accuracy the audio is responsible for;
+* ``grpo_ds``       -- dynamic sampling (zero-variance groups dropped, more prompts drawn);
+* ``grpo_curriculum`` -- the first epoch easy to hard by the warm start's pass rate with audio;
+* ``grpo_filtered`` -- questions the warm start answers as well without the audio seen a quarter as
+  often (``FILTER_WEIGHTS``).
 
-All three start from ``demo.prepare()``'s warm folder and are validated by ``BenchmarkEvaluation`` on the
-same test set, before training (step 0) and every ``val_check_interval`` steps.
+The last two read ``r1aqa audio-contribution`` labels of the training set from the warm start, computed
+once per seed as the first jobs. Each seed has its own cache (data, tiny policy, warm start:
+``demo.prepare(seed=N)``) and drives its runs (``--seed_everything N``); all of a seed's runs start from
+the same warm weights (checked by hash) and are validated on the same test set, before training (step 0)
+and every ``eval_every`` steps. ``--jobs 2`` runs two at a time with one thread each.
 
 **Samples seen = prompts seen.** A GRPO optimizer step sees ``batch_size × gradient_accumulation_steps``
 prompts, each with G sampled completions; an SFT step sees ``batch_size`` prompts, each with its one
@@ -19,15 +26,16 @@ right answer. SFT gets ``batch_size = GRPO batch_size × gradient_accumulation_s
 of optimizer steps, so both see the same prompts (the same seeded order: same data seed and batch size).
 GRPO scores G times as many completions; SFT is told the answer, GRPO only whether it was right.
 
-Writes ``<out>/compare.json`` (per run: command, wall time, prompts seen, per-domain accuracy at start and
-end, best, the curves), ``<out>/compare.md`` (the table) and ``<out>/compare.png`` (the curves, one panel
-per domain). In a notebook::
+Writes ``<out>/compare.json`` (per seed and run: command, wall time, prompts seen, per-domain accuracy at
+start and end, best, steps to reach ``TARGET``, the curves), ``<out>/compare.md`` (over several seeds a
+table of means and spreads, then one table per seed) and ``<out>/compare_seed<N>.png`` (the curves, one
+panel per domain). In a notebook::
 
     import sys; sys.path.insert(0, "../scripts")
     import compare
     results = compare.load("../checkpoints/compare/compare.json")
-    print(compare.table(results))
-    compare.plot_comparison(results)      # a matplotlib Figure
+    print(compare.seeds_table(results))
+    compare.plot_comparison(results["seeds"]["0"])      # a matplotlib Figure
 
 Think mode and the audio-free ablation of the demo need no config file of their own, they are overrides::
 
