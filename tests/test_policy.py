@@ -355,3 +355,19 @@ def test_family_comes_from_model_type_or_config(tiny_dir, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
     with pytest.raises(ValueError, match=r"model_type 'whisper' has no policy family; known: qwen2_audio \(qwen2_audio\)"):
         family_for(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni", "audio_flamingo3"])
+def test_tiny_init_std_reaches_every_sub_model(tmp_path, family):
+    """``init_std`` sets the initial weight scale of the language model and the audio encoder alike (the demo's
+    0.125 ≈ 1/sqrt(64)); without it the config's 0.02 stays. Measured on the q and k projections."""
+
+    def stds(folder):
+        model, _, _ = load_policy(folder)
+        return {n: p.std().item() for n, p in model.named_parameters() if n.endswith(("q_proj.weight", "k_proj.weight"))}
+
+    default = stds(build_tiny_model(str(tmp_path / "default"), family=family))
+    wide = stds(build_tiny_model(str(tmp_path / "wide"), family=family, init_std=0.125))
+    assert any("audio" in n or "encoder" in n for n in wide) and any("layers" in n and "audio" not in n for n in wide)
+    assert all(0.015 < v < 0.025 for v in default.values()), default
+    assert all(0.10 < v < 0.15 for v in wide.values()), wide
