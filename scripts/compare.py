@@ -294,7 +294,7 @@ def plot_comparison(results: dict, title: str | None = None):
     axes[0].set_ylabel("accuracy (%)")
     axes[0].legend(fontsize=8, loc="best")
     steps = results.get("steps")
-    fig.suptitle(title or f"synthetic set: GRPO vs SFT vs audio-free GRPO ({steps} steps, same prompts seen)")
+    fig.suptitle(title or f"synthetic set: {' vs '.join(ARMS.get(n, n) for n in results['runs'])} ({steps} steps)")
     return fig
 
 

@@ -260,3 +260,25 @@ def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
     assert sft["trainer"]["strategy"]["init_args"]["config"] == grpo["trainer"]["strategy"]["init_args"]["config"]
     assert sft["data"]["init_args"]["batch_size"] == grpo["data"]["init_args"]["batch_size"]
 
+
+
+def test_demo_warm_start_reads_the_question_text_alone_unless_told(tmp_path, monkeypatch):
+    """The demo's warm start trains without the audio (so GRPO starts at chance on every seed); ``warm_audio``
+    brings the audio back, and a changed recipe rebuilds the cached warm start."""
+    from r1aqa_pl import demo
+    from r1aqa_pl.training import sft_module
+
+    seen = []
+
+    class Spy(sft_module.SFTModule):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("with_audio", True))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sft_module, "SFTModule", Spy)
+    small = {"n_train": 12, "n_test": 6, "warm_steps": 1, "warm_batch_size": 4}
+    demo.prepare(out=str(tmp_path), **small)
+    assert seen == [False]
+    assert json.loads((tmp_path / "prepared.json").read_text())["warm_audio"] is False
+    demo.prepare(out=str(tmp_path), warm_audio=True, **small)
+    assert seen == [False, True]

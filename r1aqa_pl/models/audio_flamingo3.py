@@ -32,7 +32,7 @@ from torch import Tensor
 
 from r1aqa_pl.models.base import Arch
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
-from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
 from r1aqa_pl.records import Question
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
@@ -164,16 +164,11 @@ class AudioFlamingo3(Qwen2Audio):
                           "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
                           "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim,
                           "max_source_positions": frames // 2},
-            text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
-                         "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
-                         "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
-                         "max_position_embeddings": 2048, "tie_word_embeddings": False,
-                         "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
-                         "pad_token_id": ids["<|endoftext|>"]},
+            text_config=tiny_text_config(len(tokenizer), ids, hidden_size, num_layers, num_heads, model_type="qwen2"),
             audio_token_id=ids["<sound>"],
         )
-        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"], init_std=init_std)
 
     def arch(self, config) -> AF3Arch:
         t, a = config.text_config, config.audio_config

@@ -149,8 +149,8 @@ class Phi4Multimodal(PolicyFamily):
                           "ext_pw_out_channel": encoder_dim, "depthwise_separable_out_channel": encoder_dim,
                           "nemo_conv_channels": encoder_dim, "audio_token_id": ids["<|audio|>"]},
         )
-        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"])
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], init_std=init_std)
 
     def arch(self, config) -> Phi4Arch:
         from transformers.models.phi4_multimodal import modeling_phi4_multimodal as m

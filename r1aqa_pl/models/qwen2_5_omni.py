@@ -19,7 +19,7 @@ from torch import Tensor
 
 from r1aqa_pl import prompts
 from r1aqa_pl.models.base import Arch, PolicyFamily
-from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
 from r1aqa_pl.records import Question
 
 # the system prompt the Qwen2.5-Omni model cards ask for (their speech output depends on it)
@@ -98,11 +98,18 @@ class Qwen2_5Omni(PolicyFamily):
     structural_tokens = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>",
                          "<|vision_eos|>", "<|vision_pad|>", "<|im_start|>")
     system_prompt: str | None = SYSTEM
+    tiny_special_tokens = SPECIAL  # the tiny tokenizer's special tokens and chat template
+    tiny_chat_template = TINY_TEMPLATE
 
     def model_class(self):
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         return Qwen2_5OmniThinkerForConditionalGeneration
+
+    def processor_class(self):
+        from transformers import Qwen2_5OmniProcessor
+
+        return Qwen2_5OmniProcessor
 
     # -- loading --------------------------------------------------------------------------------
     def load_kwargs(self, model_name_or_path: str) -> dict:
@@ -169,14 +176,8 @@ class Qwen2_5Omni(PolicyFamily):
                           "output_dim": hidden_size},
             vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2,
                            "out_hidden_size": hidden_size, "fullatt_block_indexes": [0]},
-            text_config={"vocab_size": len(tokenizer), "hidden_size": hidden_size,
-                         "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
-                         "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
-                         "max_position_embeddings": 2048, "tie_word_embeddings": False,
-                         "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
-                                             "mrope_section": [head_dim // 2 - 2 * q, q, q]},
-                         "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
-                         "pad_token_id": ids["<|endoftext|>"]},
+            text_config=tiny_text_config(len(tokenizer), ids, hidden_size, num_layers, num_heads, rope_parameters={
+                "rope_type": "default", "rope_theta": 1e6, "mrope_section": [head_dim // 2 - 2 * q, q, q]}),
             audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
             video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
             audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
@@ -184,28 +185,21 @@ class Qwen2_5Omni(PolicyFamily):
         )
 
     def tiny_processor(self, tokenizer, n_mels: int, window_seconds: int):
-        from transformers import (
-            Qwen2_5OmniProcessor,
-            Qwen2VLImageProcessor,
-            Qwen2VLVideoProcessor,
-            WhisperFeatureExtractor,
-        )
+        from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, WhisperFeatureExtractor
 
         fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160,
                                      chunk_length=int(window_seconds), n_fft=400)
-        return Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
-                                    feature_extractor=fe, tokenizer=tokenizer, chat_template=TINY_TEMPLATE)
+        return self.processor_class()(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                      feature_extractor=fe, tokenizer=tokenizer,
+                                      chat_template=self.tiny_chat_template)
 
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
-        """A real thinker with a word-level tokenizer, a short Whisper window and a one-block vision encoder.
-
-        The processor needs torchvision (its video processor), as the hub's does."""
-        return self._build_tiny(out_dir, SPECIAL, words, seed, **geometry)
-
-    def _build_tiny(self, out_dir: str, special: list[str], words: list[str] | None = None, seed: int = 0,
-                    window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
-                    num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2,
-                   init_std: float | None = None) -> str:
+    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
+                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                   encoder_dim: int = 64, encoder_layers: int = 2, init_std: float | None = None) -> str:
+        """A real thinker (Qwen3-Omni: a MoE one, 4 experts, top-2) with a word-level tokenizer, a short Whisper
+        window and a one-block vision encoder. The processor needs torchvision (its video processor), as the
+        hub's does."""
+        special = self.tiny_special_tokens
         system_words = (self.system_prompt or "").split()
         tokenizer = word_tokenizer(special, [*(words or []), *system_words], pad_token="<|endoftext|>",
                                    eos_token="<|im_end|>", extra_special_tokens=self.named_tokens())
@@ -215,8 +209,8 @@ class Qwen2_5Omni(PolicyFamily):
         frames = int(window_seconds) * 100  # 10 ms hop
         config = self.tiny_config(tokenizer, ids, n_mels, frames, hidden_size, num_layers, num_heads, encoder_dim,
                                   encoder_layers)
-        return self.save_tiny(config, processor, out_dir, seed, init_std=init_std, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"])
+        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"], init_std=init_std)
 
     def named_tokens(self) -> dict[str, str]:
         return dict(NAMED)

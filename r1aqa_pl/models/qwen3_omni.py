@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.models.qwen2_5_omni import OmniArch, Qwen2_5Omni
+from r1aqa_pl.models.tiny import tiny_text_config
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>",
            "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"]
@@ -98,6 +99,8 @@ class Qwen3Omni(Qwen2_5Omni):
     structural_tokens = ("<|audio_pad|>", "<|audio_start|>", "<|audio_end|>", "<|image_pad|>", "<|video_pad|>",
                          "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|im_start|>")
     system_prompt = None  # the Qwen3-Omni model cards recommend none for text answers
+    tiny_special_tokens = SPECIAL
+    tiny_chat_template = TINY_TEMPLATE
     # the experts are fused 3-D parameters, not Linear layers: LoRA on the attention projections
     lora_target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
     # peft resolves the pattern of a model with fused experts to bare leaf names (q_proj, ...), which the audio
@@ -108,6 +111,11 @@ class Qwen3Omni(Qwen2_5Omni):
         from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
 
         return Qwen3OmniMoeThinkerForConditionalGeneration
+
+    def processor_class(self):
+        from transformers import Qwen3OmniMoeProcessor
+
+        return Qwen3OmniMoeProcessor
 
     def after_load(self, model) -> None:
         model.model.visual.requires_grad_(False)
@@ -171,15 +179,11 @@ class Qwen3Omni(Qwen2_5Omni):
             vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2,
                            "out_hidden_size": hidden_size, "num_position_embeddings": 16,
                            "deepstack_visual_indexes": [0]},
-            text_config={"vocab_size": len(tokenizer), "hidden_size": hidden_size, "head_dim": head_dim,
-                         "intermediate_size": 2 * hidden_size, "moe_intermediate_size": hidden_size // 2,
-                         "num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": num_layers,
-                         "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
-                         "max_position_embeddings": 2048, "tie_word_embeddings": False,
-                         "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "interleaved": True,
-                                             "mrope_section": [head_dim // 2 - 2 * q, q, q]},
-                         "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<|im_end|>"],
-                         "pad_token_id": ids["<|endoftext|>"]},
+            text_config=tiny_text_config(
+                len(tokenizer), ids, hidden_size, num_layers, num_heads, head_dim=head_dim,
+                moe_intermediate_size=hidden_size // 2, num_experts=4, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "interleaved": True,
+                                 "mrope_section": [head_dim // 2 - 2 * q, q, q]}),
             audio_token_id=ids["<|audio_pad|>"], image_token_id=ids["<|image_pad|>"],
             video_token_id=ids["<|video_pad|>"], audio_start_token_id=ids["<|audio_start|>"],
             tie_word_embeddings=False,
@@ -187,23 +191,6 @@ class Qwen3Omni(Qwen2_5Omni):
         config.vision_start_token_id = ids["<|vision_start|>"]  # read by get_rope_index, not a declared field
         config.audio_end_token_id = ids["<|audio_end|>"]
         return config
-
-    def tiny_processor(self, tokenizer, n_mels: int, window_seconds: int):
-        from transformers import (
-            Qwen2VLImageProcessor,
-            Qwen2VLVideoProcessor,
-            Qwen3OmniMoeProcessor,
-            WhisperFeatureExtractor,
-        )
-
-        fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160,
-                                     chunk_length=int(window_seconds), n_fft=400)
-        return Qwen3OmniMoeProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
-                                     feature_extractor=fe, tokenizer=tokenizer, chat_template=TINY_TEMPLATE)
-
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
-        """A real MoE thinker (4 experts, top-2) with a word-level tokenizer and a short Whisper window."""
-        return self._build_tiny(out_dir, SPECIAL, words, seed, **geometry)
 
     def arch(self, config) -> OmniMoeArch:
         from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m

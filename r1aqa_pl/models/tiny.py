@@ -40,3 +40,13 @@ def word_tokenizer(special: list[str], words: list[str] | None = None, **kwargs)
                                         padding_side="left", clean_up_tokenization_spaces=False, **kwargs)
     tokenizer.add_tokens(list(TAGS))
     return tokenizer
+
+
+def tiny_text_config(vocab_size: int, ids: dict[str, int], hidden_size: int, num_layers: int, num_heads: int,
+                     **extra) -> dict:
+    """The tiny Qwen-style language model every family's tiny build shares: 2x-wide MLP, full multi-head
+    attention, untied head, the chat markers as bos/eos; ``extra`` adds a family's own fields (rotary, experts)."""
+    return {"vocab_size": vocab_size, "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers, "num_attention_heads": num_heads, "num_key_value_heads": num_heads,
+            "max_position_embeddings": 2048, "tie_word_embeddings": False, "bos_token_id": ids["<|im_start|>"],
+            "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], **extra}
