@@ -7,6 +7,7 @@ Prompts of different audio and question lengths (left padding), G = 3 completion
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,19 @@ OMNI = ["qwen2_5_omni", "qwen3_omni"]
 FULL = {"qwen2_5_omni": ("Qwen2_5OmniConfig", "token2wav"), "qwen3_omni": ("Qwen3OmniMoeConfig", "code2wav")}
 
 
+# 1 s audio windows instead of the tiny builds' (the hub's) 2 s chunks / 8 s attention windows, so that the test
+# clips (0.6, 1.3 and 2 s) span one or two windows: the encoder's chunking is exercised, as 30 s clips would
+SHORT_WINDOWS = {"qwen2_5_omni": {"n_window": 50}, "qwen3_omni": {"n_window_infer": 100}}
+
+
 @pytest.fixture(scope="module", params=OMNI)
 def tiny_dir(request, tmp_path_factory) -> tuple[str, str]:
     name = request.param
-    return name, build_tiny_model(str(tmp_path_factory.mktemp(name)), family=name, words=WORDS, seed=0)
+    d = build_tiny_model(str(tmp_path_factory.mktemp(name)), family=name, words=WORDS, seed=0)
+    config = json.loads((Path(d) / "config.json").read_text())
+    config["audio_config"].update(SHORT_WINDOWS[name])
+    (Path(d) / "config.json").write_text(json.dumps(config))
+    return name, d
 
 
 @pytest.fixture()

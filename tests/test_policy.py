@@ -357,14 +357,16 @@ def test_family_comes_from_model_type_or_config(tiny_dir, tmp_path):
         family_for(str(tmp_path))
 
 
-@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni", "audio_flamingo3"])
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni", "audio_flamingo3", "phi4_multimodal"])
 def test_tiny_init_std_reaches_every_sub_model(tmp_path, family):
     """``init_std`` sets the initial weight scale of the language model and the audio encoder alike (the demo's
-    0.125 ≈ 1/sqrt(64)); without it the config's 0.02 stays. Measured on the q and k projections."""
+    0.125 ≈ 1/sqrt(64)); without it the config's 0.02 stays. Measured on the q and k (or fused qkv) projections, outside the
+    image encoders (never run for audio; Phi-4's SigLIP draws its own at std 1)."""
 
     def stds(folder):
         model, _, _ = load_policy(folder)
-        return {n: p.std().item() for n, p in model.named_parameters() if n.endswith(("q_proj.weight", "k_proj.weight"))}
+        return {n: p.std().item() for n, p in model.named_parameters()
+                if n.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight")) and "image" not in n and "visual" not in n}
 
     default = stds(build_tiny_model(str(tmp_path / "default"), family=family))
     wide = stds(build_tiny_model(str(tmp_path / "wide"), family=family, init_std=0.125))

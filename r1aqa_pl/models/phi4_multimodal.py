@@ -118,9 +118,7 @@ class Phi4Multimodal(PolicyFamily):
                    init_std: float | None = None) -> str:
         """A real ``Phi4MultimodalForCausalLM`` (2-block Conformer, 1-layer image encoder) with a word-level
         tokenizer. The feature extractor keeps its 80 mel bins (``n_mels`` is ignored) and has no window
-        (``window_seconds`` is ignored). ``init_std`` reaches the configs, but the weights come out at std ~1 with
-        or without it (measured on the decoder's and the speech encoder's projections): this class's own
-        initialisation does not follow ``initializer_range`` here."""
+        (``window_seconds`` is ignored)."""
         from transformers import (
             Phi4MultimodalConfig,
             Phi4MultimodalFeatureExtractor,

@@ -173,9 +173,9 @@ class Qwen3Omni(Qwen2_5Omni):
         config = Qwen3OmniMoeThinkerConfig(
             audio_config={"num_mel_bins": n_mels, "encoder_layers": encoder_layers,
                           "encoder_attention_heads": num_heads, "encoder_ffn_dim": 2 * encoder_dim,
-                          "d_model": encoder_dim, "n_window": 50, "n_window_infer": 100,
-                          "max_source_positions": frames // 2, "downsample_hidden_size": 8,
-                          "output_dim": hidden_size},
+                          "d_model": encoder_dim, "n_window": 50, "n_window_infer": 800,
+                          "max_source_positions": frames // 2, "downsample_hidden_size": encoder_dim,
+                          "output_dim": hidden_size},  # the hub's 1 s conv chunks and 8 s attention windows
             vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2,
                            "out_hidden_size": hidden_size, "num_position_embeddings": 16,
                            "deepstack_visual_indexes": [0]},
