@@ -270,7 +270,13 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory, na
     for k in ("train/grad_norm", "train/loss", "train/kl"):
         assert z3["1"][k] == pytest.approx(single["1"][k], rel=1e-4, abs=1e-6), k
     assert "val/acc/total" in results["z3"]["val"]
+    # rollouts and validation ran with every weight gathered but those of the modules they never run
     family = FAMILIES[name]
+    idle = bool(family.idle_modules(family.model_class().from_pretrained(warm)))
+    assert idle == (name != "audio_flamingo3")
+    for engine, gen in ((e, results[e]["generation"]) for e in ("single", "z3")):
+        assert len(gen) >= 3 and all(g["empty_others"] == 0 for g in gen)  # 2 rollouts and a validation
+        assert all((g["idle_numel"] > 0) == (idle and engine == "single") for g in gen), (engine, gen)
     start = family.model_class().from_pretrained(warm).state_dict()
     hf = family.model_class().from_pretrained(str(root / "z3" / "ckpt" / "step2_hf"))
     assert any(not torch.equal(v, start[k]) for k, v in hf.state_dict().items())

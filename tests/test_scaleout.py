@@ -155,6 +155,12 @@ def deepspeed_worker(out: str) -> None:
                 res["gathered_numel"] = engine.module.a.weight.numel()
                 with torch.no_grad():
                     res["gathered_forward"] = list(engine.module(xs[0]).shape)
+            with _gathered(engine, [engine.module.b]):  # b idle, as an Omni thinker's vision encoder in a rollout
+                res["idle_numel"] = [engine.module.a.weight.numel(), engine.module.b.weight.numel()]
+                with torch.no_grad():
+                    res["idle_forward_a"] = list(engine.module.a(xs[0]).shape)
+            with torch.no_grad():
+                res["after_idle_forward"] = list(engine.module(xs[0]).shape)  # the fetch hooks are back
         engine(xs[0])  # Lightning's one engine.forward per training_step ...
         for i, x in enumerate(xs):  # ... then GRPO's micro-batches call submodules directly
             if mark:
@@ -166,6 +172,28 @@ def deepspeed_worker(out: str) -> None:
             res["update_norm"] = (flat(engine.module) - before).norm().item()
         results[name] = res
     Path(out).write_text(json.dumps(results))
+
+
+def watch_generation() -> list[dict]:
+    """Wraps the strategy's generation context to record, inside it, how many elements the family's idle modules'
+    parameters hold (0: left partitioned) and how many of the other parameters are empty (0: all gathered)."""
+    import contextlib
+
+    from r1aqa_pl.training import strategy
+
+    seen, plain = [], strategy.generation_context
+
+    @contextlib.contextmanager
+    def watched(module):
+        with plain(module) as sync:
+            idle = {id(p) for m in module.family.idle_modules(module.policy) for p in m.parameters()}
+            params = list(module.policy.parameters())
+            seen.append({"idle_numel": sum(p.numel() for p in params if id(p) in idle),
+                         "idle_params": len(idle), "empty_others": sum(p.numel() == 0 for p in params if id(p) not in idle)})
+            yield sync
+
+    strategy.generation_context = watched
+    return seen
 
 
 def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, steps: int = 2) -> None:
@@ -224,8 +252,12 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
         cfg = deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload, bf16=False,
                                max_grad_norm=None, pin_memory=False)
         cfg.pop("gradient_clipping")  # filled in from the module's max_grad_norm
+        # partition even these tiny weights (below the threshold ZeRO-3 keeps them whole on every rank, as it keeps a
+        # 7B's norms and biases): what is gathered when is then observable
+        cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0
         strategy = CPUDeepSpeed(config=cfg, process_group_backend="gloo")
     rec = Steps()
+    generation = watch_generation()
     trainer = L.Trainer(accelerator="cpu", devices=1, strategy=strategy, max_steps=steps, val_check_interval=2 * steps,
                         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=out,
@@ -235,7 +267,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     trainer.fit(module, dm)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/acc/")}
     ds_cfg = trainer.strategy.config if engine != "single" else {}
-    Path(out, "result.json").write_text(json.dumps({"steps": rec.steps, "val": val, "config": {
+    Path(out, "result.json").write_text(json.dumps({"steps": rec.steps, "val": val, "generation": generation, "config": {
         "gradient_clipping": ds_cfg.get("gradient_clipping"), "micro": ds_cfg.get("train_micro_batch_size_per_gpu"),
         "accumulation": ds_cfg.get("gradient_accumulation_steps")}}))
 
@@ -347,6 +379,8 @@ def test_deepspeed_engine_accumulates_clips_and_gathers_on_cpu(tmp_path):
         assert r[name]["engine_norm"] < 0.5 * r[name]["expected_norm"], name
     assert r["z3"]["partitioned_numel"] == 0 and r["z3"]["gathered_numel"] == 16 * 8
     assert r["z3"]["gathered_forward"] == [3, 4]
+    assert r["z3"]["idle_numel"] == [16 * 8, 0] and r["z3"]["idle_forward_a"] == [3, 16]
+    assert r["z3"]["after_idle_forward"] == [3, 4]
 
 
 @pytest.mark.slow

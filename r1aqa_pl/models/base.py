@@ -112,7 +112,15 @@ class PolicyFamily:
         return {}
 
     def after_load(self, model) -> None:
-        """Fix-ups ``from_pretrained`` leaves undone (frozen buffers-as-parameters and the like)."""
+        """Fix-ups ``from_pretrained`` leaves undone; the :meth:`idle_modules` frozen, so they stay off the optimizer
+        (and out of DDP's gradient buckets)."""
+        for m in self.idle_modules(model):
+            m.requires_grad_(False)
+
+    def idle_modules(self, model) -> list:
+        """The modules an audio question never runs (vision encoders and the like): frozen, and under ZeRO-3 left
+        partitioned while the rest is gathered for generation. ``model``: the family's model, or a peft wrapper."""
+        return []
 
     # -- prompts and processor ------------------------------------------------------------------
     def render(self, processor, q: Question, template: str = "plain", with_audio: bool = True) -> str:

@@ -81,11 +81,10 @@ class Phi4Multimodal(PolicyFamily):
         processor.chat_template = processor.chat_template or processor.tokenizer.chat_template
         return model, processor
 
-    def after_load(self, model) -> None:
-        """The image encoder and the image+audio projections never run for audio questions: frozen."""
-        ext = model.model.embed_tokens_extend
-        for m in (ext.image_embed, ext.audio_embed.up_proj_for_vision_speech, ext.audio_embed.down_proj_for_vision_speech):
-            m.requires_grad_(False)
+    def idle_modules(self, model) -> list:
+        """The image encoder and the image+audio projections."""
+        ext = (model.get_base_model() if hasattr(model, "get_base_model") else model).model.embed_tokens_extend
+        return [ext.image_embed, ext.audio_embed.up_proj_for_vision_speech, ext.audio_embed.down_proj_for_vision_speech]
 
     def structural_token_ids(self, processor) -> list[int]:
         """The listed tokens plus whatever the tokenizer names its audio and image placeholders."""

@@ -122,12 +122,10 @@ class Qwen2_5Omni(PolicyFamily):
             return {"config": config.thinker_config, "key_mapping": {r"^thinker\.": ""}}
         return {}
 
-    def after_load(self, model) -> None:
-        """Audio questions never run the vision encoder: frozen, so it stays off the optimizer (and out of
-        DDP's gradient buckets), as does the encoder's bos/eos embedding that the thinker never reads."""
-        core = model.model
-        core.visual.requires_grad_(False)
-        core.audio_tower.audio_bos_eos_token.requires_grad_(False)
+    def idle_modules(self, model) -> list:
+        """The vision encoder, and the audio encoder's bos/eos embedding that the thinker never reads."""
+        core = (model.get_base_model() if hasattr(model, "get_base_model") else model).model
+        return [core.visual, core.audio_tower.audio_bos_eos_token]
 
     # -- prompts ----------------------------------------------------------------------------------
     def messages(self, q: Question, template: str, with_audio: bool) -> list[dict]:

@@ -117,8 +117,11 @@ class Qwen3Omni(Qwen2_5Omni):
 
         return Qwen3OmniMoeProcessor
 
+    def idle_modules(self, model) -> list:
+        return [(model.get_base_model() if hasattr(model, "get_base_model") else model).model.visual]
+
     def after_load(self, model) -> None:
-        model.model.visual.requires_grad_(False)
+        super().after_load(model)
         # Built under DeepSpeed ZeRO-3 (zero.Init), the fused experts miss what transformers' experts wrapper sets
         # in its __init__ (config and the layout flags, this class takes the wrapper's defaults) and reads in forward.
         import inspect

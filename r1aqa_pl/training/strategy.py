@@ -220,25 +220,33 @@ def generation_context(module):
     """Around ``generate``: yields extra ``generate`` kwargs (``synced_gpus``) for the strategy in use."""
     engine = deepspeed_engine(module)
     if engine is not None and zero_stage(module) == 3:
-        with _gathered(engine):
-            yield {"synced_gpus": False}  # every weight is local now: no collective inside generate
+        with _gathered(engine, module.family.idle_modules(module.policy)):
+            yield {"synced_gpus": False}  # every weight it runs is local now: no collective inside generate
         return
     yield {}
 
 
 @contextlib.contextmanager
-def _gathered(engine):
-    """All ZeRO-3 partitions gathered and the fetch hooks removed for the duration (then restored)."""
-    try:
-        from deepspeed.runtime.zero import unwrap_model_for_generation
-    except ImportError:  # older DeepSpeed: gather without removing the hooks (slower, still correct)
-        import deepspeed
+def _gathered(engine, idle=()):
+    """The ZeRO-3 partitions gathered and the fetch hooks removed for the duration (then restored), as DeepSpeed's
+    ``unwrap_model_for_generation`` does, except the ``idle`` modules' (a 7B Omni thinker's vision encoder, 0.67 B
+    parameters, stays partitioned: generation never runs it)."""
+    import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+    skip = {id(p) for m in idle for p in m.parameters()}
+    params = [p for p in engine.module.parameters() if id(p) not in skip]
+    offload = getattr(engine.optimizer, "parameter_offload", engine.optimizer)
+    with deepspeed.zero.GatheredParameters(params):
+        if not hasattr(offload, "forward_hooks"):  # no hooks to lift: gathered weights, fetch hooks left in place
             yield
-        return
-    with unwrap_model_for_generation(engine):
-        yield
+            return
+        for hook in [*offload.forward_hooks, *offload.backward_hooks]:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            offload._register_deepspeed_module(offload.module)
 
 
 def reference_copy(module, load_kwargs: dict | None = None):
