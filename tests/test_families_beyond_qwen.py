@@ -280,3 +280,36 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory, na
     start = family.model_class().from_pretrained(warm).state_dict()
     hf = family.model_class().from_pretrained(str(root / "z3" / "ckpt" / "step2_hf"))
     assert any(not torch.equal(v, start[k]) for k, v in hf.state_dict().items())
+
+
+def test_phi4_speech_adapter_is_merged_at_load(tmp_path):
+    """A folder laid out as the hub's (a peft adapter in ``speech-lora/``): loading merges the adapter (the
+    model's own forward then gives what the base model with the adapter attached gives, not what the base alone
+    gives), the weights stay trainable, and the export loads back to the same logits without applying it again."""
+    from peft import LoraConfig, get_peft_model
+
+    d = build_tiny_model(str(tmp_path / "phi4"), family="phi4_multimodal", words=WORDS, seed=0)
+    base, processor, family = load_policy(d)
+    assert not family.has_speech_adapter(d)
+    torch.manual_seed(1)
+    donor, _, _ = load_policy(d)
+    adapted = get_peft_model(donor, LoraConfig(r=4, lora_alpha=8, target_modules=family.lora_target_modules,
+                                               init_lora_weights=False))  # random B: the adapter changes the output
+    adapted.save_pretrained(str(tmp_path / "phi4" / "speech-lora"))
+    inputs = family.model_inputs(batch(family, processor))
+    with torch.no_grad():
+        want, plain = adapted(**inputs).logits, base(**inputs).logits
+    assert family.has_speech_adapter(d)
+    model, processor, _ = load_policy(d)
+    assert type(model) is type(base) and not any("lora_" in n for n, _ in model.named_parameters())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in base.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        got = model(**inputs).logits
+    assert rel_err(got, want) < 1e-5 and rel_err(plain, want) > 1e-3
+    model.save_pretrained(tmp_path / "export")
+    processor.save_pretrained(tmp_path / "export")
+    assert not family.has_speech_adapter(str(tmp_path / "export"))
+    again, _, _ = load_policy(str(tmp_path / "export"))
+    with torch.no_grad():
+        assert rel_err(again(**inputs).logits, want) < 1e-5

@@ -27,6 +27,7 @@ from r1aqa_pl.models.tiny import word_tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>", "<|audio|>"]
 NAMED = {"image_token": "<|image|>", "audio_token": "<|audio|>"}  # what the processor reads off the tokenizer
+SPEECH_ADAPTER = "speech-lora"  # the hub checkpoint's speech LoRA: a peft adapter in this subfolder
 
 # Phi-4-multimodal's chat template, reduced to text, image and audio parts; the hub checkpoint ships its own
 TINY_TEMPLATE = (
@@ -75,11 +76,27 @@ class Phi4Multimodal(PolicyFamily):
     def load(self, model_name_or_path: str, dtype="float32", attn_implementation: str | None = None):
         """As the base class; the processor's ``audio_processor`` is also reachable as ``feature_extractor``
         (the name the project reads the sampling rate from), and a chat template saved beside the processor,
-        which loading hands to the tokenizer only, is the processor's too."""
+        which loading hands to the tokenizer only, is the processor's too.
+
+        The hub checkpoint answers audio questions with its speech LoRA, a peft adapter in ``speech-lora/`` (the
+        model card's ``load_adapter(..., adapter_kwargs={"subfolder": "speech-lora"})``). Where that folder is, the
+        adapter is merged into the weights, so the policy is a plain model again (the project's own LoRA, if any,
+        goes on top; exports hold the merged weights and no adapter folder, so they load without it)."""
         model, processor = super().load(model_name_or_path, dtype, attn_implementation)
+        if self.has_speech_adapter(model_name_or_path):
+            model = merge_speech_adapter(model, model_name_or_path)
         processor.feature_extractor = processor.audio_processor
         processor.chat_template = processor.chat_template or processor.tokenizer.chat_template
         return model, processor
+
+    @staticmethod
+    def has_speech_adapter(model_name_or_path: str) -> bool:
+        """Whether the folder or hub id has ``speech-lora/adapter_config.json`` (from the local cache offline)."""
+        from transformers.utils import cached_file
+
+        return cached_file(model_name_or_path, "adapter_config.json", subfolder=SPEECH_ADAPTER,
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False) is not None
 
     def idle_modules(self, model) -> list:
         """The image encoder and the image+audio projections."""
@@ -161,6 +178,23 @@ class Phi4Multimodal(PolicyFamily):
                         audio_layers=a.num_blocks, mel_bins=a.input_size, audio_positions=375,
                         audio_tokens_per_second=12.5, embed_extend_params=extend,
                         tied=bool(config.tie_word_embeddings))
+
+
+def merge_speech_adapter(model, model_name_or_path: str):
+    """``model`` with the ``speech-lora`` adapter of ``model_name_or_path`` merged into its weights, each parameter's
+    ``requires_grad`` as before (peft freezes the base model while the adapter is attached)."""
+    from peft import PeftModel
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        raise ValueError(f"{model_name_or_path}: its {SPEECH_ADAPTER} adapter cannot be merged into weights partitioned "
+                         "by ZeRO-3; merge it once without DeepSpeed (models.load_policy, then save_pretrained of the "
+                         "model and processor to a new folder) and train from that folder")
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    merged = PeftModel.from_pretrained(model, model_name_or_path, subfolder=SPEECH_ADAPTER).merge_and_unload()
+    for n, p in merged.named_parameters():
+        p.requires_grad_(trainable[n])
+    return merged
 
 
 # microsoft/Phi-4-multimodal-instruct: Phi-4-mini (3072 wide, 32 layers, 24 heads of 128, 8 KV heads,
