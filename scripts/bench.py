@@ -59,6 +59,7 @@ import torch  # noqa: E402
 
 from r1aqa_pl import grpo, rewards  # noqa: E402
 from r1aqa_pl.logprobs import completion_logprobs, completion_mask  # noqa: E402
+from r1aqa_pl.models.base import PolicyFamily  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio  # noqa: E402
 from r1aqa_pl.rollout import Rollout  # noqa: E402
 
@@ -163,11 +164,13 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     ids = [tok(f"<answer> {q.answer} </answer> {AFTER_ANSWER}", add_special_tokens=False).input_ids for q in qs]
     target = torch.tensor(ids)  # same length for every row
     mask = torch.ones_like(target)
-    with torch.no_grad():  # the encoder stays as built: its output is computed once
-        flat = family.model_inputs(inputs)  # AF3: one row per window again
-        feats = family.encode_audio(model.model, *(flat[k] for k in family.audio_keys))
-    family.encode_audio = lambda *a, **k: feats
-    params = [p for n, p in model.named_parameters() if p.requires_grad and "audio_tower" not in n]
+    if type(family).encode_audio is not PolicyFamily.encode_audio:  # Phi-4 merges the audio in its embedding layer
+        with torch.no_grad():  # the encoder stays as built: its output is computed once
+            flat = family.model_inputs(inputs)  # AF3: one row per window again
+            feats = family.encode_audio(model.model, *(flat[k] for k in family.audio_keys))
+        family.encode_audio = lambda *a, **k: feats
+    encoder = {id(p) for p in family.audio_encoder(model.model).parameters()}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
     opt = torch.optim.AdamW(params, lr=lr)
     snapshot = None
     model.train()
@@ -205,11 +208,12 @@ def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0,
         processor.save_pretrained(p)
         paths.append(p)
     projector = getattr(model.model, "multi_modal_projector", torch.nn.Identity())  # Omni: inside the encoder
+    lm = fam.language_model(model.model)
     info["parameters"] = {
-        "audio encoder": sum(p.numel() for p in model.model.audio_tower.parameters()),
+        "audio encoder": sum(p.numel() for p in fam.audio_encoder(model.model).parameters()),
         "projector": sum(p.numel() for p in projector.parameters()),
-        "LM layers": sum(p.numel() for p in model.model.language_model.layers.parameters()),
-        "embeddings": model.model.language_model.embed_tokens.weight.numel(),
+        "LM layers": sum(p.numel() for p in lm.layers.parameters()),
+        "embeddings": lm.embed_tokens.weight.numel(),
         "LM head": model.lm_head.weight.numel(),
     }
     return paths[0], paths[1], info
@@ -361,7 +365,8 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
         h.capture = False
     diff = max(float((grads_p[n] - grads_r[n]).abs().max()) for n in grads_r)
     scale = max(float(g.abs().max()) for g in grads_r.values())
-    enc = [n for n in grads_r if "audio_tower" in n]
+    encoder = {id(p) for p in h.module.family.audio_encoder(h.model.model).parameters()}
+    enc = [n for n, p in h.model.named_parameters() if id(p) in encoder and n in grads_r]
     enc_diff = max(float((grads_p[n] - grads_r[n]).abs().max()) for n in enc)
     enc_scale = max(float(grads_r[n].abs().max()) for n in enc)
     assert grads_p.keys() == grads_r.keys()
@@ -676,8 +681,8 @@ def main(argv=None) -> None:
         qs, audio = questions(1, seed=args.seed)
         enc = h.module.encode(qs, audio)
         info.update(load=load, prompt_tokens=int(enc["input_ids"].shape[1]),
-                    audio_tokens=int((enc["input_ids"] == h.model.config.audio_token_id).sum()),
-                    encoder_positions=h.model.config.audio_config.max_source_positions)
+                    audio_tokens=int((enc["input_ids"] == h.module.processor.audio_token_id).sum()),
+                    encoder_positions=h.module.family.arch(h.model.config).audio_positions)
         steps = {}
         for B in args.prompts:
             print(f"GRPO step, {B} prompt(s) x {G} ...", flush=True)
