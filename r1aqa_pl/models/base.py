@@ -93,7 +93,11 @@ class PolicyFamily:
         raise NotImplementedError
 
     def load(self, model_name_or_path: str, dtype: Dtype = "float32", attn_implementation: str | None = None):
-        """(model, processor) from a hub id or folder; the processor pads on the left (generation appends right)."""
+        """(model, processor) from a hub id or folder; the processor pads on the left (generation appends right).
+
+        Loading leaves torch's random state as it found it: under ZeRO-3 (``zero.Init``) the modules are built on
+        real devices, and one that draws in its constructor (Phi-4's image pooling probe) would otherwise shift
+        every later draw, so that the same seed sampled other rollouts with DeepSpeed than without."""
         from transformers import AutoProcessor
 
         if dtype not in DTYPES:
@@ -103,7 +107,8 @@ class PolicyFamily:
         kwargs = {"dtype": getattr(torch, dtype), **self.load_kwargs(model_name_or_path)}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        model = self.model_class().from_pretrained(model_name_or_path, **kwargs)
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            model = self.model_class().from_pretrained(model_name_or_path, **kwargs)
         self.after_load(model)
         return model, processor
 
