@@ -18,7 +18,8 @@ Resident all the time:
     zero3        live gathered layers + communication buckets (ZeRO-3 only; from the DeepSpeed config)
 
 Rollout (no gradients):
-    gathered     P·w                   ZeRO-3 gathers the whole model once for ``generate``
+    gathered     P·w                   ZeRO-3 gathers the whole model once for ``generate`` (but an Omni
+                                       thinker's vision encoder, which audio questions never run)
     kv_cache     B·G · L · 2·n_layers·kv · a     B prompts per GPU sampled together
 Update, one micro-batch of b prompts × G completions (with gradients):
     gradients    T·g / N_grad          N_grad = N for ZeRO 2-3; 0 with offload_optimizer
@@ -107,7 +108,8 @@ def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunCon
     prompt = c.prompt_text_tokens + audio_tokens
     L = prompt + c.max_new_tokens
     kv_per_token = 2 * a.layers * a.kv * c.activation_bytes
-    gathered = P * c.weight_bytes if c.zero_stage == 3 else 0
+    idle = a.params().get("visual", 0)  # an Omni thinker's vision encoder stays partitioned for generate
+    gathered = (P - idle) * c.weight_bytes if c.zero_stage == 3 else 0
     kv_cache = c.prompts_per_batch * c.G * L * kv_per_token
 
     b, act = c.micro_batch_prompts, c.activation_bytes
