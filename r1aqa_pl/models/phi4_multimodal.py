@@ -100,7 +100,7 @@ class Phi4Multimodal(PolicyFamily):
 
     def idle_modules(self, model) -> list:
         """The image encoder and the image+audio projections."""
-        ext = (model.get_base_model() if hasattr(model, "get_base_model") else model).model.embed_tokens_extend
+        ext = self.backbone(model)[0].embed_tokens_extend
         return [ext.image_embed, ext.audio_embed.up_proj_for_vision_speech, ext.audio_embed.down_proj_for_vision_speech]
 
     def structural_token_ids(self, processor) -> list[int]:

@@ -124,7 +124,7 @@ class Qwen2_5Omni(PolicyFamily):
 
     def idle_modules(self, model) -> list:
         """The vision encoder, and the audio encoder's bos/eos embedding that the thinker never reads."""
-        core = (model.get_base_model() if hasattr(model, "get_base_model") else model).model
+        core = self.backbone(model)[0]
         return [core.visual, core.audio_tower.audio_bos_eos_token]
 
     # -- prompts ----------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class Qwen3Omni(Qwen2_5Omni):
         return Qwen3OmniMoeProcessor
 
     def idle_modules(self, model) -> list:
-        return [(model.get_base_model() if hasattr(model, "get_base_model") else model).model.visual]
+        return [self.backbone(model)[0].visual]
 
     def after_load(self, model) -> None:
         super().after_load(model)
