@@ -28,7 +28,7 @@ def test_decode_step_bytes_are_the_models_tensors():
 
     g = gpu_check.geometry("tiny")
     model, processor = gpu_check.build(g, torch.device("cpu"), torch.float32)
-    lm = model.model.language_model if hasattr(model.model, "language_model") else model.language_model
+    lm = model.model.language_model
     proj = sum(p.numel() for n, p in lm.layers.named_parameters() if n.endswith("proj.weight"))
     b = gpu_check.step_bytes(g, P=1, G=1, prompt_len=10, new_tokens=0, elem=4)
     assert b["weights"] == 4 * (proj + model.lm_head.weight.numel())
