@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from bench import questions, vocabulary_words  # noqa: E402  (the bench's MMAU-style items, 10 s clips)
+
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, SPECIAL, Qwen2Audio  # noqa: E402
-from r1aqa_pl.models.tiny import vocabulary, word_tokenizer  # noqa: E402
-from r1aqa_pl.records import Question  # noqa: E402
+from r1aqa_pl.models.tiny import word_tokenizer  # noqa: E402
 from r1aqa_pl.rollout.hf import HFEngine  # noqa: E402
 
 # divisors of the real widths and depths for the CPU run (same code path, seconds instead of hours)
@@ -51,8 +51,7 @@ def build(g: dict, device: torch.device, dtype: torch.dtype):
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
     from transformers import WhisperFeatureExtractor
 
-    base = len(vocabulary(SPECIAL))
-    tokenizer = word_tokenizer(SPECIAL, [f"w{i}" for i in range(g["vocab"] - base)], pad_token="<|endoftext|>",
+    tokenizer = word_tokenizer(SPECIAL, vocabulary_words(g["vocab"]), pad_token="<|endoftext|>",
                                eos_token="<|im_end|>")
     fe = WhisperFeatureExtractor(feature_size=g["mel_bins"], sampling_rate=16000, hop_length=160, chunk_length=30,
                                  n_fft=400)
@@ -78,15 +77,6 @@ def build(g: dict, device: torch.device, dtype: torch.dtype):
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model.eval(), processor
-
-
-def questions(n: int, seconds: float = 10.0, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    qs = [Question(id=str(i), audio_path=None, question=" ".join(f"w{w}" for w in rng.integers(100, 900, 12)),
-                   choices=["w1", "w2", "w3", "w4"], answer="w1") for i in range(n)]
-    audio = [(0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t)).astype(np.float32) for _ in range(n)]
-    return qs, audio
 
 
 def copy_bandwidth(device: torch.device, mib: int = 1024) -> float:
@@ -123,7 +113,7 @@ def step_bytes(g: dict, P: int, G: int, prompt_len: int, new_tokens: int, elem: 
 def decode(model, processor, P: int, G: int, new_tokens: int, device: torch.device) -> dict:
     """Seconds of the rollout for 1 and ``new_tokens`` new tokens (EOS suppressed) and the prompt length."""
     family = Qwen2Audio()
-    qs, audio = questions(P)
+    qs, audio = questions(P, seed=0)
     inputs = {k: v.to(device) for k, v in family.encode(processor, qs, audio).items()}
     eos = model.generation_config.eos_token_id
     suppress = [*family.structural_token_ids(processor), *eos]
