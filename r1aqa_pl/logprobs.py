@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.models.base import PolicyFamily
+from r1aqa_pl.rollout.grouped import GroupedCache, grouped_decoding
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
@@ -55,9 +56,9 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
     else:
         out = core(inputs_embeds=family.prompt_embeds(core, inputs), attention_mask=prompt_mask,
                    position_ids=family.position_ids(prompt_mask), use_cache=True)
-        cache = out.cache
-        cache.batch_repeat_interleave(G)
-        comp = core(input_ids=completion_ids, attention_mask=full_mask,
-                    position_ids=family.position_ids(full_mask)[:, P:], cache=cache, use_cache=True).last_hidden_state
+        cache = GroupedCache(out.cache, prompt_mask, G, completion_ids.shape[1], completion_attention)
+        with grouped_decoding(family.language_model(core), cache):
+            comp = core(input_ids=completion_ids, attention_mask=full_mask,
+                        position_ids=family.position_ids(full_mask)[:, P:], cache=cache, use_cache=True).last_hidden_state
         hidden = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(G, 0), comp[:, :-1]], 1)
     return selective_logp(hidden, lm_head, completion_ids, temperature)

@@ -1,9 +1,9 @@
 """The in-process engine: Hugging Face ``generate`` on the policy itself, each prompt prefilled once.
 
 With ``share_prompt`` each prompt (its audio encoded by the family, over the clip) is prefilled once
-and its key/value cache repeated for the G samples, into buffers with room for the new tokens
-(:class:`ReservedLayer`); ``generate`` then only feeds the last prompt token, a text token, so the
-audio merge is never redone. Without it every row prefills the whole
+and its G samples decode against that one cache (:mod:`r1aqa_pl.rollout.grouped`: the prompt's
+keys/values are stored and read once per group, not G times); ``generate`` only feeds the last
+prompt token, a text token, so the audio merge is never redone. Without it every row prefills the whole
 prompt through the family's own forward (R1-AQA's way; the debugging baseline).
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.cache_utils import DynamicLayer
 
 from r1aqa_pl.models.base import PolicyFamily
 from r1aqa_pl.rollout.base import RolloutEngine
+from r1aqa_pl.rollout.grouped import GroupedCache, grouped_decoding, is_plain
 
 
 class StopAfterText(StoppingCriteria):
@@ -34,50 +34,6 @@ class StopAfterText(StoppingCriteria):
         return torch.tensor([self.stop in t for t in texts], device=input_ids.device)
 
 
-class ReservedLayer(DynamicLayer):
-    """A layer's key/value cache repeated G times into buffers with ``room`` free positions.
-
-    Decoding writes each new token in place, where the dynamic cache would copy the whole cache
-    (prompt included, G times over) into a new tensor at every step and layer: at 4 prompts × 8 that
-    copying was a third of the rollout's time. Attention reads views of the filled part, the same
-    numbers as the dynamic cache holds; past the room it grows by concatenation as before.
-    """
-
-    def __init__(self, keys: Tensor, values: Tensor, G: int, room: int):
-        super().__init__()
-        self.device, self.is_initialized = keys.device, True
-        B, heads, P, _ = keys.shape
-        self._bufs = []
-        for t in (keys, values):
-            buf = t.new_empty(B * G, heads, P + room, t.shape[-1])
-            buf.view(B, G, heads, P + room, -1)[:, :, :, :P] = t[:, None]  # row b·G + g is prompt b's
-            self._bufs.append(buf)
-        self.length = P
-        self.keys, self.values = (b[:, :, :P] for b in self._bufs)
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        n = key_states.shape[-2]
-        if self._bufs is None or self.length + n > self._bufs[0].shape[-2]:
-            self._bufs = None  # out of room: the dynamic cache's way from here on
-            return super().update(key_states, value_states)
-        end = self.length + n
-        for buf, new in zip(self._bufs, (key_states, value_states)):
-            buf[:, :, self.length:end] = new
-        self.length = end
-        self.keys, self.values = (b[:, :, :end] for b in self._bufs)
-        return self.keys, self.values
-
-
-def repeat_with_room(cache, G: int, room: int):
-    """``cache.batch_repeat_interleave(G)``, full-attention layers into :class:`ReservedLayer` buffers."""
-    for i, layer in enumerate(cache.layers):
-        if type(layer) is DynamicLayer and layer.get_seq_length() > 0:
-            cache.layers[i] = ReservedLayer(layer.keys, layer.values, G, room)
-        else:  # sliding-window and other layer kinds keep their own logic
-            layer.batch_repeat_interleave(G)
-    return cache
-
-
 class HFEngine(RolloutEngine):
     """``generate`` from one shared prefill per prompt (``share_prompt``) or per row."""
 
@@ -94,9 +50,15 @@ class HFEngine(RolloutEngine):
             prefix = {**inputs, "input_ids": ids[:, :-1]}
             cache = core(inputs_embeds=family.prompt_embeds(core, prefix), attention_mask=mask[:, :-1],
                          position_ids=family.position_ids(mask[:, :-1]), use_cache=True).cache
-            room = generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 0
-            repeat_with_room(cache, G, room + 1)  # + the last prompt token, fed by generate
-            out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
+            # + 1: the last prompt token, which generate feeds
+            room = (generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 16) + 1
+            if is_plain(cache):
+                cache = GroupedCache(cache, mask[:, :-1], G, room)
+                with grouped_decoding(family.language_model(core), cache):
+                    out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
+            else:  # layer kinds the grouped cache does not know (sliding windows): the prompt's cache G times
+                cache.batch_repeat_interleave(G)
+                out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
         else:
             out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
         return out[:, ids.shape[1]:]

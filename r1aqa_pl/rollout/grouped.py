@@ -1,0 +1,138 @@
+"""Decoding a prompt's G samples against one copy of the prompt's keys/values.
+
+A group's G rows share their prompt. The usual way repeats the prompt's cache G times, and every
+decoding step then reads G copies of it in every layer (at 7B with ~1,000 prompt tokens and G = 8
+those reads are most of a decoding step's memory traffic). Here each layer keeps, per prompt, one
+buffer: the prompt's keys/values, then the new tokens of all G rows token-major (position
+``P + j·G + g`` holds row g's j-th new token). A step's G queries attend the filled part of that
+buffer in one ``scaled_dot_product_attention`` call per prompt, under a mask that lets row g see the
+prompt (its padding excluded) and its own new tokens only. The prompt is read once per group.
+
+It is an attention implementation for the language model (registered as ``r1aqa_grouped``) that is
+switched on only while :func:`grouped_decoding` runs ``generate``; the numbers are those of ordinary
+attention up to summation order (float rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, DynamicLayer
+
+NAME = "r1aqa_grouped"
+_ACTIVE: contextvars.ContextVar[GroupedCache | None] = contextvars.ContextVar("r1aqa_grouped_cache", default=None)
+
+
+class GroupedLayer(DynamicLayer):
+    """One layer's prompt keys/values [B, heads, P, d] and room for ``room`` new tokens of each of G rows."""
+
+    def __init__(self, keys: Tensor, values: Tensor, G: int, room: int):
+        super().__init__()
+        self.device, self.is_initialized = keys.device, True
+        self.G, self.P, self.n = G, keys.shape[-2], 0
+        self._bufs = [self._alloc(t, room) for t in (keys, values)]
+
+    def _alloc(self, prefix: Tensor, room: int) -> Tensor:
+        B, heads, P, d = prefix.shape
+        buf = prefix.new_empty(B, heads, P + self.G * room, d)
+        buf[:, :, :P] = prefix
+        return buf
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        BG, heads, q, d = key_states.shape
+        B, G = BG // self.G, self.G
+        start, end = self.P + self.n * G, self.P + (self.n + q) * G
+        if end > self._bufs[0].shape[-2]:  # out of room: twice the room, the filled part copied over
+            room = 2 * (end - self.P) // G
+            self._bufs = [self._alloc(b[:, :, :start], room - self.n) for b in self._bufs]
+        for buf, new in zip(self._bufs, (key_states, value_states)):  # row b·G + g, token i -> P + (n + i)·G + g
+            buf[:, :, start:end] = new.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)
+        self.n += q
+        self.keys, self.values = (b[:, :, :end] for b in self._bufs)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.P + self.n  # what each row has seen: positions and masks are computed from it
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("a grouped cache is already one group per prompt")
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        raise NotImplementedError("rows of a grouped cache cannot be selected")
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        raise NotImplementedError("beam search does not run on a grouped cache")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a grouped cache cannot be cropped")
+
+
+class GroupedCache(Cache):
+    """The prompt cache of B prompts, each layer a :class:`GroupedLayer`; ``prompt_mask`` [B, P] marks real tokens."""
+
+    def __init__(self, prompt_cache: Cache, prompt_mask: Tensor, G: int, room: int, new_mask: Tensor | None = None):
+        super().__init__(layers=[GroupedLayer(layer.keys, layer.values, G, room) for layer in prompt_cache.layers])
+        self.G, self.prompt_mask = G, prompt_mask.bool()
+        # [B·G, room]: which new tokens may be attended (scoring: nothing after a completion's EOS); None: all
+        self.new_mask = None if new_mask is None else new_mask.bool().view(-1, G, new_mask.shape[-1]).transpose(1, 2)
+        self._mask_for: tuple | None = None
+
+    def mask(self, q: int) -> Tensor:
+        """[B, 1, q·G, P + n·G] (True: attend) for the q newest tokens of every row, all layers alike."""
+        layer = self.layers[0]
+        key = (layer.n, q)
+        if self._mask_for != key:
+            G, n, dev = self.G, layer.n, self.prompt_mask.device
+            B = self.prompt_mask.shape[0]
+            j = torch.arange(n, device=dev).repeat_interleave(G)  # slot P + j·G + g holds token j of row g
+            g = torch.arange(G, device=dev).repeat(n)
+            qi = torch.arange(n - q, n, device=dev).repeat_interleave(G)  # query i·G + g: token n − q + i of row g
+            qg = torch.arange(G, device=dev).repeat(q)
+            own = ((g[None, :] == qg[:, None]) & (j[None, :] <= qi[:, None]))[None]  # [1, q·G, n·G]
+            if self.new_mask is not None:
+                own = own & self.new_mask[:, :n].reshape(B, 1, n * G)
+            prompt = self.prompt_mask[:, None, :].expand(B, q * G, -1)
+            self._mask = torch.cat([prompt, own.expand(B, -1, -1)], -1)[:, None]
+            self._mask_for = key
+        return self._mask
+
+
+def is_plain(cache: Cache) -> bool:
+    """Every layer a plain (full-attention) dynamic layer: the layouts this module knows how to group."""
+    return all(type(layer) is DynamicLayer and layer.get_seq_length() > 0 for layer in cache.layers)
+
+
+def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask, scaling=None,
+                      dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
+    """The attention implementation: query [B·G, heads, q, d]; key/value the layer's filled buffer [B, kv heads, L, d]."""
+    cache = _ACTIVE.get()
+    if cache is None:
+        raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.rollout.grouped.grouped_decoding")
+    BG, heads, q, d = query.shape
+    B, G = key.shape[0], cache.G
+    qs = query.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)  # token-major, as the keys
+    out = F.scaled_dot_product_attention(qs, key, value, attn_mask=cache.mask(q), dropout_p=dropout, scale=scaling,
+                                         enable_gqa=heads != key.shape[1])
+    out = out.view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d)
+    return out, None
+
+
+AttentionInterface.register(NAME, grouped_attention)
+
+
+@contextlib.contextmanager
+def grouped_decoding(language_model, cache: GroupedCache):
+    """Within the block the language model attends through ``cache`` with :func:`grouped_attention`."""
+    config = language_model.config
+    token, before = _ACTIVE.set(cache), config._attn_implementation
+    config._attn_implementation_internal = NAME  # this config only (the setter would recurse into sub-configs)
+    try:
+        yield cache
+    finally:
+        config._attn_implementation_internal = before
+        _ACTIVE.reset(token)
