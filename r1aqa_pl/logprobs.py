@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.models.base import PolicyFamily
-from r1aqa_pl.rollout.grouped import GroupedCache, grouped_decoding
+from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
@@ -57,7 +57,7 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
         out = core(inputs_embeds=family.prompt_embeds(core, inputs), attention_mask=prompt_mask,
                    position_ids=family.position_ids(prompt_mask), use_cache=True)
         cache = GroupedCache(out.cache, prompt_mask, G, completion_ids.shape[1], completion_attention)
-        with grouped_decoding(family.language_model(core), cache):
+        with grouped_attention_on(family.language_model(core), cache):
             comp = core(input_ids=completion_ids, attention_mask=full_mask,
                         position_ids=family.position_ids(full_mask)[:, P:], cache=cache, use_cache=True).last_hidden_state
         hidden = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(G, 0), comp[:, :-1]], 1)

@@ -1,7 +1,7 @@
 """The in-process engine: Hugging Face ``generate`` on the policy itself, each prompt prefilled once.
 
 With ``share_prompt`` each prompt (its audio encoded by the family, over the clip) is prefilled once
-and its G samples decode against that one cache (:mod:`r1aqa_pl.rollout.grouped`: the prompt's
+and its G samples decode against that one cache (:mod:`r1aqa_pl.grouped_attention`: the prompt's
 keys/values are stored and read once per group, not G times); ``generate`` only feeds the last
 prompt token, a text token, so the audio merge is never redone. Without it every row prefills the whole
 prompt through the family's own forward (R1-AQA's way; the debugging baseline).
@@ -15,7 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from r1aqa_pl.models.base import PolicyFamily
 from r1aqa_pl.rollout.base import RolloutEngine
-from r1aqa_pl.rollout.grouped import GroupedCache, grouped_decoding, is_plain
+from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on, is_plain
 
 
 class StopAfterText(StoppingCriteria):
@@ -54,7 +54,7 @@ class HFEngine(RolloutEngine):
             room = (generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 16) + 1
             if is_plain(cache):
                 cache = GroupedCache(cache, mask[:, :-1], G, room)
-                with grouped_decoding(family.language_model(core), cache):
+                with grouped_attention_on(family.language_model(core), cache):
                     out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
             else:  # layer kinds the grouped cache does not know (sliding windows): the prompt's cache G times
                 cache.batch_repeat_interleave(G)

@@ -1,16 +1,17 @@
-"""Decoding a prompt's G samples against one copy of the prompt's keys/values.
+"""A prompt's G completions attending one copy of the prompt's keys/values (decoding and scoring).
 
 A group's G rows share their prompt. The usual way repeats the prompt's cache G times, and every
 decoding step then reads G copies of it in every layer (at 7B with ~1,000 prompt tokens and G = 8
-those reads are most of a decoding step's memory traffic). Here each layer keeps, per prompt, one
-buffer: the prompt's keys/values, then the new tokens of all G rows token-major (position
-``P + j·G + g`` holds row g's j-th new token). A step's G queries attend the filled part of that
-buffer in one ``scaled_dot_product_attention`` call per prompt, under a mask that lets row g see the
-prompt (its padding excluded) and its own new tokens only. The prompt is read once per group.
+those reads are most of a decoding step's memory traffic; scoring holds G copies and their
+gradients). Here each layer keeps, per prompt, one buffer: the prompt's keys/values, then the new
+tokens of all G rows token-major (position ``P + j·G + g`` holds row g's j-th new token). The G rows'
+queries attend the filled part of that buffer in one ``scaled_dot_product_attention`` call per
+prompt, under a mask that lets row g see the prompt (its padding excluded) and its own tokens only.
 
-It is an attention implementation for the language model (registered as ``r1aqa_grouped``) that is
-switched on only while :func:`grouped_decoding` runs ``generate``; the numbers are those of ordinary
-attention up to summation order (float rounding).
+It is an attention implementation for the language model (registered as ``r1aqa_grouped``),
+switched on only inside :func:`grouped_attention_on`; the numbers are those of ordinary attention up
+to summation order (float rounding). Scoring G·T completion tokens this way attends P + G·T keys
+instead of P + T: more arithmetic for long completions, none of the copies.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attenti
     """The attention implementation: query [B·G, heads, q, d]; key/value the layer's filled buffer [B, kv heads, L, d]."""
     cache = _ACTIVE.get()
     if cache is None:
-        raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.rollout.grouped.grouped_decoding")
+        raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.grouped_attention.grouped_attention_on")
     BG, heads, q, d = query.shape
     B, G = key.shape[0], cache.G
     qs = query.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)  # token-major, as the keys
@@ -126,7 +127,7 @@ AttentionInterface.register(NAME, grouped_attention)
 
 
 @contextlib.contextmanager
-def grouped_decoding(language_model, cache: GroupedCache):
+def grouped_attention_on(language_model, cache: GroupedCache):
     """Within the block the language model attends through ``cache`` with :func:`grouped_attention`."""
     config = language_model.config
     token, before = _ACTIVE.set(cache), config._attn_implementation
