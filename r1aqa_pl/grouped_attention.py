@@ -26,7 +26,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 
 NAME = "r1aqa_grouped"
-_ACTIVE: contextvars.ContextVar[GroupedCache | None] = contextvars.ContextVar("r1aqa_grouped_cache", default=None)
+_ACTIVE: contextvars.ContextVar[GroupedCache | PackedGroups | None] = contextvars.ContextVar(NAME, default=None)
 
 
 class GroupedLayer(DynamicLayer):
@@ -110,30 +110,73 @@ def is_plain(cache: Cache) -> bool:
 
 def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask, scaling=None,
                       dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
-    """The attention implementation: query [B·G, heads, q, d]; key/value the layer's filled buffer [B, kv heads, L, d]."""
-    cache = _ACTIVE.get()
-    if cache is None:
+    """The registered attention implementation (HF's mask argument is unused: the layout defines the mask).
+
+    Decoding (a :class:`GroupedCache`): query [B·G, heads, q, d], key/value the layer's filled buffer
+    [B, kv heads, P + n·G, d]. Scoring (:class:`PackedGroups`): all [B, heads, P + G·T, d].
+    """
+    layout = _ACTIVE.get()
+    if layout is None:
         raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.grouped_attention.grouped_attention_on")
+    gqa = query.shape[1] != key.shape[1]
+    if isinstance(layout, PackedGroups):
+        return layout.attend(query, key, value, scaling, dropout, gqa), None
+    cache = layout
     BG, heads, q, d = query.shape
     B, G = key.shape[0], cache.G
     qs = query.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)  # token-major, as the keys
     out = F.scaled_dot_product_attention(qs, key, value, attn_mask=cache.mask(q), dropout_p=dropout, scale=scaling,
-                                         enable_gqa=heads != key.shape[1])
+                                         enable_gqa=gqa)
     out = out.view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d)
     return out, None
+
+
+class PackedGroups:
+    """Prompt b and its G completions as one sequence [prompt ; token 0 of rows 0…G−1 ; token 1 …] (token-major),
+    for scoring: one forward per micro-batch, the prompt's keys/values computed and kept once.
+
+    ``prompt_mask`` [B, P], ``completion_mask`` [B·G, T]. Prompt tokens attend causally within the prompt
+    (padding excluded; a padding query attends itself only, so no row is empty); completion tokens attend
+    the prompt's real tokens and their own row's tokens up to themselves (those after an EOS excluded).
+    The two kinds of query run as two attention calls, so the prompt never scores the completions' keys.
+    """
+
+    def __init__(self, prompt_mask: Tensor, completion_mask: Tensor, G: int):
+        pm, cm = prompt_mask.bool(), completion_mask.bool()
+        B, P = pm.shape
+        T, dev = cm.shape[1], pm.device
+        self.G, self.P = G, P
+        self.prompt_mask = None  # unpadded prompts: plain causal attention
+        if not bool(pm.all()):
+            i = torch.arange(P, device=dev)
+            causal = (i[None, :] <= i[:, None])[None] & pm[:, None, :]
+            self.prompt_mask = (causal | torch.eye(P, dtype=torch.bool, device=dev)[None])[:, None]  # [B, 1, P, P]
+        j = torch.arange(T, device=dev).repeat_interleave(G)
+        g = torch.arange(G, device=dev).repeat(T)
+        own = (g[None, :] == g[:, None]) & (j[None, :] <= j[:, None])  # [G·T, G·T]
+        keys = cm.view(B, G, T).transpose(1, 2).reshape(B, 1, G * T)
+        self.completion_mask = torch.cat([pm[:, None, :].expand(B, G * T, P), own[None] & keys], -1)[:, None]
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor, scaling, dropout: float, gqa: bool) -> Tensor:
+        """[B, heads, P + G·T, d] queries, keys and values -> [B, P + G·T, heads, d]."""
+        P, kw = self.P, dict(dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        prompt = F.scaled_dot_product_attention(query[:, :, :P], key[:, :, :P], value[:, :, :P],
+                                                attn_mask=self.prompt_mask, is_causal=self.prompt_mask is None, **kw)
+        completions = F.scaled_dot_product_attention(query[:, :, P:], key, value, attn_mask=self.completion_mask, **kw)
+        return torch.cat([prompt, completions], 2).transpose(1, 2)
 
 
 AttentionInterface.register(NAME, grouped_attention)
 
 
 @contextlib.contextmanager
-def grouped_attention_on(language_model, cache: GroupedCache):
-    """Within the block the language model attends through ``cache`` with :func:`grouped_attention`."""
+def grouped_attention_on(language_model, layout: GroupedCache | PackedGroups):
+    """Within the block the language model attends with :func:`grouped_attention` in ``layout``."""
     config = language_model.config
-    token, before = _ACTIVE.set(cache), config._attn_implementation
+    token, before = _ACTIVE.set(layout), config._attn_implementation
     config._attn_implementation_internal = NAME  # this config only (the setter would recurse into sub-configs)
     try:
-        yield cache
+        yield layout
     finally:
         config._attn_implementation_internal = before
         _ACTIVE.reset(token)

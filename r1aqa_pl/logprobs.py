@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.models.base import PolicyFamily
-from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on
+from r1aqa_pl.grouped_attention import PackedGroups, grouped_attention_on
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
@@ -33,10 +33,12 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
     """Per-token log p(completion | prompt, audio) for B prompts × G completions, shape [B·G, T].
 
     Completions are group-contiguous (rows b·G … b·G+G−1 belong to prompt b). With ``share_prompt``
-    each prompt's audio is encoded once and the prompt runs once, its key/value cache repeated for its
-    G completions; under gradient checkpointing (no cache) the encoded prompt embeddings are repeated
-    and the full sequence runs. Without ``share_prompt`` every completion runs the full sequence
-    through the family's own forward (R1-AQA's way). All give the same numbers and gradients.
+    each prompt's audio is encoded once and prompt b runs with its G completions as one sequence
+    (:class:`~r1aqa_pl.grouped_attention.PackedGroups`: one forward, the prompt's keys/values once).
+    Under gradient checkpointing the encoded prompt embeddings are repeated G times and full sequences
+    run (the layers' recomputation in backward happens outside the packed attention's scope). Without
+    ``share_prompt`` every completion runs the full sequence through the family's own forward (R1-AQA's
+    way). All give the same numbers and gradients.
     """
     core, lm_head = family.backbone(model)
     prompt_mask = inputs["attention_mask"]
@@ -54,11 +56,15 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
                    use_cache=False)
         hidden = out.last_hidden_state[:, P - 1:-1]
     else:
-        out = core(inputs_embeds=family.prompt_embeds(core, inputs), attention_mask=prompt_mask,
-                   position_ids=family.position_ids(prompt_mask), use_cache=True)
-        cache = GroupedCache(out.cache, prompt_mask, G, completion_ids.shape[1], completion_attention)
-        with grouped_attention_on(family.language_model(core), cache):
-            comp = core(input_ids=completion_ids, attention_mask=full_mask,
-                        position_ids=family.position_ids(full_mask)[:, P:], cache=cache, use_cache=True).last_hidden_state
-        hidden = torch.cat([out.last_hidden_state[:, -1:].repeat_interleave(G, 0), comp[:, :-1]], 1)
+        B, T = prompt_mask.shape[0], completion_ids.shape[1]
+        token_major = lambda t: t.view(B, G, T).transpose(1, 2).reshape(B, T * G)  # noqa: E731 — row g's token j at j·G+g
+        embeds = torch.cat([family.prompt_embeds(core, inputs),
+                            core.get_input_embeddings()(token_major(completion_ids))], 1)
+        pos = family.position_ids(full_mask)  # as generate numbers them, the family's value after an EOS
+        pos = torch.cat([pos[::G, :P], token_major(pos[:, P:])], 1)
+        with grouped_attention_on(family.language_model(core), PackedGroups(prompt_mask, completion_attention, G)):
+            out = core(inputs_embeds=embeds, attention_mask=torch.ones_like(pos), position_ids=pos,
+                       use_cache=False).last_hidden_state  # [B, P + T·G, H]
+        comp = out[:, P:].view(B, T, G, -1).transpose(1, 2).reshape(B * G, T, -1)
+        hidden = torch.cat([out[:, P - 1:P].repeat_interleave(G, 0), comp[:, :-1]], 1)
     return selective_logp(hidden, lm_head, completion_ids, temperature)
