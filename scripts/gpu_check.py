@@ -9,9 +9,9 @@ directly on the device, and a word-level tokenizer of the real vocabulary size. 
 completions of 10 s clips it times the project's rollout (``HFEngine``, prompt shared by the group) for
 1 and for ``new_tokens`` new tokens (EOS suppressed, so every row decodes them all); one decode step is
 the difference over the extra tokens. The bound is the bytes one decode step must read — the language
-model's weights and LM head, plus the key/value cache at mid-decode (the prompt's once per group if
-attention shared it, G times as the cache is repeated today, plus the completions' own) — divided by the
-card's copy bandwidth, measured on a large tensor (read + write).
+model's weights and LM head, plus the key/value cache at mid-decode (the prompt's once per group, as the
+project's grouped attention reads it, or G times, as a cache repeated per row would; plus the completions'
+own) — divided by the card's copy bandwidth, measured on a large tensor (read + write).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
     print(f"policy: Qwen2-Audio geometry ({args.scale}), {params / 1e6:,.1f} M parameters in {args.dtype} on "
           f"{args.device} (built in {build_s:.0f} s); copy bandwidth {bw / 1e9:.0f} GB/s; torch {torch.__version__}")
     print("| prompts × G | prompt tokens | decode step ms | tokens/s | bound (shared prompt) ms | "
-          "ratio | bound (prompt × G, today) ms | ratio |")
+          "ratio | bound (prompt × G, a repeated cache) ms | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['prompts']} × {r['G']} | {r['prompt_len']} | {1e3 * r['step_s']:.2f} | {r['tokens_per_s']:.0f} | "

@@ -17,7 +17,7 @@ def test_gpu_check_runs_at_tiny_widths_on_the_cpu(tmp_path):
     assert [r["prompts"] for r in res["rows"]] == [1, 2] and (tmp_path / "gc.json").exists()
     for r in res["rows"]:
         assert r["step_s"] > 0 and r["bound_shared_s"] > 0 and r["tokens_per_s"] > 0
-        # the prompt's keys/values are read G times today, once with a shared-prompt attention
+        # the prompt's keys/values: once per group (grouped attention), G times from a cache repeated per row
         assert r["prompt_kv_repeated"] == r["G"] * r["prompt_kv_shared"] > 0
 
 
