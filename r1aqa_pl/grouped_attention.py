@@ -108,6 +108,26 @@ def is_plain(cache: Cache) -> bool:
     return all(type(layer) is DynamicLayer and layer.get_seq_length() > 0 for layer in cache.layers)
 
 
+def sdpa(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scaling=None, dropout: float = 0.0,
+         is_causal: bool = False) -> Tensor:
+    """``scaled_dot_product_attention`` with grouped-query heads (query heads a multiple of key/value heads).
+
+    Under a mask, the query heads that share a key/value head are folded into the query length (the mask
+    tiled to match): CUDA's fused kernels take no masked grouped-query call and would fall back to the
+    one that materialises every score, and repeating the keys/values per query head would undo the
+    point of keeping them once.
+    """
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads == kv_heads or mask is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                              is_causal=is_causal, enable_gqa=heads != kv_heads)
+    B, _, L, d = query.shape
+    rep = heads // kv_heads  # query head i reads key/value head i // rep; its rows go to r·L … r·L + L − 1
+    out = F.scaled_dot_product_attention(query.reshape(B, kv_heads, rep * L, d), key, value,
+                                         attn_mask=mask.repeat(1, 1, rep, 1), dropout_p=dropout, scale=scaling)
+    return out.view(B, heads, L, d)
+
+
 def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask, scaling=None,
                       dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
     """The registered attention implementation (HF's mask argument is unused: the layout defines the mask).
@@ -118,16 +138,13 @@ def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attenti
     layout = _ACTIVE.get()
     if layout is None:
         raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.grouped_attention.grouped_attention_on")
-    gqa = query.shape[1] != key.shape[1]
     if isinstance(layout, PackedGroups):
-        return layout.attend(query, key, value, scaling, dropout, gqa), None
+        return layout.attend(query, key, value, scaling, dropout), None
     cache = layout
     BG, heads, q, d = query.shape
     B, G = key.shape[0], cache.G
     qs = query.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)  # token-major, as the keys
-    out = F.scaled_dot_product_attention(qs, key, value, attn_mask=cache.mask(q), dropout_p=dropout, scale=scaling,
-                                         enable_gqa=gqa)
-    out = out.view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d)
+    out = sdpa(qs, key, value, cache.mask(q), scaling, dropout).view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d)
     return out, None
 
 
@@ -157,12 +174,12 @@ class PackedGroups:
         keys = cm.view(B, G, T).transpose(1, 2).reshape(B, 1, G * T)
         self.completion_mask = torch.cat([pm[:, None, :].expand(B, G * T, P), own[None] & keys], -1)[:, None]
 
-    def attend(self, query: Tensor, key: Tensor, value: Tensor, scaling, dropout: float, gqa: bool) -> Tensor:
-        """[B, heads, P + G·T, d] queries, keys and values -> [B, P + G·T, heads, d]."""
-        P, kw = self.P, dict(dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-        prompt = F.scaled_dot_product_attention(query[:, :, :P], key[:, :, :P], value[:, :, :P],
-                                                attn_mask=self.prompt_mask, is_causal=self.prompt_mask is None, **kw)
-        completions = F.scaled_dot_product_attention(query[:, :, P:], key, value, attn_mask=self.completion_mask, **kw)
+    def attend(self, query: Tensor, key: Tensor, value: Tensor, scaling, dropout: float) -> Tensor:
+        """[B, heads, P + G·T, d] queries (keys and values: kv heads) -> [B, P + G·T, heads, d]."""
+        P = self.P
+        prompt = sdpa(query[:, :, :P], key[:, :, :P], value[:, :, :P], self.prompt_mask, scaling, dropout,
+                      is_causal=self.prompt_mask is None)
+        completions = sdpa(query[:, :, P:], key, value, self.completion_mask, scaling, dropout)
         return torch.cat([prompt, completions], 2).transpose(1, 2)
 
 

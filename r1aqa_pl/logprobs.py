@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from r1aqa_pl.models.base import PolicyFamily
 from r1aqa_pl.grouped_attention import PackedGroups, grouped_attention_on
+from r1aqa_pl.models.base import PolicyFamily
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:

@@ -6,11 +6,15 @@ That decoding and scoring through it equal the family's own generate and forward
 """
 
 import pytest
+import test_policy
 import torch
-from test_policy import FAMILY, G, batch, structural_token_ids, tiny, tiny_dir  # noqa: F401 — fixtures
+from test_policy import FAMILY, G, batch, completion_logprobs, eos_ids, rel_err, rollout, structural_token_ids
 
-from r1aqa_pl.grouped_attention import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on
+from r1aqa_pl.grouped_attention import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
+from r1aqa_pl.logprobs import completion_mask
 from r1aqa_pl.rollout.hf import HFEngine
+
+tiny_dir, tiny = test_policy.tiny_dir, test_policy.tiny  # the tiny Qwen2-Audio policy's fixtures
 
 
 def test_packed_mask_by_hand():
@@ -78,3 +82,47 @@ def test_attention_runs_only_inside_its_block(tiny):
             assert lm.config._attn_implementation == NAME
             raise ValueError("inside")
     assert lm.config._attn_implementation == before  # restored, also after an error
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_grouped_query_heads_equal_repeated_keys(masked):
+    """8 query heads on 2 key/value heads: folding the heads into the query length (masked) or enable_gqa
+    (unmasked) gives what repeating each key/value head for its 4 query heads gives."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, n, 16, generator=g) for h, n in ((8, 5), (2, 9), (2, 9)))
+    mask = torch.rand(2, 1, 5, 9, generator=g) > 0.4 if masked else None
+    if masked:
+        mask[..., 0] = True  # no empty row
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1),
+                                                                attn_mask=mask)
+    assert torch.allclose(sdpa(q, k, v, mask), expected, atol=1e-6)
+
+
+@pytest.fixture()
+def gqa(tiny):
+    """The tiny policy with half as many key/value heads as query heads (each keeps the first half of its
+    key/value projections): grouped-query attention, as Qwen2.5-Omni and Qwen3-Omni have at 7B/30B."""
+    model, processor = tiny
+    config = model.config
+    config.text_config.num_key_value_heads = config.text_config.num_attention_heads // 2
+    gqa_model = type(model)(config).eval()
+    attn = FAMILY.language_model(FAMILY.backbone(gqa_model)[0]).layers[0].self_attn
+    assert attn.k_proj.out_features * 2 == attn.q_proj.out_features
+    own = gqa_model.state_dict()
+    gqa_model.load_state_dict({n: t if t.shape == own[n].shape else t[:own[n].shape[0]]
+                               for n, t in model.state_dict().items()})
+    return gqa_model, processor
+
+
+def test_grouped_query_attention_policy_decodes_and_scores_as_unshared(gqa):
+    model, processor = gqa
+    _, inputs = batch(processor)
+    kw = dict(max_new_tokens=6, suppress_tokens=structural_token_ids(processor))
+    greedy = {s: rollout(model, inputs, G, share_prompt=s, do_sample=False, **kw) for s in (True, False)}
+    assert torch.equal(greedy[True], greedy[False])
+    torch.manual_seed(3)
+    ids = rollout(model, inputs, G, do_sample=True, **kw)
+    mask = completion_mask(ids, eos_ids(model))
+    with torch.no_grad():
+        lp = {s: completion_logprobs(model, inputs, ids, mask, G, share_prompt=s) for s in (True, False)}
+    assert rel_err(lp[True], lp[False]) < 1e-5

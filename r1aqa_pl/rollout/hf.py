@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on, is_plain
 from r1aqa_pl.models.base import PolicyFamily
 from r1aqa_pl.rollout.base import RolloutEngine
-from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on, is_plain
 
 
 class StopAfterText(StoppingCriteria):
