@@ -20,15 +20,14 @@ Resident all the time:
 Rollout (no gradients):
     gathered     P·w                   ZeRO-3 gathers the whole model once for ``generate`` (but an Omni
                                        thinker's vision encoder, which audio questions never run)
-    kv_cache     B·G · L · 2·n_layers·kv · a     B prompts per GPU sampled together
+    kv_cache     B·(L_prompt + G·T_max) · 2·n_layers·kv · a   B prompts per GPU sampled together; a
+                                       prompt's keys/values are kept once for its G rows (grouped attention)
 Update, one micro-batch of b prompts × G completions (with gradients):
     gradients    T·g / N_grad          N_grad = N for ZeRO 2-3; 0 with offload_optimizer
-    activations  LM: tokens · n_layers · (8h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when the
-                 prompt runs once and its cache is shared by the G completions (``share_prompt``);
+    activations  LM: tokens · n_layers · (8h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when
+                 each prompt and its G completions run as one packed sequence (``share_prompt``);
                  b·G·L with gradient checkpointing (the prompt is then repeated); with checkpointing
                  only each layer's input (h·a) is kept, plus one layer recomputed at a time
-                 + attention keys/values of the shared prompt kept for the completions' backward:
-                   b·G·L · 2·kv · n_layers · a
                  audio encoder: clips · S · n_audio · (9d + 2f)·a  (checkpointed: S·d·a per layer + one layer)
     logits       b·G·T_max · V · 12 bytes   fp32 log-softmax over the vocabulary at completion positions only
                                        (prompt and audio positions never reach the LM head)
@@ -110,7 +109,7 @@ def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunCon
     kv_per_token = 2 * a.layers * a.kv * c.activation_bytes
     idle = a.params().get("visual", 0)  # an Omni thinker's vision encoder stays partitioned for generate
     gathered = (P - idle) * c.weight_bytes if c.zero_stage == 3 else 0
-    kv_cache = c.prompts_per_batch * c.G * L * kv_per_token
+    kv_cache = c.prompts_per_batch * (prompt + c.G * c.max_new_tokens) * kv_per_token
 
     b, act = c.micro_batch_prompts, c.activation_bytes
     layer_full = (8 * a.hidden + 2 * a.kv + 4 * a.intermediate) * act  # per token, one decoder layer
@@ -119,13 +118,11 @@ def estimate_memory(n_params_trainable: int, n_params_total: int, config: RunCon
         tokens, clips = b * c.G * L, b * c.G
         lm_act = tokens * (a.layers * a.hidden * act + layer_full)
         audio_act = clips * a.audio_positions * (a.audio_layers * a.audio_dim * act + audio_layer_full)
-        shared_kv = 0
-    else:  # the prompt runs once, its keys/values shared by the G completions
+    else:  # each prompt runs once, packed with its G completions
         tokens, clips = b * (prompt + c.G * c.max_new_tokens), b
         lm_act = tokens * a.layers * layer_full
         audio_act = clips * a.audio_positions * a.audio_layers * audio_layer_full
-        shared_kv = b * c.G * L * 2 * a.kv * a.layers * act
-    activations = lm_act + audio_act + shared_kv
+    activations = lm_act + audio_act
     logits = b * c.G * c.max_new_tokens * a.vocab * c.logit_bytes
 
     resident = weights + optimizer + reference + zero3

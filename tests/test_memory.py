@@ -96,15 +96,18 @@ def test_lora_trainable_parameters_and_states(tiny, tiny_dir):
 
 
 def test_kv_cache_term(tiny):
+    """The rollout's cache: B prompts' keys/values once each, room for G rows' new tokens (grouped attention)."""
+    from r1aqa_pl.grouped_attention import GroupedCache
+
     model, arch = tiny
-    B, G, L = 2, 3, 17
-    cfg = RunConfig("kv", prompts_per_batch=B, G=G, prompt_text_tokens=L, audio_seconds=0, max_new_tokens=0,
+    B, G, L, T = 2, 3, 17, 5
+    cfg = RunConfig("kv", prompts_per_batch=B, G=G, prompt_text_tokens=L, audio_seconds=0, max_new_tokens=T,
                     **FP32)
-    ids = torch.randint(10, arch.vocab, (B * G, L))
+    ids = torch.randint(10, arch.vocab, (B, L))
     with torch.no_grad():
         out = model.model.language_model(input_ids=ids, use_cache=True)
-    cache = out.past_key_values
-    nbytes = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+    cache = GroupedCache(out.past_key_values, torch.ones(B, L), G, room=T)
+    nbytes = sum(b.nbytes for layer in cache.layers for b in layer._bufs)
     assert estimate_memory(1, 1, cfg, arch)["kv_cache"] == nbytes
 
 
