@@ -3,15 +3,19 @@
 A group's G rows share their prompt. The usual way repeats the prompt's cache G times, and every
 decoding step then reads G copies of it in every layer (at 7B with ~1,000 prompt tokens and G = 8
 those reads are most of a decoding step's memory traffic; scoring holds G copies and their
-gradients). Here each layer keeps, per prompt, one buffer: the prompt's keys/values, then the new
-tokens of all G rows token-major (position ``P + j·G + g`` holds row g's j-th new token). The G rows'
-queries attend the filled part of that buffer in one ``scaled_dot_product_attention`` call per
-prompt, under a mask that lets row g see the prompt (its padding excluded) and its own tokens only.
+gradients). Here the prompt's keys/values exist once per group, followed by the G rows' tokens
+token-major (position ``P + j·G + g`` holds row g's j-th token), and the G rows' queries attend them
+in one ``scaled_dot_product_attention`` call per prompt, under a mask that lets row g see the prompt
+(its padding excluded) and its own tokens only:
+
+* decoding (:class:`GroupedCache`): one buffer per prompt and layer, filled step by step;
+* scoring (:class:`PackedGroups`): the prompt and its G completions as one packed sequence, one
+  forward per micro-batch (the completions attend P + G·T keys instead of P + T: more arithmetic for
+  long completions, none of the copies).
 
 It is an attention implementation for the language model (registered as ``r1aqa_grouped``),
 switched on only inside :func:`grouped_attention_on`; the numbers are those of ordinary attention up
-to summation order (float rounding). Scoring G·T completion tokens this way attends P + G·T keys
-instead of P + T: more arithmetic for long completions, none of the copies.
+to summation order (float rounding).
 """
 
 from __future__ import annotations
@@ -76,11 +80,9 @@ class GroupedLayer(DynamicLayer):
 class GroupedCache(Cache):
     """The prompt cache of B prompts, each layer a :class:`GroupedLayer`; ``prompt_mask`` [B, P] marks real tokens."""
 
-    def __init__(self, prompt_cache: Cache, prompt_mask: Tensor, G: int, room: int, new_mask: Tensor | None = None):
+    def __init__(self, prompt_cache: Cache, prompt_mask: Tensor, G: int, room: int):
         super().__init__(layers=[GroupedLayer(layer.keys, layer.values, G, room) for layer in prompt_cache.layers])
         self.G, self.prompt_mask = G, prompt_mask.bool()
-        # [B·G, room]: which new tokens may be attended (scoring: nothing after a completion's EOS); None: all
-        self.new_mask = None if new_mask is None else new_mask.bool().view(-1, G, new_mask.shape[-1]).transpose(1, 2)
         self._mask_for: tuple | None = None
 
     def mask(self, q: int) -> Tensor:
@@ -94,11 +96,9 @@ class GroupedCache(Cache):
             g = torch.arange(G, device=dev).repeat(n)
             qi = torch.arange(n - q, n, device=dev).repeat_interleave(G)  # query i·G + g: token n − q + i of row g
             qg = torch.arange(G, device=dev).repeat(q)
-            own = ((g[None, :] == qg[:, None]) & (j[None, :] <= qi[:, None]))[None]  # [1, q·G, n·G]
-            if self.new_mask is not None:
-                own = own & self.new_mask[:, :n].reshape(B, 1, n * G)
+            own = (g[None, :] == qg[:, None]) & (j[None, :] <= qi[:, None])  # [q·G, n·G]
             prompt = self.prompt_mask[:, None, :].expand(B, q * G, -1)
-            self._mask = torch.cat([prompt, own.expand(B, -1, -1)], -1)[:, None]
+            self._mask = torch.cat([prompt, own[None].expand(B, -1, -1)], -1)[:, None]
             self._mask_for = key
         return self._mask
 
@@ -144,8 +144,8 @@ def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attenti
     BG, heads, q, d = query.shape
     B, G = key.shape[0], cache.G
     qs = query.view(B, G, heads, q, d).permute(0, 2, 3, 1, 4).reshape(B, heads, q * G, d)  # token-major, as the keys
-    out = sdpa(qs, key, value, cache.mask(q), scaling, dropout).view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d)
-    return out, None
+    out = sdpa(qs, key, value, cache.mask(q), scaling, dropout)
+    return out.view(B, heads, q, G, d).permute(0, 3, 2, 1, 4).reshape(BG, q, heads, d), None
 
 
 class PackedGroups:
