@@ -34,6 +34,9 @@ class StopAfterText(StoppingCriteria):
         return torch.tensor([self.stop in t for t in texts], device=input_ids.device)
 
 
+FIRST_ROOM = 64  # new tokens per row a grouped cache holds before it first grows
+
+
 class HFEngine(RolloutEngine):
     """``generate`` from one shared prefill per prompt (``share_prompt``) or per row."""
 
@@ -50,8 +53,10 @@ class HFEngine(RolloutEngine):
             prefix = {**inputs, "input_ids": ids[:, :-1]}
             cache = core(inputs_embeds=family.prompt_embeds(core, prefix), attention_mask=mask[:, :-1],
                          position_ids=family.position_ids(mask[:, :-1]), use_cache=True).cache
-            # + 1: the last prompt token, which generate feeds
-            room = (generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 16) + 1
+            # + 1: the last prompt token, which generate feeds; at most FIRST_ROOM at first, doubled when full
+            # (completions that stop early, e.g. after </answer>, never hold room for max_new_tokens)
+            new = generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or FIRST_ROOM
+            room = min(new + 1, FIRST_ROOM)
             if is_plain(cache):
                 cache = GroupedCache(cache, mask[:, :-1], G, room)
                 with grouped_attention_on(family.language_model(core), cache):
