@@ -21,7 +21,9 @@ Rollout (no gradients):
     gathered     P·w                   ZeRO-3 gathers the whole model once for ``generate`` (but an Omni
                                        thinker's vision encoder, which audio questions never run)
     kv_cache     B·(L_prompt + G·T_max) · 2·n_layers·kv · a   B prompts per GPU sampled together; a
-                                       prompt's keys/values are kept once for its G rows (grouped attention)
+                                       prompt's keys/values are kept once for its G rows (grouped attention);
+                                       the buffer grows by doubling from 64 new tokens, so for a moment while
+                                       it grows up to ~1.5× this (rollouts that stop early stay below it)
 Update, one micro-batch of b prompts × G completions (with gradients):
     gradients    T·g / N_grad          N_grad = N for ZeRO 2-3; 0 with offload_optimizer
     activations  LM: tokens · n_layers · (8h + 2kv + 4I)·a       tokens = b·(L_prompt + G·T_max) when
