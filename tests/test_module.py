@@ -149,3 +149,23 @@ def test_engine_hears_of_every_optimizer_step(synth_dir, tiny_dir):
     m.engine = Counting()
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)  # max_steps counts optimizer steps: 4 batches
     assert Counting.steps == trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.current.processed == 4
+
+
+@pytest.mark.parametrize("top_k", [None, 0])
+def test_top_k_reaches_generate_only_when_set(synth_dir, tiny_dir, top_k):
+    """top_k: null leaves the checkpoint's generation config in charge (no top_k passed); 0 samples untruncated."""
+    from r1aqa_pl.rollout.hf import HFEngine
+
+    seen = []
+
+    class Recording(HFEngine):
+        def sample(self, *a, **kw):
+            seen.append(kw)
+            return super().sample(*a, **kw)
+
+    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=3, top_k=top_k)
+    m.configure_model()
+    m.engine = Recording()
+    batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
+    m.sample(batch["questions"], batch["audio"])
+    assert ("top_k" in seen[0]) == (top_k is not None) and seen[0].get("top_k") == top_k

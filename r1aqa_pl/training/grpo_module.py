@@ -44,6 +44,7 @@ class GRPOModule(PolicyModule):
         G: int = 8,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        top_k: int | None = None,  # None: the checkpoint's generation config (transformers' 50 where it sets none)
         max_new_tokens: int = 256,
         reward_weights: dict[str, float] | None = None,
         scale_rewards: str = "group",
@@ -146,6 +147,7 @@ class GRPOModule(PolicyModule):
             completion_ids = self.engine.sample(
                 self.family, self.policy, inputs, h.G, do_sample=True, temperature=h.temperature, top_p=h.top_p,
                 max_new_tokens=h.max_new_tokens, suppress_tokens=self.suppress_ids, **sync,
+                **({} if h.top_k is None else {"top_k": h.top_k}),
             )
         mask = completion_mask(completion_ids, self.eos_ids)
         texts = self.decode(completion_ids)
