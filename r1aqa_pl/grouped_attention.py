@@ -77,6 +77,15 @@ class GroupedLayer(DynamicLayer):
         raise NotImplementedError("a grouped cache cannot be cropped")
 
 
+def own_tokens(G: int, n: int, q: int, device=None) -> Tensor:
+    """[q·G, n·G], token-major on both sides: query i·G + g (token n − q + i of row g) may attend key j·G + g'
+    (token j of row g') iff g' = g and j ≤ n − q + i."""
+    j, g = torch.arange(n, device=device).repeat_interleave(G), torch.arange(G, device=device).repeat(n)
+    qi = torch.arange(n - q, n, device=device).repeat_interleave(G)
+    qg = torch.arange(G, device=device).repeat(q)
+    return (g[None, :] == qg[:, None]) & (j[None, :] <= qi[:, None])
+
+
 class GroupedCache(Cache):
     """The prompt cache of B prompts, each layer a :class:`GroupedLayer`; ``prompt_mask`` [B, P] marks real tokens."""
 
@@ -90,14 +99,9 @@ class GroupedCache(Cache):
         layer = self.layers[0]
         key = (layer.n, q)
         if self._mask_for != key:
-            G, n, dev = self.G, layer.n, self.prompt_mask.device
             B = self.prompt_mask.shape[0]
-            j = torch.arange(n, device=dev).repeat_interleave(G)  # slot P + j·G + g holds token j of row g
-            g = torch.arange(G, device=dev).repeat(n)
-            qi = torch.arange(n - q, n, device=dev).repeat_interleave(G)  # query i·G + g: token n − q + i of row g
-            qg = torch.arange(G, device=dev).repeat(q)
-            own = (g[None, :] == qg[:, None]) & (j[None, :] <= qi[:, None])  # [q·G, n·G]
-            prompt = self.prompt_mask[:, None, :].expand(B, q * G, -1)
+            own = own_tokens(self.G, layer.n, q, self.prompt_mask.device)  # slot P + j·G + g: token j of row g
+            prompt = self.prompt_mask[:, None, :].expand(B, q * self.G, -1)
             self._mask = torch.cat([prompt, own[None].expand(B, -1, -1)], -1)[:, None]
             self._mask_for = key
         return self._mask
@@ -162,15 +166,13 @@ class PackedGroups:
         pm, cm = prompt_mask.bool(), completion_mask.bool()
         B, P = pm.shape
         T, dev = cm.shape[1], pm.device
-        self.G, self.P = G, P
+        self.P = P
         self.prompt_mask = None  # unpadded prompts: plain causal attention
         if not bool(pm.all()):
             i = torch.arange(P, device=dev)
             causal = (i[None, :] <= i[:, None])[None] & pm[:, None, :]
             self.prompt_mask = (causal | torch.eye(P, dtype=torch.bool, device=dev)[None])[:, None]  # [B, 1, P, P]
-        j = torch.arange(T, device=dev).repeat_interleave(G)
-        g = torch.arange(G, device=dev).repeat(T)
-        own = (g[None, :] == g[:, None]) & (j[None, :] <= j[:, None])  # [G·T, G·T]
+        own = own_tokens(G, T, T, dev)  # [G·T, G·T]
         keys = cm.view(B, G, T).transpose(1, 2).reshape(B, 1, G * T)
         self.completion_mask = torch.cat([pm[:, None, :].expand(B, G * T, P), own[None] & keys], -1)[:, None]
 

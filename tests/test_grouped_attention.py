@@ -12,7 +12,7 @@ from test_policy import FAMILY, G, batch, completion_logprobs, eos_ids, rel_err,
 
 from r1aqa_pl.grouped_attention import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
 from r1aqa_pl.logprobs import completion_mask
-from r1aqa_pl.rollout.hf import HFEngine
+from r1aqa_pl.rollout.hf import FIRST_ROOM, HFEngine
 
 tiny_dir, tiny = test_policy.tiny_dir, test_policy.tiny  # the tiny Qwen2-Audio policy's fixtures
 
@@ -68,6 +68,27 @@ def test_cache_grows_past_its_room_with_the_same_tokens(tiny):
     assert cache.layers[0]._bufs[0].shape[-2] > ids.shape[1] - 1 + 2 * G  # it grew
     expected = HFEngine(share_prompt=False).sample(FAMILY, model, inputs, G, **kw)
     assert torch.equal(out[:, ids.shape[1]:], expected)
+
+
+@pytest.mark.parametrize("max_new, first_room", [(3, 4), (200, FIRST_ROOM)])
+def test_engine_reserves_at_most_its_first_room(tiny, monkeypatch, max_new, first_room):
+    """The rollout's cache starts with room for max_new_tokens + 1 new tokens per row, at most FIRST_ROOM (it
+    doubles when full), so completions that stop early never hold room for max_new_tokens."""
+    import r1aqa_pl.rollout.hf as hf
+
+    rooms = []
+
+    class Recording(GroupedCache):
+        def __init__(self, prompt_cache, prompt_mask, G, room):
+            rooms.append(room)
+            super().__init__(prompt_cache, prompt_mask, G, room)
+
+    monkeypatch.setattr(hf, "GroupedCache", Recording)
+    model, processor = tiny
+    _, inputs = batch(processor, lengths=((1.0, 4),))
+    out = HFEngine().sample(FAMILY, model, inputs, 2, do_sample=False, max_new_tokens=max_new, min_new_tokens=max_new,
+                            suppress_tokens=structural_token_ids(processor))
+    assert rooms == [first_room] and out.shape == (2, max_new)
 
 
 def test_attention_runs_only_inside_its_block(tiny):

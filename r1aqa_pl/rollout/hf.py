@@ -9,6 +9,8 @@ prompt through the family's own forward (R1-AQA's way; the debugging baseline).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -59,10 +61,11 @@ class HFEngine(RolloutEngine):
             room = min(new + 1, FIRST_ROOM)
             if is_plain(cache):
                 cache = GroupedCache(cache, mask[:, :-1], G, room)
-                with grouped_attention_on(family.language_model(core), cache):
-                    out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
+                attention = grouped_attention_on(family.language_model(core), cache)
             else:  # layer kinds the grouped cache does not know (sliding windows): the prompt's cache G times
                 cache.batch_repeat_interleave(G)
+                attention = contextlib.nullcontext()
+            with attention:
                 out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
         else:
             out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
