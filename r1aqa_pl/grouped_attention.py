@@ -95,14 +95,18 @@ class GroupedCache(Cache):
         self._mask_for: tuple | None = None
 
     def mask(self, q: int) -> Tensor:
-        """[B, 1, q·G, P + n·G] (True: attend) for the q newest tokens of every row, all layers alike."""
+        """[B, 1, q·G, P + n·G], additive (0: attend, −inf: not), for the q newest tokens of every row, made once
+        per step for all layers: a boolean mask would be converted in every layer's attention call (on the CPU
+        that conversion made a decoding step's attention twice as slow)."""
         layer = self.layers[0]
         key = (layer.n, q)
         if self._mask_for != key:
             B = self.prompt_mask.shape[0]
             own = own_tokens(self.G, layer.n, q, self.prompt_mask.device)  # slot P + j·G + g: token j of row g
             prompt = self.prompt_mask[:, None, :].expand(B, q * self.G, -1)
-            self._mask = torch.cat([prompt, own[None].expand(B, -1, -1)], -1)[:, None]
+            attend = torch.cat([prompt, own[None].expand(B, -1, -1)], -1)[:, None]
+            buf = layer._bufs[0]
+            self._mask = torch.zeros(attend.shape, dtype=buf.dtype, device=buf.device).masked_fill_(~attend, -torch.inf)
             self._mask_for = key
         return self._mask
 

@@ -170,6 +170,36 @@ def test_prompt_embeddings_and_positions_equal_the_thinkers_own(tiny):
     assert not model.model.rope_deltas.any()  # generate's decoding positions continue without a jump
 
 
+def test_mel_features_over_the_longest_clip_are_the_processors_own(tiny):
+    """The family asks the feature extractor for the batch's longest clip (plus one STFT window) instead of the
+    whole window the Qwen2.5-Omni processor pads to: token ids, each clip's frames and the audio encoder's output
+    are the processor's own bit for bit, with fewer frames; a clip beyond the window is cut as the processor cuts
+    it. (Qwen3-Omni's processor already pads to the longest clip: nothing changes.)"""
+    import copy
+
+    model, processor, family = tiny
+    own = copy.copy(family)
+    own.audio_kwargs = lambda *a: {}
+    core = family.backbone(model)[0]
+    window = processor.feature_extractor.nb_max_frames
+    for lengths in (((0.6013, 2), (1.2011, 9), (0.93, 5)), ((0.6013, 2), (2.5, 9), (1.3, 5))):
+        ours, theirs = batch(family, processor, lengths), batch(own, processor, lengths)
+        for k in ("input_ids", "attention_mask"):
+            assert torch.equal(ours[k], theirs[k]), k
+        F = ours["input_features"].shape[-1]
+        assert torch.equal(ours["feature_attention_mask"], theirs["feature_attention_mask"][:, :F])
+        assert int(theirs["feature_attention_mask"][:, F:].sum()) == 0
+        for i, n in enumerate(ours["feature_attention_mask"].sum(-1).tolist()):
+            assert torch.equal(ours["input_features"][i, :, :n], theirs["input_features"][i, :, :n]), i
+        with torch.no_grad():
+            assert torch.equal(family.prompt_embeds(core, ours), family.prompt_embeds(core, theirs))
+        longest = max(s for s, _ in lengths) * processor.feature_extractor.sampling_rate
+        if family.name == "qwen2_5_omni" and longest < processor.feature_extractor.n_samples:
+            assert F < window and theirs["input_features"].shape[-1] == window
+        else:
+            assert F == theirs["input_features"].shape[-1]
+
+
 def test_completion_logprobs_equal_generate_logits(tiny):
     model, processor, family = tiny
     inputs = batch(family, processor)

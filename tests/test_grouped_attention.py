@@ -47,7 +47,7 @@ def test_decoding_mask_by_hand():
     for _ in range(3):
         layer.update(torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2))
     assert layer.get_seq_length() == 3 + 3
-    assert cache.mask(1)[0, 0].int().tolist() == [[0, 1, 1, 1, 0, 1, 0, 1, 0],
+    assert (cache.mask(1)[0, 0] == 0).int().tolist() == [[0, 1, 1, 1, 0, 1, 0, 1, 0],
                                                   [0, 1, 1, 0, 1, 0, 1, 0, 1]]
 
 

@@ -143,7 +143,13 @@ class PolicyFamily:
             missing = [q.source or q.id for q, a in zip(questions, audio) if a is None]
             raise ValueError(f"audio missing for {missing}; use with_audio=False for the audio-free ablation")
         sr = processor.feature_extractor.sampling_rate
-        return dict(processor(text=texts, audio=list(audio), sampling_rate=sr, return_tensors="pt", padding=True))
+        extra = self.audio_kwargs(processor, audio)
+        return dict(processor(text=texts, audio=list(audio), sampling_rate=sr, return_tensors="pt", padding=True,
+                              **({"audio_kwargs": extra} if extra else {})))
+
+    def audio_kwargs(self, processor, audio: list) -> dict:
+        """Feature-extractor arguments for this batch of clips beyond the processor's own (none by default)."""
+        return {}
 
     def structural_token_ids(self, processor) -> list[int]:
         """Ids of :attr:`structural_tokens` in this processor's vocabulary."""

@@ -117,6 +117,9 @@ class Qwen3Omni(Qwen2_5Omni):
 
         return Qwen3OmniMoeProcessor
 
+    def audio_kwargs(self, processor, audio: list) -> dict:
+        return {}  # this processor already pads to the batch's longest clip
+
     def idle_modules(self, model) -> list:
         return [self.backbone(model)[0].visual]
 
