@@ -8,6 +8,7 @@ positions: the ~750 audio and prompt positions of a real model never reach the L
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from r1aqa_pl.grouped_attention import PackedGroups, grouped_attention_on
@@ -39,7 +40,33 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
     run (the layers' recomputation in backward happens outside the packed attention's scope). Without
     ``share_prompt`` every completion runs the full sequence through the family's own forward (R1-AQA's
     way). All give the same numbers and gradients.
+
+    Columns that are padding in every row of this micro-batch are dropped first (the leading prompt ones,
+    the completions' after the last EOS) and the result padded back with 0 to the completions' width: a
+    micro-batch pays for its own longest prompt and completion, not the rollout's.
     """
+    T_rollout = completion_ids.shape[1]
+    inputs, completion_ids, completion_attention = without_padding_columns(inputs, completion_ids,
+                                                                         completion_attention)
+    logp = _completion_logprobs(family, model, inputs, completion_ids, completion_attention, G, temperature,
+                                share_prompt)
+    return F.pad(logp, (0, T_rollout - logp.shape[1]))
+
+
+def without_padding_columns(inputs: dict[str, Tensor], completion_ids: Tensor, completion_attention: Tensor):
+    """(inputs, completion ids, completion mask) without the prompt columns that are padding in every row (left
+    padding) and the completion columns after every row's EOS; the audio tensors are left as they are."""
+    real = inputs["attention_mask"].bool().any(0)
+    first = int(real.long().argmax()) if bool(real.any()) else 0
+    used = completion_attention.bool().any(0)
+    last = completion_attention.shape[1] - int(used.flip(0).long().argmax()) if bool(used.any()) else 1
+    if first:
+        inputs = {**inputs, **{k: inputs[k][:, first:] for k in ("input_ids", "attention_mask")}}
+    return inputs, completion_ids[:, :last], completion_attention[:, :last]
+
+
+def _completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], completion_ids: Tensor,
+                         completion_attention: Tensor, G: int, temperature: float, share_prompt: bool) -> Tensor:
     core, lm_head = family.backbone(model)
     prompt_mask = inputs["attention_mask"]
     P = prompt_mask.shape[1]

@@ -37,6 +37,38 @@ def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tin
     assert [q.id for q in ro.questions] == [q.id for q in batch["questions"]]
 
 
+def test_a_micro_batch_runs_without_the_rollouts_padding(synth_dir, tiny_dir):
+    """A prompt shorter than the rollout's longest, completions that all stop early: the language model sees
+    the prompt's own length and the longest completion, the log-probs are those computed over the rollout's
+    padding (0 in the columns after every completion had stopped)."""
+    from r1aqa_pl import logprobs
+
+    torch.manual_seed(0)
+    m = GRPOModule(str(tiny_dir), G=3, max_new_tokens=6, beta=0.0)
+    m.configure_model()
+    batch = batch_of(datamodule(synth_dir, tiny_dir), 3)
+    batch["questions"][1].question += " and a much longer question to be padded against"
+    inputs = m.encode(batch["questions"], batch["audio"])
+    lengths = inputs["attention_mask"].sum(1)
+    b = int(lengths.argmin())
+    assert int(lengths[b]) < inputs["input_ids"].shape[1]  # left padding to drop
+    one = {k: v[b:b + 1] for k, v in inputs.items()}
+    ids = torch.randint(10, 40, (3, 6))
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    seen = []
+    core = m.family.backbone(m.policy)[0]
+    hook = m.family.language_model(core).register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    with torch.no_grad():
+        lp = completion_logprobs(m.family, m.policy, one, ids, mask, 3)
+        hook.remove()
+        padded = logprobs._completion_logprobs(m.family, m.policy, one, ids, mask, 3, 1.0, True)
+    assert seen == [int(lengths[b]) + 3 * 4]  # its own prompt, then 3 completions x the longest (4 tokens)
+    assert lp.shape == padded.shape == (3, 6)
+    assert torch.allclose(lp[mask.bool()], padded[mask.bool()], atol=1e-5)
+    assert (lp[:, 4:] == 0).all() and (padded[:, 4:] != 0).all()  # the columns every completion had left
+
+
 def test_policy_that_loves_the_audio_token_still_trains(synth_dir, tiny_dir, tmp_path):
     """A sampled <|AUDIO|> would crash the next forward; it must never be sampled."""
     from r1aqa_pl.models import load_policy
