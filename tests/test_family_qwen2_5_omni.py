@@ -200,6 +200,30 @@ def test_mel_features_over_the_longest_clip_are_the_processors_own(tiny):
             assert F == theirs["input_features"].shape[-1]
 
 
+def test_audio_windows_attended_together_give_the_encoders_own_numbers(tiny, monkeypatch):
+    """The family's encoder call (the windows of one length in one attention call) gives the encoder's own
+    per-window calls' output bit for bit, and the same gradients; the test clips span windows of several lengths."""
+    import torch.nn.functional as F
+
+    model, processor, family = tiny
+    inputs = batch(family, processor)
+    core = family.backbone(model)[0]
+    feats, fmask = inputs["input_features"], inputs["feature_attention_mask"]
+    calls, real = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    ours = family.encode_audio(core, feats, fmask)
+    n_ours = len(calls)
+    theirs = core.get_audio_features(feats, fmask).last_hidden_state
+    n_theirs = len(calls) - n_ours
+    assert torch.equal(ours, theirs)
+    layers = len(family.audio_encoder(core).layers)
+    assert n_theirs > n_ours >= layers  # per window vs per window length
+    w = torch.randn(ours.shape, generator=torch.Generator().manual_seed(0))
+    params = [p for p in family.audio_encoder(core).parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), params), torch.autograd.grad((theirs * w).sum(), params)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_completion_logprobs_equal_generate_logits(tiny):
     model, processor, family = tiny
     inputs = batch(family, processor)

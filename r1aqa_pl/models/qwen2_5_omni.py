@@ -21,6 +21,7 @@ from r1aqa_pl import prompts
 from r1aqa_pl.models.base import Arch, PolicyFamily
 from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
 from r1aqa_pl.records import Question
+from r1aqa_pl.window_attention import windows_batched
 
 # the system prompt the Qwen2.5-Omni model cards ask for (their speech output depends on it)
 SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
@@ -147,8 +148,9 @@ class Qwen2_5Omni(PolicyFamily):
     # -- forward pieces ---------------------------------------------------------------------------
     def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
         """The encoder's own call over each clip's frames only (it drops the window's padding itself and
-        attends within ``n_window`` chunks): [Σ audio tokens, hidden]."""
-        return core.get_audio_features(input_features, feature_attention_mask).last_hidden_state
+        attends within ``n_window`` chunks, here one attention call per chunk length): [Σ audio tokens, hidden]."""
+        with windows_batched(core.audio_tower):
+            return core.get_audio_features(input_features, feature_attention_mask).last_hidden_state
 
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The thinker's own forward, positions from its own ``get_rope_index``."""
