@@ -33,16 +33,26 @@ def windowed_attention(module, query: Tensor, key: Tensor, value: Tensor, attent
         return out.transpose(1, 2), None
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [N, heads, d]
     bounds = cu_seq_lens_q.tolist()
-    starts, lengths = bounds[:-1], [b - a for a, b in zip(bounds, bounds[1:])]
-    outs, rows = [], []
-    for L in sorted(set(lengths)):
-        first = torch.tensor([s for s, n in zip(starts, lengths) if n == L], device=q.device)
-        idx = (first[:, None] + torch.arange(L, device=q.device)[None]).reshape(-1)  # the windows' rows, in order
-        win = [t[idx].view(len(first), L, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]  # [windows, heads, L, d]
-        out = F.scaled_dot_product_attention(*win, dropout_p=dropout, scale=scaling)
-        outs.append(out.transpose(1, 2).reshape(-1, *q.shape[1:]))
-        rows.append(idx)
-    return torch.cat(outs)[torch.cat(rows).argsort()][None], None
+    windows = list(zip(bounds[:-1], bounds[1:]))
+    lengths = sorted({b - a for a, b in windows})
+    # rows regrouped so that the windows of each length are contiguous (one index_select, whose backward is one
+    # index_add; the identity when all windows have one length); a window's rows keep their order
+    order = [r for L in lengths for a, b in windows if b - a == L for r in range(a, b)]
+    regroup = order != list(range(len(order)))
+    if regroup:
+        perm = torch.tensor(order, device=q.device)
+        q, k, v = (t.index_select(0, perm) for t in (q, k, v))
+    outs, start = [], 0
+    for L in lengths:
+        n = sum(1 for a, b in windows if b - a == L)
+        win = [t[start:start + n * L].view(n, L, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]  # [n, h, L, d]
+        outs.append(F.scaled_dot_product_attention(*win, dropout_p=dropout, scale=scaling).transpose(1, 2)
+                    .reshape(n * L, *q.shape[1:]))
+        start += n * L
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    if regroup:
+        out = out.index_select(0, perm.argsort())
+    return out[None], None
 
 
 AttentionInterface.register(NAME, windowed_attention)
