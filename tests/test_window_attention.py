@@ -34,3 +34,12 @@ def test_windows_attend_themselves_only_with_the_per_window_numbers(monkeypatch)
     k2[:, :, 13:18] += 1.0
     got2, _ = windowed_attention(None, q, k2, v, None, scaling=0.3, cu_seq_lens_q=torch.tensor(bounds))
     assert torch.equal(got2[:, :13], got[:, :13]) and not torch.equal(got2[:, 13:18], got[:, 13:18])
+
+
+def test_windows_of_one_length_are_attended_without_regrouping():
+    """All windows one length (a clip that fills its windows): views only, the per-window numbers."""
+    g = torch.Generator().manual_seed(1)
+    bounds = [0, 4, 8, 12]
+    q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
+    got, _ = windowed_attention(None, q, k, v, None, scaling=0.3, cu_seq_lens_q=torch.tensor(bounds))
+    assert torch.equal(got, per_window(q, k, v, bounds))

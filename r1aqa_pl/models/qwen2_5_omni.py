@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from torch import Tensor
 
 from r1aqa_pl import prompts
@@ -143,7 +144,8 @@ class Qwen2_5Omni(PolicyFamily):
         those come out bit for bit the same (for 10 s clips a third of the processor's work). Longer clips are
         cut at the window as the processor cuts them."""
         fe = processor.feature_extractor
-        return {"max_length": min(fe.n_samples, max(len(a) for a in audio) + fe.n_fft)}
+        longest = max(np.shape(a)[-1] for a in audio)  # samples (the last axis of any array-like)
+        return {"max_length": min(fe.n_samples, longest + fe.n_fft)}
 
     # -- forward pieces ---------------------------------------------------------------------------
     def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
