@@ -5,8 +5,8 @@ decoding step then reads G copies of it in every layer (at 7B with ~1,000 prompt
 those reads are most of a decoding step's memory traffic; scoring holds G copies and their
 gradients). Here the prompt's keys/values exist once per group, followed by the G rows' tokens
 token-major (position ``P + j·G + g`` holds row g's j-th token), and the G rows' queries attend them
-in one ``scaled_dot_product_attention`` call per prompt, under a mask that lets row g see the prompt
-(its padding excluded) and its own tokens only:
+in one ``scaled_dot_product_attention`` call per layer (the prompts batched), under a mask that lets
+row g see the prompt (its padding excluded) and its own tokens only:
 
 * decoding (:class:`GroupedCache`): one buffer per prompt and layer, filled step by step;
 * scoring (:class:`PackedGroups`): the prompt and its G completions as one packed sequence, one
