@@ -245,6 +245,31 @@ def test_shared_rollout_generates_what_unshared_generates(tiny):
     assert not torch.equal(sampling[True], greedy[True])
 
 
+@pytest.mark.parametrize("settings", [dict(top_k=5, temperature=0.7), dict(top_p=0.8, min_new_tokens=8)])
+def test_shared_rollout_samples_what_generate_samples_under_its_settings(tiny, monkeypatch, settings):
+    """Decoding from the shared prefill keeps every sampling setting ``generate`` applies, those passed (top-k,
+    temperature, top-p, min_new_tokens) and those from the model's generation_config (a repetition penalty, which
+    reads every row's prompt and completion so far): for a seed the tokens of the unshared rollout."""
+    model, processor = tiny
+    _, inputs = batch(processor)
+    kw = dict(max_new_tokens=8, suppress_tokens=structural_token_ids(processor), do_sample=True, **settings)
+
+    def both():
+        out = {}
+        for s in (True, False):
+            torch.manual_seed(5)
+            out[s] = rollout(model, inputs, G, share_prompt=s, **kw)
+        assert torch.equal(out[True], out[False])
+        return out[True]
+
+    plain = both()
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 3.0)
+    penalised = both()
+    assert not torch.equal(plain, penalised)  # the generation_config's setting is applied
+    if "min_new_tokens" in settings:
+        assert penalised.shape == (3 * G, 8)
+
+
 def test_shared_rollout_for_one_prompt_and_g_one(tiny):
     model, processor = tiny
     _, inputs = batch(processor, lengths=((1.0, 4),))
