@@ -22,6 +22,8 @@ from torch import Tensor
 from r1aqa_pl import prompts
 from r1aqa_pl.records import Question
 
+AUDIO_EMBEDS = "audio_embeds"  # the key of :meth:`PolicyFamily.with_audio_embeds`'s stored encoder output
+
 Dtype = Literal["float32", "bfloat16", "float16"]  # configs and the CLI check it at start-up
 DTYPES = get_args(Dtype)
 
@@ -30,6 +32,12 @@ def position_ids(attention_mask: Tensor) -> Tensor:
     """Positions as ``generate`` makes them for left padding: cumsum of the mask minus one, 0 on pads."""
     pos = attention_mask.long().cumsum(-1) - 1
     return pos.masked_fill(attention_mask == 0, 0)
+
+
+def _check_slots(n_slots: int, feats: Tensor) -> None:
+    if n_slots != feats.shape[0]:
+        raise ValueError(f"{n_slots} audio placeholder tokens in the prompts but {feats.shape[0]} audio features: "
+                         "were the prompts and features made by the same processor?")
 
 
 @dataclass(frozen=True)
@@ -200,18 +208,34 @@ class PolicyFamily:
         """:meth:`encode_audio` on the processor's features and their mask."""
         return self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
 
+    def with_audio_embeds(self, core, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``inputs`` plus the audio encoder's output per prompt, [B, most slots, hidden] zero-padded, under
+        ``AUDIO_EMBEDS``: :meth:`prompt_embeds` then reads it instead of running the encoder (a frozen encoder
+        whose output the rollout, reference and policy passes share). Unchanged without audio."""
+        if "input_features" not in inputs:
+            return inputs
+        feats = self.audio_features(core, inputs)
+        counts = (inputs["input_ids"] == core.config.audio_token_id).sum(1)
+        _check_slots(int(counts.sum()), feats)
+        per_prompt = feats.new_zeros(len(counts), int(counts.max()), feats.shape[-1])
+        per_prompt[torch.arange(per_prompt.shape[1], device=counts.device) < counts[:, None]] = feats
+        return {**inputs, AUDIO_EMBEDS: per_prompt}
+
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
         """Token embeddings of ``inputs["input_ids"]`` with the audio features in their placeholder slots (the
-        processor expanded them); a count that does not match is an error, never a silent shift."""
+        processor expanded them; :meth:`with_audio_embeds`'s if present); a count that does not match is an
+        error, never a silent shift."""
         input_ids = inputs["input_ids"]
         embeds = core.get_input_embeddings()(input_ids)
         if "input_features" not in inputs:
             return embeds
-        feats = self.audio_features(core, inputs)
         slots = input_ids == core.config.audio_token_id
-        if int(slots.sum()) != feats.shape[0]:
-            raise ValueError(f"{int(slots.sum())} audio placeholder tokens in the prompts but {feats.shape[0]} audio "
-                             "features: were the prompts and features made by the same processor?")
+        if AUDIO_EMBEDS in inputs:  # prompt b's features in its first counts[b] rows
+            stored = inputs[AUDIO_EMBEDS]
+            feats = stored[torch.arange(stored.shape[1], device=slots.device) < slots.sum(1, keepdim=True)]
+        else:
+            feats = self.audio_features(core, inputs)
+        _check_slots(int(slots.sum()), feats)
         return embeds.masked_scatter(slots.unsqueeze(-1).to(embeds.device), feats.to(embeds.device, embeds.dtype))
 
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:

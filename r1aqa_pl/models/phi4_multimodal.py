@@ -115,6 +115,10 @@ class Phi4Multimodal(PolicyFamily):
     def audio_encoder(self, core):
         return core.embed_tokens_extend.audio_embed.encoder
 
+    def with_audio_embeds(self, core, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Unchanged: the speech path's output is merged inside the model's own embedding module."""
+        return inputs
+
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
         """Token embeddings with the speech path's output in the ``<|audio|>`` slots (the model's own merge)."""
         input_ids = inputs["input_ids"]

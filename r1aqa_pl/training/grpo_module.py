@@ -139,10 +139,27 @@ class GRPOModule(PolicyModule):
     def make_rollout(self, batch) -> Rollout:
         return self.with_logprobs(self.sample(batch["questions"], batch["audio"]))
 
+    def frozen_shared_encoder(self) -> bool:
+        """The audio encoder is frozen and the reference is this policy with its adapter off (LoRA): its output for
+        a clip is the same in the rollout, reference and policy passes, so a rollout computes it once."""
+        h = self.hparams
+        if not (h.lora and h.share_prompt and h.with_audio):
+            return False
+        core, _ = self.family.backbone(self.policy)
+        return not any(p.requires_grad for p in self.family.audio_encoder(core).parameters())
+
+    def encode_rollout(self, questions, audio) -> dict[str, Tensor]:
+        """The prompts' tensors, with the audio encoder's output when :meth:`frozen_shared_encoder`."""
+        inputs = self.encode(questions, audio)
+        if self.frozen_shared_encoder():
+            with torch.no_grad():
+                inputs = self.family.with_audio_embeds(self.family.backbone(self.policy)[0], inputs)
+        return inputs
+
     def sample(self, questions, audio) -> Rollout:
         """G scored completions per prompt, with their advantages (no log-probs yet)."""
         h = self.hparams
-        inputs = self.encode(questions, audio)
+        inputs = self.encode_rollout(questions, audio)
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
             completion_ids = self.engine.sample(
                 self.family, self.policy, inputs, h.G, do_sample=True, temperature=h.temperature, top_p=h.top_p,
@@ -169,7 +186,7 @@ class GRPOModule(PolicyModule):
         h = self.hparams
         questions = [g.question for g in groups]
         audio = [None if g.audio is None else g.audio.numpy() for g in groups]
-        inputs = self.encode(questions, audio)
+        inputs = self.encode_rollout(questions, audio)
         T = max(g.completion_ids.shape[1] for g in groups)
         pad = self.eos_ids[0] if self.eos_ids else 0
 
