@@ -1,7 +1,7 @@
 """Under LoRA the audio encoder is frozen and the reference is the policy with its adapter off, so a clip's
 encoder output is the same in the rollout, the reference pass and the policy pass: the rollout computes it
 once (``GRPOModule.frozen_shared_encoder``) and the two scoring passes read it. Same numbers as encoding in
-every pass; one encoder call per step instead of one per pass and micro-batch."""
+every pass (up to float rounding); one encoder call per step instead of one per pass and micro-batch."""
 
 import copy
 
@@ -20,7 +20,7 @@ WORDS = [f"w{i}" for i in range(40)]
 G = 3
 
 
-@pytest.fixture(scope="module", params=["qwen2_audio", "qwen2_5_omni", "audio_flamingo3"])
+@pytest.fixture(scope="module", params=["qwen2_audio", "qwen2_5_omni", "qwen3_omni", "audio_flamingo3"])
 def family_dir(request, tmp_path_factory) -> str:
     return build_tiny_model(str(tmp_path_factory.mktemp(request.param)), family=request.param, words=WORDS, seed=0)
 
@@ -76,8 +76,10 @@ def test_a_lora_step_runs_the_audio_encoder_once(family_dir):
     assert len(calls) == 1 + 2 * len(qs)  # otherwise: once per pass and micro-batch
     assert rel(shared[0], encoded[0]) < 1e-5 and rel(shared[1], encoded[1]) < 1e-5
     assert shared[2].keys() == encoded[2].keys() and shared[2]
+    # the rollout encodes its clips in one call, the passes one clip each: the features agree to the last bits,
+    # which the dense families' gradients keep (2e-7 here) and Qwen3-Omni's experts amplify (1.2e-5)
     scale = max(float(g.abs().max()) for g in encoded[2].values())  # lora_B starts at 0: lora_A's gradients are 0
-    assert scale > 0 and max(float((shared[2][n] - g).abs().max()) for n, g in encoded[2].items()) < 1e-5 * scale
+    assert scale > 0 and max(float((shared[2][n] - g).abs().max()) for n, g in encoded[2].items()) < 1e-4 * scale
 
 
 def test_full_fine_tuning_encodes_in_every_pass(family_dir):
