@@ -205,11 +205,21 @@ AttentionInterface.register(NAME, grouped_attention)
 @contextlib.contextmanager
 def grouped_attention_on(language_model, layout: GroupedCache | PackedGroups):
     """Within the block the language model attends with :func:`grouped_attention` in ``layout``."""
-    config = language_model.config
-    token, before = _ACTIVE.set(layout), config._attn_implementation
-    config._attn_implementation_internal = NAME  # this config only (the setter would recurse into sub-configs)
+    token = _ACTIVE.set(layout)
     try:
-        yield layout
+        with attention_implementation(language_model.config, NAME):
+            yield layout
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def attention_implementation(config, name: str):
+    """Within the block ``config`` names the attention implementation ``name`` (this config only: the public
+    setter would recurse into sub-configs), then the one it had."""
+    before = config._attn_implementation
+    config._attn_implementation_internal = name
+    try:
+        yield
     finally:
         config._attn_implementation_internal = before
-        _ACTIVE.reset(token)

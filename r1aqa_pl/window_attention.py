@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import AttentionInterface
 
+from r1aqa_pl.grouped_attention import attention_implementation
+
 NAME = "r1aqa_flash_windows"
 
 
@@ -77,13 +79,9 @@ def windows_batched(encoder):
     """Within the block ``encoder`` attends with :func:`windowed_attention`; not when it is on flash attention
     already, nor under gradient checkpointing (the layers are recomputed in backward, outside the block, and
     the recomputation must reproduce the forward's tensors)."""
-    config = encoder.config
-    before = config._attn_implementation
-    if (before and "flash" in before) or getattr(encoder, "gradient_checkpointing", False):
+    current = encoder.config._attn_implementation
+    if (current and "flash" in current) or getattr(encoder, "gradient_checkpointing", False):
         yield
         return
-    config._attn_implementation_internal = NAME
-    try:
+    with attention_implementation(encoder.config, NAME):
         yield
-    finally:
-        config._attn_implementation_internal = before

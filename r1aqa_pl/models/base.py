@@ -40,6 +40,11 @@ def _check_slots(n_slots: int, feats: Tensor) -> None:
                          "were the prompts and features made by the same processor?")
 
 
+def _first_rows(counts: Tensor, width: int) -> Tensor:
+    """[B, width] True in row b's first ``counts[b]`` places (prompt b's stored audio features)."""
+    return torch.arange(width, device=counts.device) < counts[:, None]
+
+
 @dataclass(frozen=True)
 class Arch:
     """The numbers of an audio LM (Whisper-style encoder + decoder-only LM) that memory depends on."""
@@ -218,7 +223,7 @@ class PolicyFamily:
         counts = (inputs["input_ids"] == core.config.audio_token_id).sum(1)
         _check_slots(int(counts.sum()), feats)
         per_prompt = feats.new_zeros(len(counts), int(counts.max()), feats.shape[-1])
-        per_prompt[torch.arange(per_prompt.shape[1], device=counts.device) < counts[:, None]] = feats
+        per_prompt[_first_rows(counts, per_prompt.shape[1])] = feats
         return {**inputs, AUDIO_EMBEDS: per_prompt}
 
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
@@ -230,9 +235,9 @@ class PolicyFamily:
         if "input_features" not in inputs:
             return embeds
         slots = input_ids == core.config.audio_token_id
-        if AUDIO_EMBEDS in inputs:  # prompt b's features in its first counts[b] rows
+        if AUDIO_EMBEDS in inputs:
             stored = inputs[AUDIO_EMBEDS]
-            feats = stored[torch.arange(stored.shape[1], device=slots.device) < slots.sum(1, keepdim=True)]
+            feats = stored[_first_rows(slots.sum(1), stored.shape[1])]
         else:
             feats = self.audio_features(core, inputs)
         _check_slots(int(slots.sum()), feats)
