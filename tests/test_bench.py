@@ -24,6 +24,10 @@ def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path, family):
     goals = res.stdout[res.stdout.index("goals:"):]
     assert "same loss and gradients within 1e-5 relative" in goals
     assert goals.split("same loss and gradients")[1].splitlines()[0].endswith("-> met"), goals
+    # one repetition: its back-to-back ratio is the medians' ratio
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| 1 prompt x"))
+    speed_up, per_repetition = row.split("|")[4].strip(), row.split("|")[5].strip()
+    assert per_repetition == f"{speed_up[:-1]}-{speed_up}", row
 
 
 def test_bench_peak_rss_sees_torch_allocations():
