@@ -23,6 +23,8 @@ OUT ?=
 BATCH ?= 8
 RUN ?= $(RUN_DIR)
 PYTEST_ARGS ?=
+# the install stops early, with a clear message, when the venv's disk has less than this free (torch is ~6 GiB)
+MIN_FREE_GIB ?= 7
 # make compare / compare-recipes: the seeds, and how many runs go side by side (one thread each on 2 cores)
 SEEDS ?= [0,1,2]
 JOBS ?= 2
@@ -41,7 +43,10 @@ $(STAMP): setup.cfg pyproject.toml
 	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
 	  else $(PYTHON) -m venv $(VENV); fi; }
 	$(PY) -m pip install -q --upgrade pip
-	@if ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q torch; fi
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  $(PY) -c "import shutil, sys; f = shutil.disk_usage('$(VENV)').free / 2**30; f >= $(MIN_FREE_GIB) or sys.exit( \
+	    f'make install: {f:.1f} GiB free on the disk of $(VENV); torch (a CUDA build) with torchaudio needs about $(MIN_FREE_GIB) GiB')" \
+	  && $(PY) -m pip install -q torch; fi
 	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
 	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" 2>/dev/null || { \
 	    echo "no torchaudio $$TV.* wheel: taking the newest release up to it"; $(PY) -m pip install -q "torchaudio<=$$TV.99"; }
