@@ -574,7 +574,7 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
     lines = []
     p = info["parameters"]
     lines.append(f"bench policy: {sum(p.values()) / 1e6:.2f} M parameters (" +
-                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + f"); vocabulary {VOCAB}; "
+                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + f"); LM width {GEOMETRY['hidden_size']}, encoder width {GEOMETRY['encoder_dim']}; vocabulary {VOCAB}; "
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
@@ -662,7 +662,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--family", default="qwen2_audio", help="the bench policy's family (r1aqa_pl.models.FAMILIES)")
     ap.add_argument("--device", default="cpu", help="cuda: time the steps on a GPU (fp32; peak = allocated GPU memory)")
+    ap.add_argument("--hidden", type=int, default=GEOMETRY["hidden_size"],
+                    help="the language model's width (8 heads); wider models spend less of a step on per-call overhead")
+    ap.add_argument("--encoder-dim", type=int, default=GEOMETRY["encoder_dim"], help="the audio encoder's width")
     args = ap.parse_args(argv)
+    GEOMETRY.update(hidden_size=args.hidden, encoder_dim=args.encoder_dim)
     global DEVICE
     DEVICE = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = False  # fp32 agreement: cuDNN's convolutions default to TF32

@@ -11,16 +11,19 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_audio", "phi4_multimodal"])  # Phi-4: audio merged in its embedding layer
 def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path, family):
-    """``make bench`` in miniature (1 prompt, 1 repetition, 2 fit steps): it runs through and prints the
-    goals, and the project's and the reference's loss and gradients on the same rollout agree."""
+    """``make bench`` in miniature (1 prompt, 1 repetition, 2 fit steps; Phi-4 at half the widths): it runs
+    through and prints the goals, and the project's and the reference's loss and gradients on the same rollout
+    agree."""
     import subprocess
     import sys
 
     profile = "1" if family == "qwen2_audio" else "0"  # the profile times the encoder through encode_audio
+    widths = ["--hidden", "128", "--encoder-dim", "64"] if family == "phi4_multimodal" else []  # the width knobs
     res = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--prompts", "1", "--reps", "1", "--fit-steps", "2",
                           "--eval-items", "2", "--eval-batch", "2", "--profile-prompts", profile, "--work", str(tmp_path),
-                          "--family", family], capture_output=True, text=True, timeout=600)
+                          "--family", family, *widths], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert ("LM width 128, encoder width 64;" if widths else "LM width 256, encoder width 128;") in res.stdout
     goals = res.stdout[res.stdout.index("goals:"):]
     assert "same loss and gradients within 1e-5 relative" in goals
     assert goals.split("same loss and gradients")[1].splitlines()[0].endswith("-> met"), goals
