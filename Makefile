@@ -42,11 +42,11 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || { \
 	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
 	  else $(PYTHON) -m venv $(VENV); fi; }
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -c "import shutil, sys; f = shutil.disk_usage('$(VENV)').free / 2**30; \
+	  f >= $(MIN_FREE_GIB) or sys.exit(f'make install: {f:.1f} GiB free on the disk of $(VENV); ' \
+	  'torch (a CUDA build) with torchaudio needs about $(MIN_FREE_GIB) GiB (MIN_FREE_GIB)')"
 	$(PY) -m pip install -q --upgrade pip
-	@if ! $(PY) -c "import torch" 2>/dev/null; then \
-	  $(PY) -c "import shutil, sys; f = shutil.disk_usage('$(VENV)').free / 2**30; f >= $(MIN_FREE_GIB) or sys.exit( \
-	    f'make install: {f:.1f} GiB free on the disk of $(VENV); torch (a CUDA build) with torchaudio needs about $(MIN_FREE_GIB) GiB')" \
-	  && $(PY) -m pip install -q torch; fi
+	@if ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q torch; fi
 	@TV=$$($(PY) -c "import torch; v=torch.__version__.split('+')[0].split('.'); print(v[0]+'.'+v[1])"); \
 	  $(PY) -c "import torchaudio" 2>/dev/null || $(PY) -m pip install -q "torchaudio==$$TV.*" 2>/dev/null || { \
 	    echo "no torchaudio $$TV.* wheel: taking the newest release up to it"; $(PY) -m pip install -q "torchaudio<=$$TV.99"; }
