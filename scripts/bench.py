@@ -574,7 +574,8 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
     lines = []
     p = info["parameters"]
     lines.append(f"bench policy: {sum(p.values()) / 1e6:.2f} M parameters (" +
-                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + f"); LM width {GEOMETRY['hidden_size']}, encoder width {GEOMETRY['encoder_dim']}; vocabulary {VOCAB}; "
+                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + "); "
+                 f"LM width {GEOMETRY['hidden_size']}, encoder width {GEOMETRY['encoder_dim']}; vocabulary {VOCAB}; "
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
