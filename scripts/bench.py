@@ -188,19 +188,21 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     return loss.item(), snapshot.eval()
 
 
-def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0,
-                       family: str = "qwen2_audio") -> tuple[str, str, dict]:
-    """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``)."""
+def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0, family: str = "qwen2_audio",
+                       **widths: int) -> tuple[str, str, dict]:
+    """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``);
+    ``widths`` (``hidden_size``, ``encoder_dim``) replace :data:`GEOMETRY`'s."""
     from r1aqa_pl.models import build_tiny_model, load_policy
 
+    geometry = {**GEOMETRY, **widths}
     base = build_tiny_model(str(Path(out_dir) / "init"), family=family, words=vocabulary_words(), seed=seed,
-                            **GEOMETRY)
+                            **geometry)
     model, processor, fam = load_policy(base)
     assert family != "qwen2_audio" or len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
     t0 = time.perf_counter()
     loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5),
                                   family=fam)
-    info = {"fit_loss": loss, "fit_s": time.perf_counter() - t0, "fit_steps": fit_steps}
+    info = {"fit_loss": loss, "fit_s": time.perf_counter() - t0, "fit_steps": fit_steps, "geometry": geometry}
     paths = []
     for name, m in (("policy", model), ("ref", ref)):
         p = str(Path(out_dir) / name)
@@ -575,7 +577,8 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
     p = info["parameters"]
     lines.append(f"bench policy: {sum(p.values()) / 1e6:.2f} M parameters (" +
                  ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + "); "
-                 f"LM width {GEOMETRY['hidden_size']}, encoder width {GEOMETRY['encoder_dim']}; vocabulary {VOCAB}; "
+                 f"LM width {info['geometry']['hidden_size']}, encoder width {info['geometry']['encoder_dim']}; "
+                 f"vocabulary {VOCAB}; "
                  f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
                  f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
                  f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
@@ -667,7 +670,6 @@ def main(argv=None) -> None:
                     help="the language model's width (8 heads); wider models spend less of a step on per-call overhead")
     ap.add_argument("--encoder-dim", type=int, default=GEOMETRY["encoder_dim"], help="the audio encoder's width")
     args = ap.parse_args(argv)
-    GEOMETRY.update(hidden_size=args.hidden, encoder_dim=args.encoder_dim)
     global DEVICE
     DEVICE = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = False  # fp32 agreement: cuDNN's convolutions default to TF32
@@ -689,7 +691,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or tmp
         print(f"building and fitting the bench policy in {work} ...", flush=True)
-        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed, args.family)
+        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed, args.family,
+                                                       hidden_size=args.hidden, encoder_dim=args.encoder_dim)
         h = Harness(policy_dir, ref_dir)
         qs, audio = questions(1, seed=args.seed)
         enc = h.module.encode(qs, audio)
