@@ -74,18 +74,18 @@ eval-all: install ## evaluate every checkpoint of a run, one table per file: mak
 	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
 
-bench: install ## time the GRPO step and evaluation against a straightforward reference (scripts/bench.py) [FAMILY=qwen2_5_omni]
-	$(PY) scripts/bench.py --family $(FAMILY) $(BENCH_ARGS)
+bench: install ## time the GRPO step and evaluation against a straightforward reference (r1aqa bench) [FAMILY=qwen2_5_omni]
+	$(PY) -m r1aqa_pl bench --family $(FAMILY) $(BENCH_ARGS)
 
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set, over seeds; prints the tables [SEEDS=[0,1,2]] [JOBS=2]
-	$(PY) scripts/compare.py --out checkpoints/compare --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
+	$(PY) -m r1aqa_pl compare --out checkpoints/compare --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
 compare-recipes: install ## GRPO vs dynamic sampling vs curriculum vs audio-contribution weights, over seeds [SEEDS=...] [JOBS=2]
-	$(PY) scripts/compare.py --out checkpoints/compare-recipes --arms '[grpo,grpo_ds,grpo_curriculum,grpo_filtered]' \
+	$(PY) -m r1aqa_pl compare --out checkpoints/compare-recipes --arms '[grpo,grpo_ds,grpo_curriculum,grpo_filtered]' \
 	  --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
-memory: install ## the per-GPU memory estimate of each configuration (scripts/memory.py)
-	$(PY) scripts/memory.py
+memory: install ## the per-GPU memory estimate of each configuration (r1aqa memory)
+	$(PY) -m r1aqa_pl memory
 
 tensorboard: install ## serve the runs' TensorBoard curves (per domain) from checkpoints/
 	$(VENV)/bin/tensorboard --logdir checkpoints

@@ -23,8 +23,18 @@ COMMANDS: dict[str, str] = {
     "eval-all": "r1aqa_pl.eval.evaluate:evaluate_all",
     "ask": "r1aqa_pl.eval.ask:ask",
     "tiny-model": "r1aqa_pl.models:build_tiny_model",
-    "demo-prepare": "r1aqa_pl.demo:prepare",
-    "audio-contribution": "r1aqa_pl.audio_contribution:audio_contribution",
+    "demo-prepare": "r1aqa_pl.recipes.demo:prepare",
+    "audio-contribution": "r1aqa_pl.recipes.audio_contribution:audio_contribution",
+}
+
+# name -> "module:main"; programs with their own argparse command line (argv in, report out)
+TOOLS: dict[str, str] = {
+    "bench": "r1aqa_pl.tools.bench:main",
+    "memory": "r1aqa_pl.tools.memory:main",
+    "compare": "r1aqa_pl.tools.compare:main",
+    "gpu-check": "r1aqa_pl.tools.gpu_check:main",
+    "gpu-smoke": "r1aqa_pl.tools.gpu_smoke:main",
+    "moe-mismatch": "r1aqa_pl.tools.moe_mismatch:main",
 }
 
 _HELP = (
@@ -36,12 +46,14 @@ _HELP = (
 def _commands_help() -> str:
     lines = ["project commands (`r1aqa COMMAND --help` for each):"]
     lines += [f"  {name:<13} {_first_doc_line(target)}" for name, target in COMMANDS.items()]
+    lines += [f"  {name:<13} {_first_doc_line(target.split(':')[0] + ':__doc__')}" for name, target in TOOLS.items()]
     return "\n".join(lines) + "\n"
 
 
 def _first_doc_line(target: str) -> str:
     try:
-        return (_load(target).__doc__ or "").strip().splitlines()[0]
+        obj = _load(target)
+        return ((obj if isinstance(obj, str) else obj.__doc__) or "").strip().splitlines()[0]
     except Exception as e:  # a broken command must not hide the others
         return f"(unavailable: {e})"
 
@@ -53,30 +65,54 @@ def _load(target: str):
 
 # facts stated once: the data module reads the policy's own feature extractor (sampling rate,
 # window), and the audio-free ablation switches model and data together
-LINKS = (("model.init_args.model_name_or_path", "data.init_args.feature_extractor"),
-         ("model.init_args.with_audio", "data.init_args.with_audio"))
+LINKS = (("model.init_args.policy.model_name_or_path", "data.init_args.feature_extractor"),
+         ("model.init_args.policy.with_audio", "data.init_args.with_audio"))
 
 
-def _refuse_linked_targets(argv: list[str]) -> None:
-    """A linked value given by hand would be overwritten without a word: say so and stop instead."""
+def _configs(argv: list[str]):
+    """(path, parsed YAML) of every ``--config`` in ``argv``; an unreadable file is the CLI's to report."""
     import yaml
 
-    given = []
     for i, a in enumerate(argv):
         if a.startswith("--config") and (a.startswith("--config=") or i + 1 < len(argv)):
             path = a.split("=", 1)[1] if "=" in a else argv[i + 1]
-            try:  # an unreadable file is the CLI's to report, with its own message
+            try:
                 cfg = yaml.safe_load(Path(path).read_text())
             except (OSError, yaml.YAMLError):
-                cfg = None
-            data = (cfg.get("data") or {}) if isinstance(cfg, dict) else {}
-            keys = {**data, **(data.get("init_args") or {})} if isinstance(data, dict) else {}
-            given += [f"{path}: data.init_args.{t.rsplit('.', 1)[1]}" for _, t in LINKS if t.rsplit(".", 1)[1] in keys]
-        given += [a for _, t in LINKS for flag in (f"--{t}", f"--data.{t.rsplit('.', 1)[1]}")
-                  if a == flag or a.startswith(flag + "=")]
+                continue
+            if isinstance(cfg, dict):
+                yield path, cfg
+
+
+def _section(cfg: dict, name: str) -> dict:
+    part = cfg.get(name) or {}
+    return {**part, **(part.get("init_args") or {})} if isinstance(part, dict) else {}
+
+
+def _refuse_misplaced(argv: list[str]) -> None:
+    """Stop, saying why, where a value would be overwritten by its link without a word, or where a model setting
+    still has its earlier flat name (``model.init_args.G``: now ``model.init_args.sampling.G``)."""
+    from r1aqa_pl.training.config import MOVED, refuse_flat
+
+    given, flat = [], {}
+    for path, cfg in _configs(argv):
+        keys = _section(cfg, "data")
+        given += [f"{path}: data.init_args.{t.rsplit('.', 1)[1]}" for _, t in LINKS if t.rsplit(".", 1)[1] in keys]
+        flat.update({k: path for k in _section(cfg, "model") if k in MOVED})
+    given += [a for a in argv for _, t in LINKS for flag in (f"--{t}", f"--data.{t.rsplit('.', 1)[1]}")
+              if a == flag or a.startswith(flag + "=")]
+    for a in argv:
+        key = a.split("=", 1)[0].removeprefix("--model.init_args.").removeprefix("--model.")
+        if a.startswith("--model.") and key in MOVED:
+            flat[key] = "the command line"
     if given:
         sources = ", ".join(f"{s} -> {t}" for s, t in LINKS)
         raise SystemExit(f"error: {', '.join(given)}: set by its link ({sources}); set the model's value instead")
+    if flat:
+        try:
+            refuse_flat(flat)
+        except TypeError as e:
+            raise SystemExit(f"error: model.init_args in {', '.join(sorted(set(flat.values())))}: {e}") from None
 
 
 def lightning_cli(args: list[str] | None = None, run: bool = True):
@@ -91,7 +127,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
                 parser.link_arguments(source, target)
 
         def parse_arguments(self, parser, args) -> None:
-            _refuse_linked_targets(sys.argv[1:] if args is None else list(args))
+            _refuse_misplaced(sys.argv[1:] if args is None else list(args))
             super().parse_arguments(parser, args)
 
         def _instantiate_trainer(self, config, callbacks):
@@ -120,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
 
         result = auto_cli(_load(COMMANDS[argv[0]]), args=argv[1:])
         if isinstance(result, int) and result != 0:
+            sys.exit(result)
+        return
+    if argv and argv[0] in TOOLS:
+        result = _load(TOOLS[argv[0]])(argv[1:])
+        if isinstance(result, int) and not isinstance(result, bool) and result != 0:
             sys.exit(result)
         return
     if not argv or argv[0] in ("-h", "--help"):

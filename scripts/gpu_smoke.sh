@@ -27,10 +27,10 @@ timeout 240 "$PY" -m r1aqa_pl demo-prepare --out "$RUN/demo" --n_train 48 --n_te
 failed=""
 for engine in $ENGINES; do  # every engine runs; failures are listed at the end
   echo "[gpu_smoke] === $engine ==="
-  timeout 300 "$PY" scripts/gpu_smoke.py run --strategy "$engine" --root "$RUN/demo" --out "$RUN/$engine" \
+  timeout 300 "$PY" -m r1aqa_pl gpu-smoke run --strategy "$engine" --root "$RUN/demo" --out "$RUN/$engine" \
     || failed="$failed $engine"
 done
-"$PY" scripts/gpu_smoke.py compare "$RUN" || failed="$failed compare"
+"$PY" -m r1aqa_pl gpu-smoke compare "$RUN" || failed="$failed compare"
 if [ -n "$failed" ]; then
   echo "[gpu_smoke] FAILED:$failed ($(( $(date +%s) - t0 )) s)"
   exit 1

@@ -1,12 +1,9 @@
 """Shared fixtures: the real MMAU test-mini metadata (from ../shared) and a small synthetic set."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# the programs under scripts/ (bench, compare, memory) are not the library; their tests import them from there
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 SHARED = Path(__file__).parents[1].parent / "shared"
 MMAU_JSON = SHARED / "data" / "mmau" / "mmau-test-mini.json"
 
@@ -60,7 +57,7 @@ def tiny_run(tmp_path_factory):
 
     from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.data.datamodule import AudioQADataModule
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     t0 = time.time()
@@ -70,7 +67,7 @@ def tiny_run(tmp_path_factory):
     L.seed_everything(0, workers=True)
     dm = AudioQADataModule(train_file=str(root / "data" / "train.jsonl"), val_file=str(data), feature_extractor=warm,
                            batch_size=4, val_batch_size=val_batch_size)
-    module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, micro_batch_prompts=4)
+    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=4), evaluation=dict(max_new_tokens=8))
     ckpt = HFCheckpoint(dirpath=str(run / "checkpoints"), monitor="val/acc/total", mode="max", save_top_k=-1,
                         save_last=True, filename="step{step}-acc{val/acc/total:.3f}", auto_insert_metric_name=False)
     logger = TensorBoardLogger(str(run), name="grpo")

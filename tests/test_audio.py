@@ -7,7 +7,7 @@ import torch
 import torchaudio.functional as AF
 
 from r1aqa_pl.data.audio import audio_info, load_audio
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
 
 
 def sine(sr, seconds=1.0, f=440.0, amp=0.5):

@@ -1,11 +1,9 @@
-"""``make bench`` (scripts/bench.py): it runs through, and its memory measure sees torch's allocations."""
+"""``make bench`` (``r1aqa bench``): it runs through, and its memory measure sees torch's allocations."""
 
 from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.mark.slow
@@ -19,7 +17,7 @@ def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path, family):
 
     profile = "1" if family == "qwen2_audio" else "0"  # the profile times the encoder through encode_audio
     widths = ["--hidden", "128", "--encoder-dim", "64"] if family == "phi4_multimodal" else []  # the width knobs
-    res = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--prompts", "1", "--reps", "1", "--fit-steps", "2",
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "bench", "--prompts", "1", "--reps", "1", "--fit-steps", "2",
                           "--eval-items", "2", "--eval-batch", "2", "--profile-prompts", profile, "--work", str(tmp_path),
                           "--family", family, *widths], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -35,9 +33,8 @@ def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path, family):
 
 def test_bench_peak_rss_sees_torch_allocations():
     """``make bench`` reads peak memory from the kernel's resettable high-water mark."""
-    from pathlib import Path
 
-    from bench import PeakRSS
+    from r1aqa_pl.tools.bench import PeakRSS
 
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc")

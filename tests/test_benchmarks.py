@@ -21,7 +21,8 @@ from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import read_questions
 from r1aqa_pl.data.synth import synth
 from r1aqa_pl.eval import runs
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
+from r1aqa_pl.task.files import read_records
 
 mmar = get("mmar")
 ORIGINAL = Path(__file__).parents[1].parent / "shared" / "data" / "mmau" / "mmau-test-mini-original.json"
@@ -88,7 +89,7 @@ def test_mmar_prediction_file_scored_from_the_command_line(tmp_path, capsys):
 
 def test_mmau_versions_recognised(mmau_json, tmp_path):
     mmau = get("mmau")
-    current, original = mmau.load_records(mmau_json), mmau.load_records(ORIGINAL)
+    current, original = read_records(mmau_json), read_records(ORIGINAL)
     assert mmau.version(current) == "test-mini v05.15.25"
     assert mmau.version(original) == "test-mini (original, before v05.15.25)"
     # key order, indentation and extra fields do not matter; content does
@@ -109,7 +110,7 @@ def test_check_data_knows_each_benchmark(tmp_path, mmau_json, capsys):
     assert check_data(val=str(tmp_path / "mmar.jsonl")) == 1
     out = capsys.readouterr().out
     assert "benchmark: MMAR, version unknown" in out and "format: mmar; records: 14; usable: 13" in out
-    assert "mix-sound-music-speech 2" in out and "1 missing_audio" in out and "mmar.jsonl:4" in out
+    assert "mix-sound-music-speech 2" in out and "1 missing_audio" in out and "mmar.jsonl:line 4" in out
     assert check_data(val=str(ORIGINAL), decode=False) == 1  # its audio is not shipped
     assert "benchmark: MMAU, version test-mini (original, before v05.15.25)" in capsys.readouterr().out
     test_split = tmp_path / "mmau-test.json"
@@ -247,7 +248,7 @@ def test_eval_all_one_table_per_benchmark_file(tiny_run, tmp_path, monkeypatch, 
     def fake(**kw):
         calls.append((Path(kw["checkpoint"]).name, Path(kw["data"]).name, Path(kw["out"]).name))
         bench = benchmark_for(kw["data"])
-        records = bench.load_records(kw["data"])
+        records = read_records(kw["data"])
         result = bench.score_records([{**r, bench.prediction_key: r["choices"][0]} for r in records])
         return {"checkpoint": kw["checkpoint"], "step": len(calls), "version": "unknown", **result}
 

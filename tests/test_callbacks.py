@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
 from r1aqa_pl.training.checkpointing import HFCheckpoint
 from r1aqa_pl.benchmarks.mmau import MMAU
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 score_records = MMAU().score_records
 

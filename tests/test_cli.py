@@ -33,26 +33,47 @@ def test_print_config_resolves_the_demo_config():
     out = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml", "--print_config").stdout
     cfg = yaml.safe_load(out)
     assert cfg["model"]["class_path"] == "r1aqa_pl.training.grpo_module.GRPOModule"
-    assert cfg["model"]["init_args"]["G"] == 16
+    assert cfg["model"]["init_args"]["sampling"]["G"] == 16  # the groups are sections of the printed config
+    assert set(cfg["model"]["init_args"]) >= {"policy", "sampling", "optimization", "selection", "evaluation", "rewards",
+                                              "advantage", "loss", "engine"}
     assert cfg["data"]["init_args"]["batch_size"] == 16
     assert cfg["trainer"]["max_steps"] > 0
 
 
 def test_unknown_reward_fails_at_start_up(tmp_path):
     res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
-              "--model.init_args.reward_weights", "{accuracy: 1.0, nonsense: 1.0}", check=False)
+              "--model.init_args.rewards", "[accuracy, nonsense]", check=False)
     assert res.returncode != 0
-    assert "nonsense" in res.stderr
+    assert "nonsense" in res.stderr and "'majority_vote'" in res.stderr  # the known names are listed
+
+
+def test_an_earlier_flat_setting_names_its_new_place(tmp_path):
+    """``model.init_args.G`` (the flat signature before the groups) stops the run, saying where it went."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  init_args:\n    beta: 0.0\n    dynamic_sampling_metric: accuracy\n")
+    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml", "--config", str(old),
+              "--model.init_args.G", "4", check=False)
+    assert res.returncode != 0
+    err = res.stderr
+    assert "G -> sampling.G" in err and "beta -> loss: init_args.beta" in err
+    assert "dynamic_sampling_metric -> selection.metric" in err and "old.yaml" in err
+
+
+def test_a_knob_out_of_range_fails_before_loading_naming_it():
+    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
+              "--model.init_args.policy.model_name_or_path", "no/such/model", "--model.init_args.sampling.G", "1",
+              check=False)
+    assert res.returncode != 0 and "sampling.G = 1: needs at least 2 completions per prompt" in res.stderr
 
 
 def test_policy_path_and_with_audio_are_stated_once():
     """The data module's feature extractor is the policy's own folder and its with_audio the model's (linked)."""
     from r1aqa_pl.cli import lightning_cli
 
-    cli = lightning_cli(["--config", str(ROOT / "configs/demo.yaml"), "--model.init_args.with_audio", "false",
-                         "--model.init_args.model_name_or_path", "some/policy"], run=False)
+    cli = lightning_cli(["--config", str(ROOT / "configs/demo.yaml"), "--model.init_args.policy.with_audio", "false",
+                         "--model.init_args.policy.model_name_or_path", "some/policy"], run=False)
     assert cli.datamodule.hparams.feature_extractor == "some/policy"
-    assert cli.datamodule.hparams.with_audio is False and cli.model.hparams.with_audio is False
+    assert cli.datamodule.hparams.with_audio is False and cli.model.policy_config.with_audio is False
     res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
               "--data.init_args.feature_extractor", "other", "--print_config", check=False)
     assert res.returncode != 0  # a linked target cannot be set on its own
@@ -69,10 +90,10 @@ def test_lightning_console_script_is_this_project():
 
 
 def test_linked_target_in_a_config_file_is_refused(tmp_path):
-    from r1aqa_pl.cli import _refuse_linked_targets
+    from r1aqa_pl.cli import _refuse_misplaced
 
     overlay = tmp_path / "o.yaml"
     overlay.write_text("data:\n  init_args:\n    with_audio: false\n")
     with pytest.raises(SystemExit, match=r"o.yaml: data.init_args.with_audio: set by its link"):
-        _refuse_linked_targets(["--config", "configs/demo.yaml", "--config", str(overlay)])
-    _refuse_linked_targets(["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")])  # the CLI's to report
+        _refuse_misplaced(["--config", "configs/demo.yaml", "--config", str(overlay)])
+    _refuse_misplaced(["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")])  # the CLI's to report

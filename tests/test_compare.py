@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import compare
+from r1aqa_pl.tools import compare
 
 from r1aqa_pl.eval import runs
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).parents[1]
 def demo_overrides(demo_root: Path, out: Path, name: str) -> list[str]:
     """Point a demo config at a prepared tiny set and a temporary run folder; 2 steps, validated at 0 and 2."""
     warm, data = demo_root / "warm", demo_root / "data"
-    return ["--model.init_args.model_name_or_path", str(warm),
+    return ["--model.init_args.policy.model_name_or_path", str(warm),
             "--data.init_args.train_file", str(data / "train.jsonl"),
             "--data.init_args.val_file", str(data / "test-mini.json"),
             "--data.init_args.val_batch_size", "24",
@@ -37,7 +37,7 @@ def fit(configs: list[str], overrides: list[str]):
     return res
 
 
-ACCUMULATE_2 = ["--model.init_args.gradient_accumulation_steps", "2", "--trainer.val_check_interval", "4"]
+ACCUMULATE_2 = ["--model.init_args.optimization.gradient_accumulation_steps", "2", "--trainer.val_check_interval", "4"]
 
 
 @pytest.mark.parametrize("configs, name, module, extra", [
@@ -67,7 +67,8 @@ def test_demo_config_fits_two_steps(tiny_run, tmp_path, configs, name, module, e
 
 def _fake_config(tmp_path, accum=2, batch=3, G=5, max_steps=40, vci=20):
     cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
-    cfg["model"]["init_args"].update(gradient_accumulation_steps=accum, G=G)
+    cfg["model"]["init_args"]["optimization"]["gradient_accumulation_steps"] = accum
+    cfg["model"]["init_args"]["sampling"]["G"] = G
     cfg["data"]["init_args"]["batch_size"] = batch
     cfg["trainer"].update(max_steps=max_steps, val_check_interval=vci)
     path = tmp_path / "grpo.yaml"
@@ -90,9 +91,9 @@ def test_plan_gives_sft_the_same_prompts(tmp_path):
     assert _value(sft["overrides"], "--trainer.val_check_interval") == "10"
     for r in (grpo, sft, noaudio):
         assert _value(r["overrides"], "--trainer.max_steps") == "40"
-        assert _value(r["overrides"], "--model.init_args.model_name_or_path") == str(tmp_path / "demo" / "warm")
-    assert _value(noaudio["overrides"], "--model.init_args.with_audio") == "false"
-    assert "--model.init_args.with_audio" not in grpo["overrides"] + sft["overrides"]
+        assert _value(r["overrides"], "--model.init_args.policy.model_name_or_path") == str(tmp_path / "demo" / "warm")
+    assert _value(noaudio["overrides"], "--model.init_args.policy.with_audio") == "false"
+    assert "--model.init_args.policy.with_audio" not in grpo["overrides"] + sft["overrides"]
     assert sft["command"][3:8] == ["fit", "--config", str(_fake_config(tmp_path)), "--config", "configs/demo_sft.yaml"]
     assert len({r["log_dir"] for r in p["runs"].values()}) == 3
     with pytest.raises(ValueError, match="unknown arm"):
@@ -108,7 +109,7 @@ def test_plan_recipe_arms_and_seed(tmp_path):
     for run in r.values():  # one seed drives the run's sampling and the data order
         assert _value(run["overrides"], "--seed_everything") == "3" == _value(run["overrides"], "--data.init_args.seed")
         assert run["prompts_seen"] == 40 * 3 * 2
-    assert _value(r["grpo_ds"]["overrides"], "--model.init_args.dynamic_sampling") == "true"
+    assert _value(r["grpo_ds"]["overrides"], "--model.init_args.selection.dynamic_sampling") == "true"
     assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.audio_contribution") == str(labels)
     assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.curriculum_epochs") == "1"
     assert json.loads(_value(r["grpo_filtered"]["overrides"], "--data.init_args.label_weights")) == compare.FILTER_WEIGHTS
@@ -207,7 +208,7 @@ def test_plot_comparison_one_panel_per_domain(tmp_path):
 @pytest.mark.slow  # three `fit` subprocesses: ~1.5 min on 2 busy cores
 def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "cmp"
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), "--out", str(out), "--steps", "2",
+    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "compare", "--out", str(out), "--steps", "2",
                           "--demo_dir", str(tiny_run.root), "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "compare.json").read_text())
@@ -240,10 +241,10 @@ def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
     grpo = yaml.safe_load((ROOT / "configs/grpo.yaml").read_text())
     overlay = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
     assert "data" not in overlay and not {"strategy", "precision", "devices", "max_steps"} & set(overlay["trainer"])
-    assert overlay["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["gradient_accumulation_steps"]
+    assert overlay["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["optimization"]["gradient_accumulation_steps"]
     assert "gradient_clip_val" not in overlay["trainer"]  # DeepSpeed clips (the JSON's gradient_clipping)
     ds = json.loads((ROOT / grpo["trainer"]["strategy"]["init_args"]["config"]).read_text())
-    assert ds["gradient_clipping"] == grpo["model"]["init_args"]["max_grad_norm"]
+    assert ds["gradient_clipping"] == grpo["model"]["init_args"]["optimization"]["max_grad_norm"]
     assert "gradient_accumulation_steps" not in ds
     out = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/grpo.yaml",
                           "--config", "configs/sft.yaml", "--print_config"],
@@ -252,9 +253,10 @@ def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
     sft = yaml.safe_load(out.stdout[out.stdout.index("# lightning"):])  # DeepSpeed may print a CUDA warning first
     assert sft["model"]["class_path"] == "r1aqa_pl.training.sft_module.SFTModule"
     assert sft["model"]["init_args"]["target"] == "<answer>{answer}</answer>"
-    assert "G" not in sft["model"]["init_args"]  # GRPO's own arguments are dropped with the class
-    for key in ("model_name_or_path", "dtype", "attn_implementation", "max_grad_norm", "eval_max_new_tokens"):
-        assert sft["model"]["init_args"][key] == grpo["model"]["init_args"][key], key
+    assert "sampling" not in sft["model"]["init_args"]  # GRPO's own groups are dropped with the class
+    for group, key in (("policy", "model_name_or_path"), ("policy", "dtype"), ("policy", "attn_implementation"),
+                       ("optimization", "max_grad_norm"), ("evaluation", "max_new_tokens")):
+        assert sft["model"]["init_args"][group][key] == grpo["model"]["init_args"][group][key], key
     for key in ("accelerator", "devices", "num_nodes", "precision", "max_steps", "val_check_interval"):
         assert sft["trainer"][key] == grpo["trainer"][key], key
     assert sft["trainer"]["strategy"]["init_args"]["config"] == grpo["trainer"]["strategy"]["init_args"]["config"]
@@ -265,15 +267,15 @@ def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
 def test_demo_warm_start_reads_the_question_text_alone_unless_told(tmp_path, monkeypatch):
     """The demo's warm start trains without the audio (so GRPO starts at chance on every seed); ``warm_audio``
     brings the audio back, and a changed recipe rebuilds the cached warm start."""
-    from r1aqa_pl import demo
+    from r1aqa_pl.recipes import demo
     from r1aqa_pl.training import sft_module
 
     seen = []
 
     class Spy(sft_module.SFTModule):
-        def __init__(self, *args, **kwargs):
-            seen.append(kwargs.get("with_audio", True))
-            super().__init__(*args, **kwargs)
+        def __init__(self, policy, *args, **kwargs):
+            seen.append(policy.get("with_audio", True))
+            super().__init__(policy, *args, **kwargs)
 
     monkeypatch.setattr(sft_module, "SFTModule", Spy)
     small = {"n_train": 12, "n_test": 6, "warm_steps": 1, "warm_batch_size": 4}

@@ -11,7 +11,7 @@ import soundfile as sf
 from r1aqa_pl.data.check import check_data
 from r1aqa_pl.data.datamodule import AudioQADataModule, AudioQADataset, collate
 from r1aqa_pl.data.formats import avqa_audio_name, detect_format, load_questions, read_questions
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
 
 CHOICES = ["motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car"]
 
@@ -150,7 +150,7 @@ def test_bad_record_raise_and_skip(tmp_path, caplog, reason):
     f = _dataset_with_bad_line(tmp_path, reason)  # 10 records, line 2 bad
     with pytest.raises(DataError) as e:
         load_questions(f)
-    assert e.value.reason == reason and str(e.value).startswith(f"{f}:2:")
+    assert e.value.reason == reason and str(e.value).startswith(f"{f}:line 2:")
     with caplog.at_level(logging.WARNING, logger="r1aqa_pl.data"):
         qs, counts = load_questions(f, on_error="skip")  # 1 of 10 lost: within the default 0.1
     assert counts == {reason: 1} and len(qs) == 9 and "1" not in [q.id for q in qs]
@@ -195,7 +195,7 @@ def test_non_finite_audio_found_while_reading(tmp_path):
     assert len(qs) == 4 and not counts
     with pytest.raises(DataError) as e:
         AudioQADataset(qs)[1]
-    assert e.value.reason == "non_finite_audio" and str(e.value).startswith(f"{f}:2:")
+    assert e.value.reason == "non_finite_audio" and str(e.value).startswith(f"{f}:line 2:")
     ds = AudioQADataset(qs, on_error="skip", max_bad=1)
     item = ds[1]  # replaced by the next readable record
     assert item["question"].id == "2" and item["audio"].shape == (8000,)

@@ -9,11 +9,16 @@ import pytest
 import torch
 from helpers import datamodule, fit
 
-from r1aqa_pl import rewards
-from r1aqa_pl.records import Question
-from r1aqa_pl.rollout.base import Group
+from r1aqa_pl.algo import rewards
+from r1aqa_pl.task.question import Question
+from r1aqa_pl.rollout.base import ScoredGroup
 from r1aqa_pl.training.dynamic_sampling import GroupPool
 from r1aqa_pl.training.grpo_module import GRPOModule
+
+
+def stub(fn):
+    """A reward named "stub" whose scores ``fn`` gives (a user's own Reward subclass, passed as an instance)."""
+    return type("Stub", (rewards.Reward,), {"name": "stub", "score": staticmethod(fn)})()
 
 
 def speech_constant(completions, questions):
@@ -26,7 +31,7 @@ def all_constant(completions, questions):
 
 def group(i, r):
     q = Question(str(i), None, "?", ["a", "b"], "a")
-    return Group(q, None, torch.zeros(len(r), 3, dtype=torch.long), torch.ones(len(r), 3), ["x"] * len(r),
+    return ScoredGroup(q, None, torch.zeros(len(r), 3, dtype=torch.long), torch.ones(len(r), 3), ["x"] * len(r),
                  torch.tensor(r), {"stub": torch.tensor(r)})
 
 
@@ -76,10 +81,8 @@ def capture_updates(module):
 
 
 def test_steps_have_no_zero_variance_group_and_are_full(synth_dir, tiny_dir, monkeypatch):
-    monkeypatch.setitem(rewards.REWARDS, "stub", speech_constant)
     G, steps = 2, 4
-    m = GRPOModule(str(tiny_dir), G=G, max_new_tokens=6, lr=1e-3, reward_weights={"stub": 1.0},
-                   dynamic_sampling=True, max_extra_draws=4, gradient_accumulation_steps=2, micro_batch_prompts=2)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=G, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=4), rewards=[stub(speech_constant)])
     seen, counter = capture_updates(m), Steps()
     trainer = fit(m, datamodule(synth_dir, tiny_dir, batch_size=3), steps=steps, callbacks=[counter])
     assert trainer.global_step == steps and len(seen) == steps
@@ -96,9 +99,7 @@ def test_steps_have_no_zero_variance_group_and_are_full(synth_dir, tiny_dir, mon
 
 def test_bounded_draws_then_step_anyway(synth_dir, tiny_dir, monkeypatch):
     """Every group constant: each step stops after 1 + max_extra_draws batches and steps (KL only)."""
-    monkeypatch.setitem(rewards.REWARDS, "stub", all_constant)
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=6, lr=1e-3, reward_weights={"stub": 1.0},
-                   dynamic_sampling=True, max_extra_draws=2, micro_batch_prompts=2)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=2), rewards=[stub(all_constant)])
     seen, counter = capture_updates(m), Steps()
     trainer = fit(m, datamodule(synth_dir, tiny_dir, batch_size=2), steps=2, callbacks=[counter])
     assert trainer.global_step == 2 and counter.batches == 2 * 3
@@ -136,8 +137,7 @@ class Record(L.Callback):
 
 def run_dynamic(synth_dir, tiny_dir, steps, callbacks=(), ckpt_path=None):
     L.seed_everything(0)
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=6, lr=1e-3, beta=0.04, reward_weights={"stub": 1.0},
-                   dynamic_sampling=True, max_extra_draws=4, gradient_accumulation_steps=2, micro_batch_prompts=2)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=4), loss={"class_path": "grpo", "init_args": {"beta": 0.04}}, rewards=[stub(speech_constant)])
     rec = Record()
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -147,7 +147,6 @@ def run_dynamic(synth_dir, tiny_dir, steps, callbacks=(), ckpt_path=None):
 
 
 def test_resume_in_the_middle_of_a_refill_gives_the_same_next_steps(synth_dir, tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(rewards.REWARDS, "stub", speech_constant)
     torch.set_num_threads(1)
     saver = SaveMidRefill(tmp_path / "mid.ckpt")
     full, w_full = run_dynamic(synth_dir, tiny_dir, 4, [saver])
@@ -174,5 +173,5 @@ def test_metric_accuracy_drops_groups_that_differ_only_in_format():
     pool = GroupPool(metric="accuracy")
     pool.add([g], target=1)
     assert pool.groups == [] and pool.dropped == 1
-    with pytest.raises(ValueError, match="dynamic_sampling_metric 'acc'"):
-        GRPOModule("unused", dynamic_sampling_metric="acc")
+    with pytest.raises(ValueError, match="selection.metric 'acc': neither 'total' nor one of the rewards"):
+        GRPOModule("unused", selection=dict(metric="acc"))

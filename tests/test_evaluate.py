@@ -24,7 +24,9 @@ from r1aqa_pl.eval import evaluate as ev
 from r1aqa_pl.eval import runs
 from r1aqa_pl.eval.ask import ask
 
-load_records, score_records = MMAU().load_records, MMAU().score_records
+from r1aqa_pl.task.files import read_records
+
+score_records = MMAU().score_records
 
 REPO = Path(__file__).parents[1]
 
@@ -33,7 +35,7 @@ REPO = Path(__file__).parents[1]
 
 def run_predictions(tiny_run, step: int) -> list[dict]:
     """What BenchmarkEvaluation wrote during training at ``step``."""
-    return load_records(tiny_run.log_dir / "predictions" / f"val_step{step}.json")
+    return read_records(tiny_run.log_dir / "predictions" / f"val_step{step}.json")
 
 
 def logged_total(tiny_run, step: int) -> float:
@@ -45,7 +47,7 @@ def logged_total(tiny_run, step: int) -> float:
 
 def check_against_run(out: Path, results: dict, tiny_run, step: int) -> None:
     """predictions.json re-scores to results.json, and both equal what the run logged at ``step``."""
-    preds = load_records(out / "predictions.json")
+    preds = read_records(out / "predictions.json")
     assert json.loads((out / "results.json").read_text()) == results
     rescored = score_records(preds)
     for key in ("total", "task", "difficulty", "sub-category", "scored", "skipped"):
@@ -114,8 +116,8 @@ def test_dtype_override(tmp_path, tiny_run, kind):
     assert info["kind"] == kind and {p.dtype for p in module.policy.parameters()} == {torch.bfloat16}
     results = ev.evaluate(checkpoint=str(path), data=str(tiny_run.data), out=str(tmp_path / "bf16"),
                           batch_size=tiny_run.val_batch_size, dtype="bfloat16")
-    assert results["total"]["total"] == len(load_records(tiny_run.data))
-    with pytest.raises(ValueError, match="dtype 'bf16'"):
+    assert results["total"]["total"] == len(read_records(tiny_run.data))
+    with pytest.raises(ValueError, match="policy.dtype = 'bf16': one of float32, bfloat16, float16"):
         ck.load_for_eval(str(path), dtype="bf16")
 
 
@@ -123,7 +125,7 @@ def test_ckpt_falls_back_to_hf_export_when_the_base_model_is_gone(tmp_path, tiny
     """A checkpoint moved to another machine: its model_name_or_path no longer exists, the _hf beside it serves."""
     src = tiny_run.ckpts[2]
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    ckpt["hyper_parameters"]["model_name_or_path"] = str(tmp_path / "gone")
+    ckpt["hyper_parameters"]["policy"]["model_name_or_path"] = str(tmp_path / "gone")
     moved = tmp_path / src.name
     torch.save(ckpt, moved)
     shutil.copytree(src.with_name(src.stem + "_hf"), tmp_path / (src.stem + "_hf"))
@@ -210,7 +212,7 @@ def test_real_mmau_reports_missing_audio(tmp_path, tiny_run, mmau_json, capsys):
     assert results["not_scored"] == {"missing_audio": 999}
     printed = capsys.readouterr().out
     assert "999 of 1000 records NOT scored: missing_audio" in printed
-    preds = load_records(out / "predictions.json")
+    preds = read_records(out / "predictions.json")
     assert len(preds) == 1000
     assert sum("model_prediction" in r for r in preds) == 1
     assert sum(r.get("not_scored") == "missing_audio" for r in preds) == 999
@@ -220,7 +222,7 @@ def test_real_mmau_reports_missing_audio(tmp_path, tiny_run, mmau_json, capsys):
 def test_missing_and_undecodable_audio_counted_never_substituted(tmp_path, tiny_run, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_run.data.parent, data)
-    records = load_records(data / "test-mini.json")
+    records = read_records(data / "test-mini.json")
     (data / records[3]["audio_id"]).unlink()  # caught at start-up
     sf.write(data / records[5]["audio_id"], np.full(3200, np.nan, np.float32), 16000, subtype="FLOAT")  # while reading
     records.append({k: v for k, v in records[0].items() if k != "choices"})  # a broken record
@@ -230,7 +232,7 @@ def test_missing_and_undecodable_audio_counted_never_substituted(tmp_path, tiny_
     assert results["not_scored"] == {"missing_audio": 1, "non_finite_audio": 1, "missing_field": 1}
     assert results["scored"] == 22 and results["skipped"] == 3 and results["records"] == 25
     assert "3 of 25 records NOT scored: missing_audio 1, missing_field 1, non_finite_audio 1" in capsys.readouterr().out
-    preds = load_records(tmp_path / "e" / "predictions.json")
+    preds = read_records(tmp_path / "e" / "predictions.json")
     assert [r["id"] for r in preds] == [r["id"] for r in records]  # source order, nobody dropped or doubled
     assert preds[3]["not_scored"] == "missing_audio" and preds[5]["not_scored"] == "non_finite_audio"
     assert preds[24]["not_scored"] == "missing_field"
@@ -293,7 +295,7 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
 
 
 def test_ask(tiny_run, capsys):
-    rec = load_records(tiny_run.data)[0]
+    rec = read_records(tiny_run.data)[0]
     hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
     answer = ask(model=str(hf), audio=str(tiny_run.data.parent / rec["audio_id"]), question=rec["question"],
                     choices=rec["choices"], max_new_tokens=8)

@@ -31,11 +31,12 @@ from test_family_qwen2_5_omni import (  # noqa: F401 — the fixture and the tes
     worst_grad_err,
 )
 
-from r1aqa_pl import grpo, logprobs
-from r1aqa_pl.logprobs import completion_mask
+from r1aqa_pl.algo import logprobs
+from r1aqa_pl.algo import losses as grpo
+from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import FAMILIES, build_tiny_model, load_policy
 from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B, tokens_per_window
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 FAMILY_NAMES = ["audio_flamingo3", "phi4_multimodal"]
 STRUCTURAL = {"audio_flamingo3": {"<sound>", "<|im_start|>"},
@@ -248,7 +249,7 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory, na
     import sys
     from pathlib import Path
 
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
 
     pytest.importorskip("deepspeed")
     root = tmp_path_factory.mktemp(f"{name}_demo_small")

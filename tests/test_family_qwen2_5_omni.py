@@ -1,4 +1,4 @@
-"""The Omni thinker families on their tiny random policies: the shared computation (r1aqa_pl.logprobs,
+"""The Omni thinker families on their tiny random policies: the shared computation (r1aqa_pl.algo.logprobs,
 the hf rollout engine) equals the thinker's own forward and generate, its multimodal rotary positions
 included; the vision tower stays frozen; structural tokens are never sampled; the export and a whole
 Omni checkpoint folder load with the thinker class and score the same.
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from r1aqa_pl import grpo, logprobs
-from r1aqa_pl.logprobs import completion_mask
+from r1aqa_pl.algo import logprobs
+from r1aqa_pl.algo import losses as grpo
+from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import FAMILIES, build_tiny_model, load_policy
 from r1aqa_pl.models.base import position_ids
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.rollout.hf import HFEngine
 
 WORDS = [f"w{i}" for i in range(40)]
@@ -72,7 +73,7 @@ def eos_ids(model) -> list[int]:
 def sample(family, model, processor, inputs, share=True, T=7, seed=0, **kw):
     torch.manual_seed(seed)
     kw = {"do_sample": True, "suppress_tokens": family.structural_token_ids(processor), **kw}
-    return HFEngine(share).sample(family, model, inputs, G, max_new_tokens=T, **kw)
+    return HFEngine().sample(family, model, inputs, G, share_prompt=share, max_new_tokens=T, **kw)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -253,7 +254,7 @@ def test_shared_rollout_generates_what_unshared_generates(tiny):
     assert torch.equal(sampled[True], sampled[False])
     # a batch of another size in between (evaluation: G = 1) leaves no stale rotary state behind
     one = batch(family, processor, lengths=((1.0, 4),))
-    HFEngine(False).sample(family, model, one, 1, do_sample=False, max_new_tokens=3)
+    HFEngine().sample(family, model, one, 1, share_prompt=False, do_sample=False, max_new_tokens=3)
     assert torch.equal(sample(family, model, processor, inputs, True, T=8, do_sample=False), greedy[True])
 
 
@@ -314,7 +315,7 @@ def test_export_loads_with_the_thinker_class_and_scores_the_same(tiny_dir, tmp_p
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     name, d = tiny_dir
-    module = GRPOModule(d, G=G, beta=0.0)
+    module = GRPOModule(d, sampling=dict(G=G), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
     module.configure_model()
     with torch.no_grad():  # a trained policy differs from its starting point
         module.policy.lm_head.weight.mul_(1.5)
@@ -442,10 +443,9 @@ def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     with pytest.raises(ValueError, match="qwen2_5_omni has no experts"):
-        GRPOModule(build_tiny_model(str(tmp_path / "dense"), family="qwen2_5_omni", words=WORDS),
-                   router_aux_loss_coef=0.01).configure_model()
-    assert GRPOModule(tiny_moe).hparams.router_aux_loss_coef == 0.0
-    module = GRPOModule(tiny_moe, G=2, max_new_tokens=4, router_aux_loss_coef=0.01, beta=0.0)
+        GRPOModule(build_tiny_model(str(tmp_path / "dense"), family="qwen2_5_omni", words=WORDS), optimization=dict(router_aux_loss_coef=0.01)).configure_model()
+    assert GRPOModule(tiny_moe).optimization.router_aux_loss_coef == 0.0
+    module = GRPOModule(tiny_moe, sampling=dict(G=2, max_new_tokens=4), optimization=dict(router_aux_loss_coef=0.01), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
     trainer = fit(module, datamodule(synth_dir, tiny_moe), steps=1)
     assert 0 < float(trainer.callback_metrics["train/router_aux_loss"]) < 4  # top-2: 2 when balanced
 
@@ -454,7 +454,7 @@ def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
 
 
 @pytest.mark.parametrize("overlay, checks", [
-    ("configs/grpo_qwen2_5_omni.yaml", {"model_name_or_path": "Qwen/Qwen2.5-Omni-7B", "reward_weights": {"accuracy": 1.0},
+    ("configs/grpo_qwen2_5_omni.yaml", {"model_name_or_path": "Qwen/Qwen2.5-Omni-7B", "rewards": ["accuracy"],
                                         "beta": 0.04, "router_aux_loss_coef": 0.0}),
     ("configs/grpo_qwen3_omni.yaml", {"model_name_or_path": "Qwen/Qwen3-Omni-30B-A3B-Instruct", "beta": 0.0,
                                       "gradient_checkpointing": True, "router_aux_loss_coef": 0.0}),
@@ -474,7 +474,9 @@ def test_omni_configs_resolve_on_the_paper_config(overlay, checks):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
-    m = cfg["model"]["init_args"]
+    model = cfg["model"]["init_args"]
+    m = {**model["policy"], **model["sampling"], **model["optimization"], **model["loss"]["init_args"],
+         "rewards": model["rewards"]}
     assert {k: m[k] for k in checks} == checks
     assert cfg["trainer"]["devices"] == 8 and m["G"] == 8 and m["lr"] == 1e-6  # the rest is the paper's
 

@@ -1,16 +1,11 @@
-"""``scripts/gpu_check.py`` (the decode check for the GPU machine) at tiny widths on the CPU: it runs end to end,
+"""``r1aqa gpu-check`` (the decode check for the GPU machine) at tiny widths on the CPU: it runs end to end,
 and the bytes its bandwidth bound counts are the real tensors' bytes."""
-
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
 
 def test_gpu_check_runs_at_tiny_widths_on_the_cpu(tmp_path):
-    import gpu_check
+    from r1aqa_pl.tools import gpu_check
 
     res = gpu_check.main(["--scale", "tiny", "--device", "cpu", "--dtype", "float32", "--prompts", "1", "2",
                           "--new_tokens", "6", "--out", str(tmp_path / "gc.json")])
@@ -24,7 +19,7 @@ def test_gpu_check_runs_at_tiny_widths_on_the_cpu(tmp_path):
 def test_decode_step_bytes_are_the_models_tensors():
     """Weights: every projection of the decoder layers and the LM head (the bound leaves out norms and biases,
     < 0.1 % at 7B); keys/values: a cache the model itself filled for that many tokens."""
-    import gpu_check
+    from r1aqa_pl.tools import gpu_check
 
     g = gpu_check.geometry("tiny")
     model, processor = gpu_check.build(g, torch.device("cpu"), torch.float32)
@@ -39,7 +34,7 @@ def test_decode_step_bytes_are_the_models_tensors():
 
 
 def test_real_geometry_is_qwen2_audio_7b():
-    import gpu_check
+    from r1aqa_pl.tools import gpu_check
 
     g = gpu_check.geometry("real")
     assert (g["vocab"], g["hidden"], g["intermediate"], g["layers"], g["heads"]) == (156032, 4096, 11008, 32, 32)

@@ -1,4 +1,4 @@
-"""Grouped attention (r1aqa_pl.grouped_attention): its masks written out by hand, its cache growing past
+"""Grouped attention (r1aqa_pl.attention.grouped): its masks written out by hand, its cache growing past
 its room, and the attention implementation switched on only inside its block.
 
 That decoding and scoring through it equal the family's own generate and forward is tested per family
@@ -10,8 +10,8 @@ import test_policy
 import torch
 from test_policy import FAMILY, G, batch, completion_logprobs, eos_ids, rel_err, rollout, structural_token_ids
 
-from r1aqa_pl.grouped_attention import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
-from r1aqa_pl.logprobs import completion_mask
+from r1aqa_pl.attention.grouped import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
+from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.rollout.hf import FIRST_ROOM, HFEngine
 
 tiny_dir, tiny = test_policy.tiny_dir, test_policy.tiny  # the tiny Qwen2-Audio policy's fixtures
@@ -66,7 +66,7 @@ def test_cache_grows_past_its_room_with_the_same_tokens(tiny):
         with grouped_attention_on(FAMILY.language_model(core), cache):
             out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **kw)
     assert cache.layers[0]._bufs[0].shape[-2] > ids.shape[1] - 1 + 2 * G  # it grew
-    expected = HFEngine(share_prompt=False).sample(FAMILY, model, inputs, G, **kw)
+    expected = HFEngine().sample(FAMILY, model, inputs, G, share_prompt=False, **kw)
     assert torch.equal(out[:, ids.shape[1]:], expected)
 
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from r1aqa_pl.grpo import (
+from r1aqa_pl.algo.advantages import group_advantages
+from r1aqa_pl.algo.losses import (
     aggregate,
     clipped_objective,
-    group_advantages,
     grpo_loss,
     k3_kl,
     log_importance_ratio,
@@ -88,7 +88,9 @@ def test_aggregate_each_loss_type():
     assert close(aggregate(L, MASK, "dr_grpo"), 15 / (2 * 3))
     assert close(aggregate(L, MASK, "dr_grpo", max_completion_length=5), 15 / (2 * 5))
     assert close(aggregate(L, MASK, "grpo", num_completions=4), (6 / 3 + 9 / 2) / 4)
-    assert close(aggregate(L, MASK, "bnpo", num_tokens=10), 15 / 10)
+    assert close(aggregate(L, MASK, "dapo", num_tokens=10), 15 / 10)  # this micro-batch's share of a 10-token step
+    # bnpo (TRL's): this micro-batch's own token mean, one of 2 micro-batches; the step's token count is not read
+    assert close(aggregate(L, MASK, "bnpo", num_tokens=10, num_micro_batches=2), 15 / 5 / 2)
     with pytest.raises(ValueError, match="known: grpo, bnpo, dapo, dr_grpo"):
         aggregate(L, MASK, "sum")
 
@@ -96,7 +98,7 @@ def test_aggregate_each_loss_type():
 def test_aggregate_guards_empty_completions_and_nonfinite_padding():
     L2 = torch.tensor([[1.0, 2.0, float("inf")], [float("nan"), 0.0, 0.0]])
     M2 = torch.tensor([[1, 1, 0], [0, 0, 0]])
-    for lt, want in [("grpo", (3 / 2 + 0) / 2), ("bnpo", 3 / 2), ("dr_grpo", 3 / 6)]:
+    for lt, want in [("grpo", (3 / 2 + 0) / 2), ("bnpo", 3 / 2), ("dapo", 3 / 2), ("dr_grpo", 3 / 6)]:
         assert close(aggregate(L2, M2, lt), want)
     for lt in LOSS_TYPES:
         assert aggregate(L2, torch.zeros(2, 3), lt).item() == 0.0
@@ -153,11 +155,12 @@ def test_micro_batches_sum_to_full_loss(loss_type):
     A = torch.randn(N, generator=g)
     mask = torch.tensor([[1] * n + [0] * (T - n) for n in [5, 3, 1, 0, 4, 2]])
     full, _ = grpo_loss(logp, old, ref, A, mask, loss_type=loss_type)
-    totals = dict(num_completions=N, num_tokens=mask.sum(), max_completion_length=T)
-    parts = [
-        grpo_loss(logp[s], old[s], ref[s], A[s], mask[s], loss_type=loss_type, **totals)[0]
-        for s in (slice(0, 2), slice(2, 5), slice(5, 6))
-    ]
+    slices = (slice(0, 2), slice(2, 5), slice(5, 6))
+    totals = dict(num_completions=N, num_tokens=mask.sum(), max_completion_length=T, num_micro_batches=len(slices))
+    parts = [grpo_loss(logp[s], old[s], ref[s], A[s], mask[s], loss_type=loss_type, **totals)[0] for s in slices]
+    if loss_type == "bnpo":  # TRL's bnpo: the mean of the micro-batches' own token means, not the step's
+        full = sum(grpo_loss(logp[s], old[s], ref[s], A[s], mask[s], loss_type="dapo")[0] for s in slices) / 3
+        assert not close(sum(parts), grpo_loss(logp, old, ref, A, mask, loss_type="dapo")[0], 1e-3)
     assert close(sum(parts), full, 1e-6)
 
 

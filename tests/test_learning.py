@@ -5,7 +5,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from r1aqa_pl.data.datamodule import AudioQADataModule
-from r1aqa_pl.demo import prepare
+from r1aqa_pl.recipes.demo import prepare
 from r1aqa_pl.training.grpo_module import GRPOModule
 
 
@@ -23,7 +23,7 @@ def test_grpo_raises_the_accuracy_reward(tmp_path_factory):
     warm = prepare(str(out), n_train=300, n_test=30, warm_steps=150)
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=str(out / "data" / "train.jsonl"), feature_extractor=warm, batch_size=16, seed=0)
-    module = GRPOModule(warm, G=16, max_new_tokens=8, lr=1e-3, beta=0.04, micro_batch_prompts=4)
+    module = GRPOModule(warm, sampling=dict(G=16, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=4), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     rec = Rewards()
     trainer = L.Trainer(accelerator="cpu", max_steps=100, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

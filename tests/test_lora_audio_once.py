@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from r1aqa_pl import rewards
+from r1aqa_pl.algo import rewards
 from r1aqa_pl.models import build_tiny_model
 from r1aqa_pl.models.base import AUDIO_EMBEDS
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.training.grpo_module import GRPOModule
 from helpers import datamodule, fit
 
@@ -52,8 +52,7 @@ def rel(a, b) -> float:
 
 
 def test_a_lora_step_runs_the_audio_encoder_once(family_dir):
-    module = GRPOModule(family_dir, G=G, max_new_tokens=5, beta=0.04, lora={"r": 4, "lora_alpha": 8},
-                        micro_batch_prompts=1)
+    module = GRPOModule(dict(model_name_or_path=family_dir, lora={"r": 4, "lora_alpha": 8}), sampling=dict(G=G, max_new_tokens=5), optimization=dict(micro_batch_prompts=1), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     module.configure_model()
     assert module.frozen_shared_encoder()
     calls, encode_audio = [], module.family.encode_audio
@@ -84,24 +83,24 @@ def test_a_lora_step_runs_the_audio_encoder_once(family_dir):
 
 def test_full_fine_tuning_encodes_in_every_pass(family_dir):
     """The encoder trains (and the reference keeps its own copy): nothing is shared."""
-    module = GRPOModule(family_dir, G=G, max_new_tokens=5, beta=0.04)
+    module = GRPOModule(family_dir, sampling=dict(G=G, max_new_tokens=5), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     module.configure_model()
     assert not module.frozen_shared_encoder()
     qs, audio = prompts(module.processor.feature_extractor.sampling_rate)
     assert AUDIO_EMBEDS not in module.encode_rollout(qs, audio)
 
 
-def alternating(completions, questions):
+class Alternating(rewards.Reward):
     """A reward that differs within every group: the update has a policy gradient from the first step."""
-    return [float(i % 2) for i in range(len(completions))]
+
+    def score(self, completions, questions):
+        return [float(i % 2) for i in range(len(completions))]
 
 
 def test_lora_fit_with_gradient_checkpointing_trains_only_the_adapter(synth_dir, tiny_dir, monkeypatch):
     """The one-GPU recipe's way (LoRA, gradient checkpointing, the KL to the adapter-free policy) through Lightning:
     the adapter moves, the base weights and the encoder do not, the rollouts carry the encoder's output."""
-    monkeypatch.setitem(rewards.REWARDS, "alternating", alternating)
-    module = GRPOModule(str(tiny_dir), G=4, max_new_tokens=6, beta=0.04, lr=1e-2, lora={"r": 4, "lora_alpha": 8},
-                        gradient_checkpointing=True, micro_batch_prompts=1, reward_weights={"alternating": 1.0})
+    module = GRPOModule(dict(model_name_or_path=str(tiny_dir), lora={"r": 4, "lora_alpha": 8}, gradient_checkpointing=True), sampling=dict(G=4, max_new_tokens=6), optimization=dict(lr=1e-2, micro_batch_prompts=1), loss={"class_path": "grpo", "init_args": {"beta": 0.04}}, rewards=[Alternating()])
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
     seen, update = [], module.update

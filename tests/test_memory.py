@@ -1,12 +1,12 @@
-"""The memory model (scripts/memory.py) against real tensors of the tiny Qwen2-Audio: parameter counts by
+"""The memory model (r1aqa_pl/tools/memory.py) against real tensors of the tiny Qwen2-Audio: parameter counts by
 component, weights / gradients / AdamW states, ZeRO sharding and offload arithmetic, LoRA, the KV cache,
 activations saved for backward, and the LM head only ever seeing completion positions."""
 
 import pytest
 import torch
 
-import memory
-from memory import RunConfig, estimate_memory
+from r1aqa_pl.tools import memory
+from r1aqa_pl.tools.memory import RunConfig, estimate_memory
 
 from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, Qwen2Audio
 
@@ -97,7 +97,7 @@ def test_lora_trainable_parameters_and_states(tiny, tiny_dir):
 
 def test_kv_cache_term(tiny):
     """The rollout's cache: B prompts' keys/values once each, room for G rows' new tokens (grouped attention)."""
-    from r1aqa_pl.grouped_attention import GroupedCache
+    from r1aqa_pl.attention.grouped import GroupedCache
 
     model, arch = tiny
     B, G, L, T = 2, 3, 17, 5
@@ -151,11 +151,11 @@ def test_activation_terms_per_layer(tiny):
 
 def test_lm_head_only_sees_completion_positions(tiny, tiny_dir):
     """The logits term counts completion positions only: the LM head is never applied to prompt/audio positions."""
-    from r1aqa_pl.logprobs import completion_logprobs
+    from r1aqa_pl.algo.logprobs import completion_logprobs
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     model, arch = tiny
-    m = GRPOModule(str(tiny_dir), G=3)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=3))
     m.configure_model()
     seen = []
     handle = m.policy.lm_head.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))

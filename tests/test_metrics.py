@@ -18,7 +18,7 @@ from r1aqa_pl.benchmarks.mmau import MMAU
 
 mmau = MMAU()
 score_records = mmau.score_records
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 MMAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from r1aqa_pl.answer_format import extract_answer
+from r1aqa_pl.task.answer_format import extract_answer
 from r1aqa_pl.benchmarks.mmau import MMAU, is_correct, tokenize
 from r1aqa_pl.eval.score import score
 
@@ -125,7 +125,7 @@ def test_score_records_small():
 
 
 def test_bad_input_names_file_and_record(tmp_path):
-    from r1aqa_pl.records import DataError
+    from r1aqa_pl.task.question import DataError
 
     with pytest.raises(DataError, match=r"f\.json:record 1:.*'answer'"):
         score_records([_rec("sound", "easy", "A", "Man", VOICE, "Man"), {"choices": VOICE}], source="f.json")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import batch_of, datamodule, fit
 
-from r1aqa_pl.logprobs import completion_logprobs
+from r1aqa_pl.algo.logprobs import completion_logprobs
 from r1aqa_pl.models.base import position_ids
 from r1aqa_pl.training.grpo_module import GRPOModule
 from r1aqa_pl.training.sft_module import SFTModule
@@ -17,7 +17,7 @@ from r1aqa_pl.training.sft_module import SFTModule
 def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tiny_dir):
     """Row b·G+g of a batched rollout has the log-probs it gets when prompt b is alone."""
     torch.manual_seed(0)
-    m = GRPOModule(str(tiny_dir), G=3, max_new_tokens=6, beta=0.0)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
     m.configure_model()
     dm = datamodule(synth_dir, tiny_dir)
     batch = batch_of(dm, 3)
@@ -41,10 +41,10 @@ def test_a_micro_batch_runs_without_the_rollouts_padding(synth_dir, tiny_dir):
     """A prompt shorter than the rollout's longest, completions that all stop early: the language model sees
     the prompt's own length and the longest completion, the log-probs are those computed over the rollout's
     padding (0 in the columns after every completion had stopped)."""
-    from r1aqa_pl import logprobs
+    from r1aqa_pl.algo import logprobs
 
     torch.manual_seed(0)
-    m = GRPOModule(str(tiny_dir), G=3, max_new_tokens=6, beta=0.0)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 3)
     batch["questions"][1].question += " and a much longer question to be padded against"
@@ -79,20 +79,20 @@ def test_policy_that_loves_the_audio_token_still_trains(synth_dir, tiny_dir, tmp
         model.lm_head.weight[audio_id] = 50 * model.lm_head.weight.abs().max()
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    m = GRPOModule(str(tmp_path), G=2, max_new_tokens=6, lr=1e-3)
+    m = GRPOModule(str(tmp_path), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3))
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
     assert trainer.global_step == 2
 
 
 def test_all_equal_rewards_give_zero_advantage_and_no_update(synth_dir, tiny_dir, monkeypatch):
-    from r1aqa_pl import rewards
+    from r1aqa_pl.algo import rewards
 
     def constant(completions, questions, weights):
         r = torch.ones(len(completions))
         return r, {k: r for k in weights}
 
     monkeypatch.setattr(rewards, "score_completions", constant)
-    m = GRPOModule(str(tiny_dir), G=4, max_new_tokens=6, lr=1e-2, weight_decay=0.0, beta=0.04)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=4, max_new_tokens=6), optimization=dict(lr=1e-2, weight_decay=0.0), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     m.configure_model()
     before = {k: v.clone() for k, v in m.policy.state_dict().items()}
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
@@ -104,7 +104,7 @@ def test_all_equal_rewards_give_zero_advantage_and_no_update(synth_dir, tiny_dir
 
 
 def test_non_finite_loss_skips_the_step_then_stops(synth_dir, tiny_dir, monkeypatch):
-    from r1aqa_pl import grpo
+    from r1aqa_pl.algo import losses as grpo
 
     real = grpo.grpo_loss
 
@@ -113,7 +113,7 @@ def test_non_finite_loss_skips_the_step_then_stops(synth_dir, tiny_dir, monkeypa
         return loss * float("nan"), stats
 
     monkeypatch.setattr(grpo, "grpo_loss", nan_loss)
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=4, max_bad_steps=3)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(max_bad_steps=3))
     m.configure_model()
     before = {k: v.clone() for k, v in m.policy.state_dict().items()}
     with pytest.raises(RuntimeError, match="3 optimizer steps in a row"):
@@ -126,7 +126,7 @@ def test_non_finite_loss_skips_the_step_then_stops(synth_dir, tiny_dir, monkeypa
 def test_seeded_run_is_deterministic(synth_dir, tiny_dir):
     def once():
         L.seed_everything(0)
-        m = GRPOModule(str(tiny_dir), G=4, max_new_tokens=6, lr=1e-3)
+        m = GRPOModule(str(tiny_dir), sampling=dict(G=4, max_new_tokens=6), optimization=dict(lr=1e-3))
         t = fit(m, datamodule(synth_dir, tiny_dir), steps=3)
         return {k: float(v) for k, v in t.callback_metrics.items()}, m.policy.lm_head.weight.detach().clone()
 
@@ -141,7 +141,7 @@ def test_seeded_run_is_deterministic(synth_dir, tiny_dir):
 ])
 def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, text):
     """Hand check: the loss is the mean NLL of the target tokens (then <|im_end|>), the prompt masked out."""
-    m = SFTModule(str(tiny_dir), think=think, target=target)
+    m = SFTModule(dict(model_name_or_path=str(tiny_dir), think=think), target=target)
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
     ids, mask = m.targets(batch["questions"])
@@ -177,7 +177,7 @@ def test_engine_hears_of_every_optimizer_step(synth_dir, tiny_dir):
             Counting.steps += 1
             assert model is m.policy
 
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=4, lr=1e-3, gradient_accumulation_steps=2)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3, gradient_accumulation_steps=2))
     m.engine = Counting()
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)  # max_steps counts optimizer steps: 4 batches
     assert Counting.steps == trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.current.processed == 4
@@ -195,7 +195,7 @@ def test_top_k_reaches_generate_only_when_set(synth_dir, tiny_dir, top_k):
             seen.append(kw)
             return super().sample(*a, **kw)
 
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=3, top_k=top_k)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=3, top_k=top_k))
     m.configure_model()
     m.engine = Recording()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 2)

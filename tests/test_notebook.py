@@ -12,7 +12,9 @@ import pytest
 from r1aqa_pl.benchmarks.mmau import MMAU
 from r1aqa_pl.eval import runs
 
-load_records, score_records = MMAU().load_records, MMAU().score_records
+from r1aqa_pl.task.files import read_records
+
+score_records = MMAU().score_records
 
 REPO = Path(__file__).parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
@@ -32,7 +34,7 @@ def test_runs_reads_scalars_and_predictions(tiny_run, tmp_path):
         for d in ("sound", "music", "speech"):
             assert scalars[f"val/acc/{d}"][k][1] == pytest.approx(result["task"][d]["acc"], abs=1e-6)
         assert scalars["val/acc/total"][k][1] == pytest.approx(result["total"]["acc"], abs=1e-6)
-        assert result["total"] == score_records(load_records(path))["total"]
+        assert result["total"] == score_records(read_records(path))["total"]
     assert len(scalars["train/reward"]) == 4  # one point per optimizer step
     assert "val/acc/total" in runs.summary(scalars)
     paths = runs.report(tiny_run.run, tmp_path / "fig")

@@ -1,4 +1,4 @@
-"""Prompt sharing for the Qwen2-Audio family: the shared computation (r1aqa_pl.logprobs, the hf
+"""Prompt sharing for the Qwen2-Audio family: the shared computation (r1aqa_pl.algo.logprobs, the hf
 rollout engine) equals the family's own unshared forward and generate.
 
 A real tiny Qwen2-Audio (built once per session) with prompts of different audio and question
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from r1aqa_pl import grpo, logprobs
-from r1aqa_pl.logprobs import completion_mask
+from r1aqa_pl.algo import logprobs
+from r1aqa_pl.algo import losses as grpo
+from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import build_tiny_model, load_policy
 from r1aqa_pl.models.base import position_ids
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.rollout.hf import HFEngine, StopAfterText
 
 WORDS = [f"w{i}" for i in range(40)]
@@ -23,7 +24,7 @@ FAMILY = Qwen2Audio()
 
 
 def rollout(model, inputs, G, share_prompt=True, **kw):
-    return HFEngine(share_prompt).sample(FAMILY, model, inputs, G, **kw)
+    return HFEngine().sample(FAMILY, model, inputs, G, share_prompt=share_prompt, **kw)
 
 
 def completion_logprobs(model, *args, **kw):

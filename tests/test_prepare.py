@@ -17,7 +17,7 @@ from r1aqa_pl.data.check import check_data
 from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import read_questions
 from r1aqa_pl.data.prepare import prepare_avqa
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
 
 CHOICES = ["motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car"]
 
@@ -180,7 +180,7 @@ def test_prepared_avqa_trains_and_check_data_shows_the_card(avqa_download, tiny_
     assert [q.answer for q in qs] == [CHOICES[0], CHOICES[1], CHOICES[2]]
     dm = AudioQADataModule(train_file=str(out / "train.jsonl"), val_file=str(synth_dir / "test-mini.json"),
                            feature_extractor=str(tiny_dir), batch_size=2, seed=0)
-    trainer = fit(GRPOModule(str(tiny_dir), G=2, max_new_tokens=4, lr=1e-3), dm, steps=1)
+    trainer = fit(GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3)), dm, steps=1)
     assert trainer.global_step == 1
     capsys.readouterr()
     assert check_data(train=str(out / "train.jsonl")) == 0
@@ -305,6 +305,6 @@ def test_prepare_mmar_from_an_archive_and_a_broken_meta_line(tmp_path):
     assert prepare_mmar(audio=str(archive), meta=str(meta), out=str(tmp_path / "out")) == 0
     assert json.loads((tmp_path / "out" / "data_card.json").read_text())["splits"]["MMAR-meta"]["usable"] == 1
     meta.write_text(json.dumps(rec) + "\n\n" + '{"id": "m1", "audio_path": \n')
-    with pytest.raises(DataError, match=r"MMAR-meta.jsonl:3: not valid JSON") as e:
+    with pytest.raises(DataError, match=r"MMAR-meta.jsonl:line 3: not valid JSON") as e:
         prepare_mmar(audio=str(archive), meta=str(meta), out=str(tmp_path / "out2"))
     assert e.value.reason == "malformed_json"

@@ -21,8 +21,7 @@ def test_summary_table_start_best_end():
 
 def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_path, capsys):
     bar, summary = StepProgressBar(), RunSummary()
-    m = GRPOModule(str(tiny_dir), G=2, max_new_tokens=6, eval_max_new_tokens=6, lr=1e-3,
-                   gradient_accumulation_steps=2, micro_batch_prompts=2)
+    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), evaluation=dict(max_new_tokens=6))
     trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=4, check_val_every_n_epoch=None,
                         num_sanity_val_steps=-1, logger=L.pytorch.loggers.CSVLogger(str(tmp_path)),
                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tmp_path),

@@ -22,7 +22,7 @@ from r1aqa_pl.training.grpo_module import GRPOModule
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """Synthetic data + tiny policy + 20-step SFT warm start (cached across this session's test files)."""
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
 
     root = tmp_path_factory.getbasetemp() / "r1aqa_demo_small"
     return root, prepare(out=str(root), n_train=48, n_test=24, warm_steps=20)
@@ -59,8 +59,7 @@ def run(demo, out, steps, ckpt_path=None, every=None, batch_size=4, val_every=8)
     # 48 questions / 4 per batch = 12 batches = 6 optimizer steps per epoch: 8 steps cross an epoch
     dm = AudioQADataModule(train_file=str(root / "data" / "train.jsonl"), val_file=str(root / "data" / "test-mini.json"),
                            feature_extractor=warm, batch_size=batch_size, val_batch_size=12, seed=0)
-    module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, beta=0.04,
-                        gradient_accumulation_steps=2, micro_batch_prompts=2)
+    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), evaluation=dict(max_new_tokens=8), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     rec = BenchmarkEvaluation(write_predictions=False)
     recorder = Recorder()
     callbacks = [rec, recorder]
@@ -120,7 +119,7 @@ def test_resume_without_rng_restore_differs(demo, tmp_path, monkeypatch):
 
 def test_buffered_rollouts_survive_a_checkpoint(tmp_path):
     """A checkpoint written between the rollouts of one optimizer step keeps them (weights_only-safe)."""
-    from r1aqa_pl.records import Question
+    from r1aqa_pl.task.question import Question
     from r1aqa_pl.rollout import Rollout
     from r1aqa_pl.training import resume
 
@@ -129,7 +128,7 @@ def test_buffered_rollouts_survive_a_checkpoint(tmp_path):
     buffer = [Rollout([q], {"input_ids": torch.tensor([[1, 2, 3]])}, ids, torch.ones_like(ids), ["a", "b", "c", "d"],
                       torch.ones(4), {"accuracy": torch.zeros(4)}, torch.tensor([1.0, -1.0, 0.5, -0.5]),
                       ref_logp=torch.full((4, 2), -0.25))]
-    module = GRPOModule("unused", G=4)
+    module = GRPOModule("unused", sampling=dict(G=4))
     torch.save({"grpo_resume": resume.resume_state(module, buffer)}, tmp_path / "c.pt")
     state = torch.load(tmp_path / "c.pt", weights_only=True)["grpo_resume"]
     module.on_load_checkpoint({"grpo_resume": state})

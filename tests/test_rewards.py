@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from r1aqa_pl.records import Question
-from r1aqa_pl.rewards import (
+from r1aqa_pl.task.question import Question
+from r1aqa_pl.algo.rewards import (
     REWARDS,
+    Format,
     accuracy,
-    check_weights,
+    build_rewards,
     format,
     majority_answer,
     majority_vote,
@@ -65,13 +66,19 @@ def test_think_format():
     assert think_format(list(cases), [q()] * len(cases)) == list(cases.values())
 
 
+def weighted(**weights):
+    return build_rewards([{"class_path": name, "init_args": {"weight": w}} for name, w in weights.items()])
+
+
 def test_registry_and_unknown_names():
     assert set(REWARDS) == {"accuracy", "format", "think_format", "mmau_accuracy", "majority_vote"}
-    check_weights({"accuracy": 1.0, "format": 0.5})
-    with pytest.raises(ValueError, match=r"unknown reward\(s\) acc, len; known: accuracy, format, think_format"):
-        check_weights({"acc": 1.0, "len": 1.0, "format": 1.0})
-    with pytest.raises(ValueError, match="unknown reward"):
-        score_completions(["x"], [q()], {"acuracy": 1.0})
+    assert [(r.label, r.weight) for r in weighted(accuracy=1.0, format=0.5)] == [("accuracy", 1.0), ("format", 0.5)]
+    with pytest.raises(ValueError, match=r"unknown reward 'acc'; known: accuracy, format, think_format"):
+        build_rewards(["acc", "format"])
+    with pytest.raises(ValueError, match="each reward must have its own name"):
+        build_rewards(["format", {"class_path": "format", "init_args": {"weight": 2.0}}])
+    # think: the format reward checks the think format, at its weight
+    assert [(r.label, r.weight) for r in build_rewards([Format(0.5)], think=True)] == [("think_format", 0.5)]
 
 
 def test_score_completions_weighted_sum():
@@ -81,7 +88,7 @@ def test_score_completions_weighted_sum():
         "I think <answer>Sailboat set sail</answer>",  # right, unformatted
         "no idea",  # neither
     ]
-    total, per = score_completions(completions, [q()] * 4, {"accuracy": 1.0, "format": 0.5})
+    total, per = score_completions(completions, [q()] * 4, weighted(accuracy=1.0, format=0.5))
     assert per["accuracy"].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert per["format"].tolist() == [1.0, 1.0, 0.0, 0.0]
     assert torch.equal(total, torch.tensor([1.0 + 0.5, 0.5, 1.0, 0.0]))
@@ -97,7 +104,7 @@ def test_questions_align_one_to_one_with_completions():
 
 
 def test_mmau_accuracy_uses_the_official_rule():
-    from r1aqa_pl.rewards import mmau_accuracy
+    from r1aqa_pl.algo.rewards import mmau_accuracy
 
     mq = q("Woman", ["Man", "Woman", "Child"])
     cases = {
@@ -110,7 +117,7 @@ def test_mmau_accuracy_uses_the_official_rule():
         "<answer></answer>": 0.0,  # empty prediction
     }
     assert mmau_accuracy(list(cases), [mq] * len(cases)) == list(cases.values())
-    total, per = score_completions(list(cases), [mq] * len(cases), {"mmau_accuracy": 2.0, "format": 1.0})
+    total, per = score_completions(list(cases), [mq] * len(cases), weighted(mmau_accuracy=2.0, format=1.0))
     assert per["mmau_accuracy"].tolist() == list(cases.values())
     assert total.tolist() == [3.0, 3.0, 2.0, 1.0, 1.0, 2.0, 1.0]
 
@@ -130,7 +137,7 @@ def test_majority_vote_hand_cases():
     assert majority_vote([A("boat"), A("boat"), A("motorboat")], [a] * 3) == [0.0, 0.0, 1.0]
     assert majority_vote(["", "<answer></answer>"], [a] * 2) == [0.0, 0.0]  # all abstain
     assert majority_vote([A("x"), A("x")], [Question("3", None, "?", [], "")] * 2) == [1.0, 1.0]  # no choices: any answer votes
-    assert REWARDS["majority_vote"] is majority_vote
+    assert REWARDS["majority_vote"].score is majority_vote
 
 
 def test_majority_answer_ties_and_abstentions():

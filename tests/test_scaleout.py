@@ -71,12 +71,11 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
                            feature_extractor=warm, batch_size=2, val_batch_size=1, seed=0)
     extra = {}
     if dynamic:
-        from r1aqa_pl import rewards
+        from r1aqa_pl.algo import rewards
 
-        rewards.REWARDS["stub"] = speech_constant
-        extra = {"dynamic_sampling": True, "max_extra_draws": 6, "reward_weights": {"stub": 1.0}}
-    module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, micro_batch_prompts=1,
-                        gradient_accumulation_steps=1, **extra)
+        stub = type("Stub", (rewards.Reward,), {"name": "stub", "score": staticmethod(speech_constant)})()
+        extra = {"selection": dict(dynamic_sampling=True, max_extra_draws=6), "rewards": [stub]}
+    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=1, gradient_accumulation_steps=1), evaluation=dict(max_new_tokens=8), **extra)
     updates, update = [], module.update
 
     def recording(rollouts):  # the domains each optimizer step was built from, on this rank
@@ -243,8 +242,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
                            feature_extractor=warm, batch_size=2, val_batch_size=12, seed=0)
-    module = GRPOModule(warm, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, max_grad_norm=0.5,
-                        micro_batch_prompts=1, gradient_accumulation_steps=2)
+    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, max_grad_norm=0.5, micro_batch_prompts=1, gradient_accumulation_steps=2), evaluation=dict(max_new_tokens=8))
     if engine == "single":
         strategy = "auto"
     else:
@@ -276,7 +274,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
 
     root = tmp_path_factory.getbasetemp() / "r1aqa_demo_small"
     return root, prepare(out=str(root), n_train=48, n_test=24, warm_steps=20)
@@ -284,7 +282,7 @@ def demo(tmp_path_factory):
 
 def small_demo(tmp_path_factory, family: str):
     """The demo's inputs in miniature for a policy family (cached per session)."""
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
 
     root = tmp_path_factory.getbasetemp() / f"r1aqa_demo_small_{family}"
     return root, prepare(out=str(root), family=family, n_train=48, n_test=24, warm_steps=20)
@@ -330,7 +328,7 @@ def test_ddp_two_processes(demo, tmp_path, tmp_path_factory, family):
     assert ddp["val/count/total"] == 24
     torch.set_num_threads(1)
     dm = AudioQADataModule(val_file=str(root / "data" / "test-mini.json"), feature_extractor=warm, val_batch_size=1)
-    module = GRPOModule(str(tmp_path / "final"), G=4, eval_max_new_tokens=8)
+    module = GRPOModule(str(tmp_path / "final"), sampling=dict(G=4), evaluation=dict(max_new_tokens=8))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[BenchmarkEvaluation(write_predictions=False)])
     (single,) = trainer.validate(module, dm)
@@ -466,10 +464,12 @@ def test_paper_configs_resolve(configs):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # DeepSpeed prints an accelerator warning on stdout when imported on a machine without a GPU
     cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
-    m, d, t = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
-    assert m["model_name_or_path"] == "Qwen/Qwen2-Audio-7B-Instruct" and m["dtype"] == "bfloat16"
-    assert (m["G"], m["temperature"], m["max_new_tokens"], m["beta"], m["max_grad_norm"]) == (8, 1.0, 256, 0.04, 1.0)
-    assert m["reward_weights"] == {"accuracy": 1.0, "format": 1.0} and m["eval_max_new_tokens"] == 256
+    model, d, t = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+    p, s, m, loss = model["policy"], model["sampling"], model["optimization"], model["loss"]["init_args"]
+    assert p["model_name_or_path"] == "Qwen/Qwen2-Audio-7B-Instruct" and p["dtype"] == "bfloat16"
+    assert (s["G"], s["temperature"], s["max_new_tokens"], loss["beta"], m["max_grad_norm"]) == (8, 1.0, 256, 0.04, 1.0)
+    assert (loss["aggregation"], loss["importance_sampling_level"], loss["epsilon_low"]) == ("grpo", "token", 0.2)
+    assert model["rewards"] == ["accuracy", "format"] and model["evaluation"]["max_new_tokens"] == 256
     assert t["max_steps"] == 1000 and d["val_batch_size"] == 32
     ckpt = next(c for c in t["callbacks"] if c["class_path"].endswith("HFCheckpoint"))["init_args"]
     assert ckpt["every_n_train_steps"] == 100 and ckpt["save_top_k"] == -1
@@ -488,7 +488,7 @@ def test_paper_configs_resolve(configs):
         z = ds["zero_optimization"]
         assert z["stage"] == 3 and z["offload_optimizer"]["device"] == z["offload_param"]["device"] == "cpu"
     else:
-        assert t["devices"] == 1 and m["lora"]["r"] == 64 and m["gradient_checkpointing"]
+        assert t["devices"] == 1 and p["lora"]["r"] == 64 and p["gradient_checkpointing"]
         assert t["precision"] == "bf16-mixed" and t["strategy"] == "auto" and m["lr"] == 1e-5
 
 
@@ -523,7 +523,7 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
     from r1aqa_pl.training import strategy
     from r1aqa_pl.training.grpo_module import GRPOModule
 
-    m = GRPOModule("unused", G=2)
+    m = GRPOModule("unused", sampling=dict(G=2))
     assert strategy.zero_stage(m) is None and strategy.deepspeed_engine(m) is None
     with strategy.generation_context(m) as kw:
         assert kw == {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import batch_of, datamodule, fit
 
-from r1aqa_pl import prompts
+from r1aqa_pl.task import prompts
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
 from r1aqa_pl.training.grpo_module import GRPOModule
 
@@ -35,7 +35,7 @@ def token_ids(processor, tokens):
 # ---------------------------------------------------------------- think mode
 
 def test_think_prompt_exact_text_and_ids(synth_dir, tiny_dir):
-    m = GRPOModule(str(tiny_dir), think=True, G=2)
+    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), think=True), sampling=dict(G=2))
     assert m.template == "think"
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 1)
@@ -55,17 +55,22 @@ def test_think_prompt_exact_text_and_ids(synth_dir, tiny_dir):
     assert plain.template == "plain" and "<think>" not in prompts.user_text(q, plain.template)
 
 
+def weights(module):
+    return {r.label: r.weight for r in module.rewards}
+
+
 def test_think_swaps_format_for_think_format():
-    m = GRPOModule("unused", think=True)
-    assert m.reward_weights == {"accuracy": 1.0, "think_format": 1.0}
-    m = GRPOModule("unused", think=True, reward_weights={"accuracy": 1.0, "format": 0.5})
-    assert m.reward_weights == {"accuracy": 1.0, "think_format": 0.5}
-    assert GRPOModule("unused").reward_weights == {"accuracy": 1.0, "format": 1.0}
+    m = GRPOModule(dict(model_name_or_path="unused", think=True))
+    assert weights(m) == {"accuracy": 1.0, "think_format": 1.0}
+    m = GRPOModule(dict(model_name_or_path="unused", think=True),
+                   rewards=["accuracy", {"class_path": "format", "init_args": {"weight": 0.5}}])
+    assert weights(m) == {"accuracy": 1.0, "think_format": 0.5}
+    assert weights(GRPOModule("unused")) == {"accuracy": 1.0, "format": 1.0}
 
 
 def test_think_grpo_fit_logs_think_and_answer_lengths(synth_dir, tiny_dir):
     L.seed_everything(0)
-    m = GRPOModule(str(tiny_dir), think=True, G=4, max_new_tokens=12, lr=1e-3)
+    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), think=True), sampling=dict(G=4, max_new_tokens=12), optimization=dict(lr=1e-3))
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
     assert trainer.global_step == 2
     metrics = trainer.callback_metrics
@@ -76,7 +81,7 @@ def test_think_grpo_fit_logs_think_and_answer_lengths(synth_dir, tiny_dir):
 
 def test_think_lengths_and_reward_on_known_completions(synth_dir, tiny_dir):
     """Completions fixed by hand: 3 words of thinking, 1 of answer, think format satisfied."""
-    m = GRPOModule(str(tiny_dir), think=True, G=2, max_new_tokens=4, lr=1e-3)
+    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), think=True), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3))
     m.configure_model()
     m.decode = lambda ids: ["<think> a b c </think>\n<answer> one </answer>"] * ids.shape[0]
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=1)
@@ -92,7 +97,7 @@ def test_audio_free_inputs_carry_no_audio(synth_dir, tiny_dir):
     dm = datamodule(synth_dir, tiny_dir, with_audio=False)
     batch = batch_of(dm, 3)
     assert batch["audio"] == [None, None, None]
-    m = GRPOModule(str(tiny_dir), with_audio=False)
+    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), with_audio=False))
     m.configure_model()
     assert m.family.render(m.processor, batch["questions"][0], m.template, with_audio=False) == PLAIN_NOAUDIO_0
     inputs = m.encode(batch["questions"], batch["audio"])
@@ -123,7 +128,7 @@ def _count_audio_tower_calls(module):
 
 def test_audio_free_grpo_fit_and_evaluation_never_run_the_audio_encoder(synth_dir, tiny_dir):
     L.seed_everything(0)
-    m = GRPOModule(str(tiny_dir), with_audio=False, G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3)
+    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), with_audio=False), sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3), evaluation=dict(max_new_tokens=8))
     m.configure_model()
     calls = _count_audio_tower_calls(m)
     dm = datamodule(synth_dir, tiny_dir, with_audio=False)
@@ -139,7 +144,7 @@ def test_audio_free_grpo_fit_and_evaluation_never_run_the_audio_encoder(synth_di
     assert calls == []  # neither rollouts, log-probs, reference nor evaluation touched the audio encoder
 
     # positive control: with audio, the same hook fires
-    control = GRPOModule(str(tiny_dir), G=2, max_new_tokens=2)
+    control = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=2))
     control.configure_model()
     control_calls = _count_audio_tower_calls(control)
     batch = batch_of(datamodule(synth_dir, tiny_dir), 1)

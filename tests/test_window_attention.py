@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from r1aqa_pl.window_attention import windowed_attention
+from r1aqa_pl.attention.windows import windowed_attention
 
 
 def per_window(q, k, v, bounds):

@@ -1,35 +1,34 @@
-"""Benchmarks (one module each) and the calls that pick one by name or by file."""
+"""Benchmarks (one module each, registered by name) and the calls that pick one by name, class path or file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from r1aqa_pl.benchmarks.base import Benchmark
-from r1aqa_pl.benchmarks.mmar import MMAR
-from r1aqa_pl.benchmarks.mmau import MMAU
+from r1aqa_pl.benchmarks import mmar, mmau  # noqa: F401  (register)
+from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark
+from r1aqa_pl.task.files import read_entries
 
 __all__ = ["BENCHMARKS", "Benchmark", "benchmark_for", "get"]
 
-# name -> benchmark; a new benchmark is one module plus one line here
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (MMAU(), MMAR())}
 
 
 def get(name: str | Benchmark) -> Benchmark:
-    if isinstance(name, Benchmark):
-        return name
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name]
+    """A registered benchmark by name, a user's by class path (``my_module.MyBench``), or the instance given."""
+    return BENCHMARKS.build(name)
+
+
+def detect_benchmark(kind: str, first: dict) -> Benchmark | None:
+    """The benchmark whose files look like this (``kind``: "json" list or "jsonl"; ``first``: the first record)."""
+    return next((b for b in map(BENCHMARKS.build, BENCHMARKS) if b.matches(first, kind)), None)
 
 
 def benchmark_for(path: str | Path, name: str | None = None) -> Benchmark:
     """The benchmark named ``name``, else the one that recognises the file; an error names both otherwise."""
     if name is not None:
         return get(name)
-    from r1aqa_pl.data.formats import detect_format
-
-    fmt = detect_format(path)  # one read of the file; each benchmark's `matches` decides inside
-    if fmt in BENCHMARKS:
-        return BENCHMARKS[fmt]
+    kind, entries = read_entries(path)
+    bench = detect_benchmark(kind, next((r for _, _, r in entries if isinstance(r, dict)), {}))
+    if bench is not None:
+        return bench
     raise ValueError(f"{path}: not a file of any known benchmark ({', '.join(BENCHMARKS)}); "
                      "name one with --benchmark, or check the file's format")

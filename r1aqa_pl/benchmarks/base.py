@@ -2,8 +2,9 @@
 prediction-file layout, its chance level and the table it prints. The torchmetrics metric, the validation callback, ``r1aqa score``, ``r1aqa eval``
 and ``eval-all`` take a :class:`Benchmark` and assume nothing else about it.
 
-Adding a benchmark: one module in this package with a subclass, plus its entry in
-:data:`r1aqa_pl.benchmarks.BENCHMARKS`.
+Adding a benchmark: a :class:`Benchmark` subclass in a module of your own, named by its class path
+(``benchmark: my_module.MyBench`` in the callback's or ``r1aqa eval``'s arguments); a built-in registers with
+``@BENCHMARKS.register("name")`` and is then also recognised from its files.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from r1aqa_pl import answer_format
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.registry import Registry
+from r1aqa_pl.task import answer_format
+from r1aqa_pl.task.question import DataError, Question
 
 OTHER = "other"  # bucket for names not known up-front (the metric's states have fixed shapes)
 
@@ -62,11 +64,6 @@ def content_digest(records: list) -> str:
     return hashlib.sha256("\n".join(canon).encode()).hexdigest()
 
 
-def is_jsonl(text: str) -> bool:
-    """A JSON-lines file (one object per line) rather than one JSON list."""
-    return text.lstrip().startswith("{")
-
-
 class Benchmark:
     """A multiple-choice audio benchmark: subclasses set the attributes and the rule."""
 
@@ -99,12 +96,6 @@ class Benchmark:
         ``base``: the folder audio paths are relative to; ``withheld``: the file has no answers)."""
         raise NotImplementedError
 
-    def iter_questions(self, path: str | Path, audio_dir: str | Path | None = None) -> Iterator[Question | DataError]:
-        """One :class:`Question` or record-level :class:`DataError` per record of a benchmark file, in order."""
-        from r1aqa_pl.data.formats import iter_questions
-
-        return iter_questions(path, audio_dir, fmt=self.name)
-
     def version(self, records: list, declared: str | None = None) -> str:
         """The version of a benchmark file: ``declared`` when given, else the official version whose content
         these records are (:func:`content_digest`), else "unknown" (a subset, an edit, a synthetic set)."""
@@ -114,33 +105,6 @@ class Benchmark:
     def withheld(records: list) -> bool:
         """No record has an answer: a test split whose answers stay with the benchmark (predictions are submitted)."""
         return bool(records) and not any(isinstance(r, dict) and "answer" in r for r in records)
-
-    def read(self, path: str | Path, audio_dir: str | Path | None = None, **policy) -> list[Question]:
-        """The questions of a benchmark file under the data layer's error policy (``on_error``, ...)."""
-        from r1aqa_pl.data.formats import apply_policy
-
-        return apply_policy(path, self.iter_questions(path, audio_dir), **policy)[0]
-
-    def load_records(self, path: str | Path) -> list[dict]:
-        """The raw records of a benchmark or prediction file (a JSON list or JSON lines); errors name the file."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise DataError(str(path), "file", "unreadable", f"cannot read: {e.strerror or e}") from e
-        if not is_jsonl(text):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), f"line {e.lineno}", "bad-json", f"not valid JSON: {e.msg}") from e
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(str(path), f"line {n}", "bad-json", f"not valid JSON: {e.msg}") from e
-        return records
 
     @staticmethod
     def write_records(records: list, path: str | Path, jsonl: bool = False) -> Path:
@@ -172,18 +136,18 @@ class Benchmark:
     def _check(self, record: Any, i: int, key: str, source: str) -> None:
         where = f"record {i}"
         if not isinstance(record, dict):
-            raise DataError(source, where, "not-an-object", f"expected a JSON object, got {type(record).__name__}")
+            raise DataError(source, where, "malformed_json", f"expected a JSON object, got {type(record).__name__}")
         for field in ("answer", "choices"):
             if field not in record:
-                raise DataError(source, where, "missing-field", f"no {field!r} (id={record.get('id')!r})")
+                raise DataError(source, where, "missing_field", f"no {field!r} (id={record.get('id')!r})")
         choices = record["choices"]
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            raise DataError(source, where, "bad-choices", f"'choices' must be a list of strings (id={record.get('id')!r})")
+            raise DataError(source, where, "bad_field", f"'choices' must be a list of strings (id={record.get('id')!r})")
         if not isinstance(record["answer"], str):
-            raise DataError(source, where, "bad-answer", f"'answer' must be a string (id={record.get('id')!r})")
+            raise DataError(source, where, "bad_field", f"'answer' must be a string (id={record.get('id')!r})")
         value = record.get(key)
         if value is not None and not isinstance(value, str):
-            raise DataError(source, where, "bad-prediction",
+            raise DataError(source, where, "bad_field",
                             f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})")
 
     def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>") -> dict:
@@ -196,7 +160,7 @@ class Benchmark:
         """
         key = key or self.prediction_key
         if not isinstance(records, list):
-            raise DataError(source, "top level", "not-a-list",
+            raise DataError(source, "top level", "malformed_json",
                             f"expected a JSON list of records, got {type(records).__name__}")
         correct = {g.name: Counter() for g in self.groups}
         total = {g.name: Counter() for g in self.groups}
@@ -251,3 +215,6 @@ class Benchmark:
             chance = f"{100 * c['chance']:>10.2f}" if with_chance and "chance" in c else ""
             lines.append(f"{group:<13}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}{chance}")
         return "\n".join(lines)
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", Benchmark, shared=True)

@@ -21,7 +21,7 @@ from r1aqa_pl import benchmarks
 from r1aqa_pl.benchmarks.base import Benchmark
 from r1aqa_pl.benchmarks.metric import BenchmarkAccuracy
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 
 def record_identity(record: dict, added: Sequence[str] = ()) -> str:

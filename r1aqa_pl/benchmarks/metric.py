@@ -14,7 +14,7 @@ import torch
 from torchmetrics import Metric
 
 from r1aqa_pl.benchmarks.base import OTHER, Benchmark, cell
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 
 class BenchmarkAccuracy(Metric):

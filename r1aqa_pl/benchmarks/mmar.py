@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from r1aqa_pl.benchmarks.base import Benchmark, Group
+from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark, Group
 from r1aqa_pl.benchmarks.mmau import is_correct
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.files import answer_choice, choice_list, field, resolve
+from r1aqa_pl.task.question import Question
 
 MODALITIES = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech", "mix-music-speech",
               "mix-sound-music-speech")
 CATEGORIES = ("Signal Layer", "Perception Layer", "Semantic Layer", "Cultural Layer")
 
 
+@BENCHMARKS.register("mmar")
 class MMAR(Benchmark):
     """MMAR's JSONL; accuracy per modality (the question's domain), category and sub-category."""
 
@@ -42,8 +44,6 @@ class MMAR(Benchmark):
         return "modality" in record and "choices" in record
 
     def parse(self, rec: dict, rid: str, err, base: Path, withheld: bool, domain: str, extra: dict) -> Question:
-        from r1aqa_pl.data.formats import answer_choice, choice_list, field, resolve
-
         text, choices = field(rec, "question", err), choice_list(rec, "choices", err)
         answer = "" if withheld else answer_choice(rec, choices, rid, err)
         modality = str(field(rec, "modality", err)).lower()

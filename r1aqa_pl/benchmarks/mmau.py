@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from r1aqa_pl.benchmarks.base import Benchmark, Group
-from r1aqa_pl.records import Question
+from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark, Group
+from r1aqa_pl.task.files import answer_choice, choice_list, field, resolve
+from r1aqa_pl.task.question import Question
 
 DOMAINS = ("sound", "music", "speech")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -67,6 +68,7 @@ VERSIONS = {
 }
 
 
+@BENCHMARKS.register("mmau")
 class MMAU(Benchmark):
     """MMAU's JSON list (``audio_id`` relative to the file, ``answer`` the choice string, ``task`` the domain);
     R1-AQA's prediction key ``model_prediction``, accuracy per task, difficulty and sub-category. The test
@@ -90,8 +92,6 @@ class MMAU(Benchmark):
         return kind == "json" and "audio_id" in record
 
     def parse(self, rec: dict, rid: str, err, base: Path, withheld: bool, domain: str, extra: dict) -> Question:
-        from r1aqa_pl.data.formats import answer_choice, choice_list, field, resolve
-
         text, choices = field(rec, "question", err), choice_list(rec, "choices", err)
         answer = "" if withheld else answer_choice(rec, choices, rid, err)
         audio = resolve(field(rec, "audio_id", err), base)

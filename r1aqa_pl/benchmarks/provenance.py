@@ -30,7 +30,7 @@ def provenance(benchmark, version: str, data: str | None, module: Any = None, fi
     """The record: ``module.describe_evaluation(first)`` (model, family, prompt, decoding) where the module
     has it, the benchmark's name, version, answer key and extraction rule, the seed and the packages."""
     rule = (benchmark.extract.__doc__ or "").strip().splitlines()[0]
-    from r1aqa_pl import answer_format
+    from r1aqa_pl.task import answer_format
 
     record = {
         "benchmark": benchmark.name, "version": version, "data": data,

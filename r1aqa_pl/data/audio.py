@@ -2,7 +2,7 @@
 
 soundfile needs no system libraries (``torchaudio.load`` now wants torchcodec + FFmpeg), and
 torchaudio's sinc resampler is the one the Qwen2-Audio recipes use. Every failure is a
-:class:`~r1aqa_pl.records.DataError` whose ``reason`` the data layer counts.
+:class:`~r1aqa_pl.task.question.DataError` whose ``reason`` the data layer counts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
 
 # frames read beyond the window before resampling, so the cut lands where a full decode would
 _MARGIN = 256

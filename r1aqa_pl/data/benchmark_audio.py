@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from r1aqa_pl.data.audio import audio_info, load_audio
 from r1aqa_pl.data.card import source_entry, split_summary, write_card
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
+from r1aqa_pl.task.files import read_records
 
 
 def _safe_name(name: str) -> PurePosixPath | None:
@@ -67,25 +68,6 @@ def unpack(archive: str | Path, out: str | Path) -> int:
             raise DataError(str(archive), "file", "missing_file", "archive not found") from None
         raise DataError(str(archive), "file", "unreadable_archive", f"cannot read the archive ({e})") from None
     return written
-
-
-def _read_records(path: Path) -> list:
-    """A JSON list or JSONL file as a list of records; a broken file raises DataError naming the line."""
-    if not path.is_file():
-        raise DataError(str(path), "file", "missing_file", "question file not found")
-    text = path.read_text(encoding="utf-8")
-    is_list = text.lstrip().startswith("[") or path.suffix == ".json"
-    chunks = [(1, text)] if is_list else [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    records = []
-    for n, chunk in chunks:
-        try:
-            records.append(json.loads(chunk))
-        except json.JSONDecodeError as e:
-            raise DataError(str(path), str(n + e.lineno - 1), "malformed_json", f"not valid JSON ({e.msg})") from None
-    records = records[0] if is_list else records
-    if not isinstance(records, list):
-        raise DataError(str(path), "file", "malformed_json", "expected a JSON list of records (or JSONL)")
-    return records
 
 
 def check_clips(records: list, key: str, base: Path) -> tuple[list[dict], list[dict], list[dict]]:
@@ -138,7 +120,7 @@ def _copy_clips(records: list, key: str, audio: Path, out: Path) -> int:
 def _finish(name: str, command: str, records_file: Path, audio_source: Path, out: Path, key: str,
             domain_key: str, type_key: str) -> int:
     """Copy the question file beside the audio, check every clip, write report and card; 0 when nothing is missing."""
-    records = _read_records(records_file)
+    records = read_records(records_file)
     target = out / records_file.name
     if not (target.exists() and target.samefile(records_file)):
         shutil.copyfile(records_file, target)
@@ -188,7 +170,7 @@ def prepare_mmar(*, audio: str, meta: str, out: str) -> int:
     if src.is_file():
         print(f"prepare-mmar: unpacked {unpack(src, out_dir)} files from {src}")
     elif src.is_dir():
-        print(f"prepare-mmar: copied {_copy_clips(_read_records(Path(meta)), 'audio_path', src, out_dir)} clips from {src}")
+        print(f"prepare-mmar: copied {_copy_clips(read_records(Path(meta)), 'audio_path', src, out_dir)} clips from {src}")
     else:
         raise DataError(str(src), "file", "missing_file", "audio folder or archive not found")
     return _finish("MMAR", "r1aqa prepare-mmar", Path(meta), src, out_dir, "audio_path", "modality", "category")

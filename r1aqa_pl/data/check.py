@@ -10,17 +10,17 @@ import numpy as np
 from r1aqa_pl.data.audio import audio_info, load_audio
 from r1aqa_pl.data.card import show_card
 from r1aqa_pl.data.formats import detect_format, iter_questions, record_error
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.question import DataError, Question
+from r1aqa_pl.task.files import read_records
+from r1aqa_pl.benchmarks import BENCHMARKS
 
 
 def _benchmark_line(fmt: str, path: str, version: str | None) -> str | None:
     """"benchmark: MMAU, version ...", and whether its answers are withheld; None for a training format."""
-    from r1aqa_pl.benchmarks import BENCHMARKS
-
     bench = BENCHMARKS.get(fmt)
     if bench is None:
         return None
-    records = bench.load_records(path)
+    records = read_records(path)
     line = f"  benchmark: {bench.title}, version {bench.version(records, version)}"
     if bench.withheld(records):
         line += "; answers withheld (a test split): `r1aqa eval` writes its submission file, no local score"

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from r1aqa_pl.data import selection
 from r1aqa_pl.data.audio import load_audio
 from r1aqa_pl.data.formats import load_questions, record_error
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.question import DataError, Question
+from r1aqa_pl.task.files import read_records
+from r1aqa_pl import benchmarks
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +232,11 @@ class AudioQADataModule(L.LightningDataModule):
 
     def _identify(self, ds: AudioQADataset, split: str, label: str | None, path: str) -> None:
         """The benchmark and version of a file; a val file without answers (a test split) fails here, not at step 0."""
-        from r1aqa_pl import benchmarks
-
         try:
             bench = benchmarks.benchmark_for(path, label if label in benchmarks.BENCHMARKS else None)
         except ValueError:
             return  # not a benchmark file (e.g. AVQA questions held out): the callback's own benchmark scores it
-        records = bench.load_records(path)
+        records = read_records(path)
         declared = (self.hparams.val_versions or {}).get(label or bench.name)
         ds.benchmark, ds.version = bench.name, bench.version(records, declared)
         if split.startswith("val") and not self.allow_withheld and bench.withheld(records):

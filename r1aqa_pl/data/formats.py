@@ -24,22 +24,23 @@ decode in :class:`r1aqa_pl.data.datamodule.AudioQADataset`).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from r1aqa_pl.benchmarks import BENCHMARKS, detect_benchmark
 from r1aqa_pl.data.audio import audio_info
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.files import choice_list, field, read_entries, resolve
+from r1aqa_pl.task.question import DataError, Question
 
 log = logging.getLogger(__name__)
 
 AVQA_FORMATS = ("avqa_jsonl", "avqa_json")
 NAMINGS = ("r1aqa", "video_name")
-# record-level reasons (skippable); file-level problems (missing_file, malformed_json in a JSON
-# list, no_records, too_many_skipped) always raise.
+# record-level reasons (skippable); file-level problems (:mod:`r1aqa_pl.task.files`'s, and too_many_skipped)
+# always raise.
 REASONS = ("malformed_json", "missing_field", "bad_field", "answer_index_out_of_range",
            "answer_not_in_choices", "too_few_choices", "missing_audio", "unreadable_audio",
            "empty_audio", "non_finite_audio")
@@ -62,41 +63,8 @@ def avqa_audio_name(video_name: str, naming: str = "r1aqa") -> str:
     return f"{video_name}.wav"
 
 
-def _entries(path: Path) -> tuple[str, list[tuple[str, str, Any]]]:
-    """("jsonl" | "json", [(where, source, record-or-DataError)]); file-level problems raise."""
-    if not path.is_file():
-        raise DataError(str(path), "file", "missing_file", "data file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl" or text.lstrip().startswith("{"):
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                rec = DataError(str(path), str(n), "malformed_json", f"not valid JSON ({e.msg}, column {e.colno})")
-            out.append((str(n), f"{path}:{n}", rec))
-        kind = "jsonl"
-    else:
-        try:
-            recs = json.loads(text)
-        except json.JSONDecodeError as e:  # a broken list cannot be split into records: whole file
-            raise DataError(str(path), str(e.lineno), "malformed_json",
-                            f"not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(recs, list):
-            raise DataError(str(path), "file", "malformed_json", "expected a JSON list of records (or JSONL)")
-        out = [(f"record {i}", f"{path}[{i}]", r) for i, r in enumerate(recs)]
-        kind = "json"
-    if not out:
-        raise DataError(str(path), "file", "no_records", "file contains no records")
-    return kind, out
-
-
 def formats() -> tuple[str, ...]:
     """Every ``fmt`` value: "auto", AVQA's two layouts, and each benchmark's name."""
-    from r1aqa_pl.benchmarks import BENCHMARKS
-
     return ("auto", *AVQA_FORMATS, *BENCHMARKS)
 
 
@@ -105,14 +73,12 @@ def _detect(kind: str, entries: list, fmt: str) -> str:
         raise ValueError(f"fmt must be one of {formats()}, got {fmt!r}")
     if fmt != "auto":
         return fmt
-    from r1aqa_pl.benchmarks import BENCHMARKS
-
     first = next((r for _, _, r in entries if isinstance(r, dict)), {})
     if "multi_choice" in first:
         return "avqa_jsonl" if kind == "jsonl" else "avqa_json"
-    for b in BENCHMARKS.values():
-        if b.matches(first, kind):
-            return b.name
+    bench = detect_benchmark(kind, first)
+    if bench is not None:
+        return bench.name
     return "avqa_jsonl" if kind == "jsonl" else "mmau"  # the closest layout, whose field errors then explain
 
 
@@ -123,37 +89,7 @@ def answers_withheld(entries: list) -> bool:
 
 def detect_format(path: str | Path) -> str:
     """The format :func:`iter_questions` would use for ``path`` with ``fmt="auto"``."""
-    return _detect(*_entries(Path(path)), "auto")
-
-
-def field(rec: dict, key: str, err, types=(str,)):
-    if rec.get(key) is None:
-        raise err("missing_field", f"missing field '{key}'")
-    v = rec[key]
-    if isinstance(v, bool) or not isinstance(v, types):
-        raise err("bad_field", f"field '{key}' should be {'/'.join(t.__name__ for t in types)}, got {v!r}")
-    return v
-
-
-def choice_list(rec: dict, key: str, err) -> list[str]:
-    v = field(rec, key, err, (list,))
-    if not all(isinstance(c, str) for c in v):
-        raise err("bad_field", f"'{key}' must be a list of strings, got {v!r}")
-    if len(v) < 2:
-        raise err("too_few_choices", f"'{key}' has {len(v)} choice(s), need at least 2")
-    return list(v)
-
-
-def answer_choice(rec: dict, choices: list[str], rid: str, err) -> str:
-    """A benchmark record's ``answer``: one of its choice strings."""
-    answer = field(rec, "answer", err)
-    if answer not in choices:
-        raise err("answer_not_in_choices", f"id={rid}: answer {answer!r} is not one of {choices}")
-    return answer
-
-
-def resolve(p: str, base: Path) -> str:
-    return str(Path(p) if Path(p).is_absolute() else base / p)
+    return _detect(*read_entries(path), "auto")
 
 
 def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming: str, withheld: bool) -> Question:
@@ -163,8 +99,6 @@ def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming
     extra = dict(difficulty=str(rec.get("difficulty") or ""), sub_category=str(rec.get("sub-category") or ""),
                  category=str(rec.get("category") or ""), source=source, raw=rec)
     if fmt not in AVQA_FORMATS:
-        from r1aqa_pl.benchmarks import BENCHMARKS
-
         return BENCHMARKS[fmt].parse(rec, rid, err, base, withheld, domain, extra)
     text, choices = field(rec, "question_text", err), choice_list(rec, "multi_choice", err)
     idx = field(rec, "answer", err, (int,))
@@ -187,7 +121,7 @@ def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: s
                    domain: str = "sound", naming: str = "r1aqa") -> Iterator[Question | DataError]:
     """One :class:`Question` or record-level :class:`DataError` per record (no audio check); file-level problems raise."""
     path = Path(path)
-    kind, entries = _entries(path)
+    kind, entries = read_entries(path)
     fmt = _detect(kind, entries, fmt)
     withheld = answers_withheld(entries)
     base = Path(audio_dir) if audio_dir else path.parent
@@ -205,7 +139,7 @@ def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: s
 def record_error(q: Question, e: DataError) -> DataError:
     """An audio error re-issued under the record's file and line/record, so the message points at the data."""
     m = re.fullmatch(r"(.*)\[(\d+)\]", q.source) or re.fullmatch(r"(.*):(\d+)", q.source)
-    file, where = (m[1], f"record {m[2]}" if q.source.endswith("]") else m[2]) if m else (q.source, "?")
+    file, where = (m[1], f"record {m[2]}" if q.source.endswith("]") else f"line {m[2]}") if m else (q.source, "?")
     return DataError(file, where, e.reason, f"id={q.id}: {e}")
 
 

@@ -37,7 +37,7 @@ import soundfile as sf
 
 from r1aqa_pl.data.card import source_entry, split_summary, write_card
 from r1aqa_pl.data.formats import avqa_audio_name, iter_questions
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.question import DataError, Question
 
 AUDIO_DIR = "audio"
 

@@ -14,7 +14,7 @@ import math
 import random
 from pathlib import Path
 
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.question import DataError, Question
 
 
 def read_labels(path: str | Path) -> dict[str, dict]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from r1aqa_pl.answer_format import extract_answer
+from r1aqa_pl.task.answer_format import extract_answer
 from r1aqa_pl.data.audio import load_audio
 from r1aqa_pl.eval.checkpoints import load_for_eval
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 
 def ask(*, model: str, audio: str, question: str, choices: list[str], max_new_tokens: int = 256) -> str:

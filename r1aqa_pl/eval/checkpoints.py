@@ -17,7 +17,6 @@ A checkpoint is any of
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import tempfile
@@ -28,15 +27,21 @@ import torch
 from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
 from r1aqa_pl.models import Dtype
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
+from r1aqa_pl.training.config import regroup
 from r1aqa_pl.training.policy_module import PolicyModule
 
 CheckpointKind = Literal["lightning", "deepspeed", "hf"]
-# PolicyModule's own arguments: what a saved GRPO / SFT checkpoint needs to rebuild the policy
-_POLICY_ARGS = tuple(p for p in inspect.signature(PolicyModule.__init__).parameters if p != "self")
 # what an _hf folder takes from the Lightning checkpoint beside it (LoRA is merged in the export, the
 # family is the folder's own model_type)
-_HF_ARGS = ("dtype", "attn_implementation", "template", "think", "eval_max_new_tokens", "eval_stop_at_answer")
+_HF_POLICY = ("dtype", "attn_implementation", "template", "think")
+
+
+def _groups(hp: dict) -> dict:
+    """The policy, optimization and evaluation groups of a checkpoint's hyper-parameters (grouped, or the flat
+    ones of a checkpoint written before the groups)."""
+    hp = hp if "policy" in hp else regroup(hp)
+    return {k: dict(hp[k]) for k in ("policy", "optimization", "evaluation") if isinstance(hp.get(k), dict)}
 
 
 
@@ -135,25 +140,26 @@ def _load_lightning(path: Path, source_hint: Path | None = None, override: dict 
     if "state_dict" not in ckpt:
         raise ValueError(f"{path}: no 'state_dict' in this file; is it a Lightning checkpoint?")
     hp = dict(ckpt.get("hyper_parameters") or {})
-    kwargs = {k: hp[k] for k in _POLICY_ARGS if k in hp}
-    if "model_name_or_path" not in kwargs:
-        raise ValueError(f"{path}: the checkpoint's hyper_parameters have no model_name_or_path "
+    kwargs = _groups(hp)
+    if not kwargs.get("policy", {}).get("model_name_or_path"):
+        raise ValueError(f"{path}: the checkpoint's hyper_parameters have no policy.model_name_or_path "
                          "(not written by a PolicyModule?); evaluate its _hf folder instead")
     # the architecture (and processor) come from the model the run started from; if that folder is
     # gone (another machine, another working directory) the _hf export beside the checkpoint serves
-    arch = kwargs["model_name_or_path"]
+    policy = kwargs["policy"]
+    trained_with = policy["model_name_or_path"]
     hf = source_hint if source_hint is not None else path.with_name(path.stem + "_hf")
-    if not Path(arch).exists() and is_hf_dir(hf):
-        kwargs["model_name_or_path"] = str(hf)
-    module = EvalPolicy(**{**kwargs, **(override or {})})
+    if not Path(trained_with).exists() and is_hf_dir(hf):
+        policy["model_name_or_path"] = str(hf)
+    policy.update(override or {})
+    module = EvalPolicy(**kwargs)
     module.configure_model()
     state = ckpt["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{path}: state_dict does not fit the policy built from {kwargs['model_name_or_path']}: "
+        raise RuntimeError(f"{path}: state_dict does not fit the policy built from {policy['model_name_or_path']}: "
                            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    info = {"model": kwargs["model_name_or_path"], "step": ckpt.get("global_step"),
-            "trained_with": hp.get("model_name_or_path")}
+    info = {"model": policy["model_name_or_path"], "step": ckpt.get("global_step"), "trained_with": trained_with}
     return module, info
 
 
@@ -177,12 +183,14 @@ def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
             module, info = _load_lightning(fp32, source_hint=hf, override=override)
     else:
         # an _hf folder beside a Lightning checkpoint evaluates with that run's prompt and lengths
-        kwargs = {k: v for k, v in _sibling_hparams(p).items() if k in _HF_ARGS}
-        module = EvalPolicy(str(checkpoint), **{**kwargs, **override})
+        groups = _groups(_sibling_hparams(p))
+        policy = {k: v for k, v in groups.get("policy", {}).items() if k in _HF_POLICY}
+        module = EvalPolicy({**policy, **override, "model_name_or_path": str(checkpoint)},
+                            evaluation=groups.get("evaluation") or {})
         module.configure_model()
         info = {"model": str(checkpoint), "step": checkpoint_step(checkpoint) if p.exists() else None}
     if max_new_tokens is not None:
-        module.hparams.eval_max_new_tokens = int(max_new_tokens)
-    module.hparams.with_audio = bool(with_audio)
+        module.evaluation.max_new_tokens = int(max_new_tokens)
+    module.policy_config.with_audio = bool(with_audio)
     module.eval()
     return module, {"kind": kind, **info}

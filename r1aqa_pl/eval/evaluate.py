@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from r1aqa_pl.benchmarks import Benchmark, benchmark_for, get
-from r1aqa_pl.benchmarks.callback import record_identity
+from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation, record_identity
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
 from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import check_audio
 from r1aqa_pl.eval.checkpoints import _sibling_ckpt, default_out, is_deepspeed_dir, is_hf_dir, load_for_eval
 from r1aqa_pl.models import Dtype
-from r1aqa_pl.records import DataError, Question
+from r1aqa_pl.task.question import DataError, Question
+from r1aqa_pl.task.files import read_records
+from r1aqa_pl.data.formats import iter_questions
 
 DEFAULT_BENCHMARK = "mmau"
 
@@ -67,7 +69,7 @@ def _collate(batch: list[dict]) -> dict:
 def _reasons(bench: Benchmark, data: str, audio_dir: str | None, with_audio: bool) -> list[str | None]:
     """Per source record: why it cannot be scored at start-up (bad fields, missing/unreadable audio), or None."""
     out = []
-    for item in bench.iter_questions(data, audio_dir):
+    for item in iter_questions(data, audio_dir, fmt=bench.name):
         if isinstance(item, Question) and with_audio:
             item = check_audio(item)
         out.append(item.reason if isinstance(item, DataError) else None)
@@ -128,8 +130,6 @@ def evaluate(
     """
     import lightning as L
 
-    from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
-
     t0 = time.time()
     data, bench = resolve_data(data, benchmark)
     out_dir = Path(out) if out else default_out(checkpoint)
@@ -160,10 +160,10 @@ def evaluate(
             metrics = trainer.validate(module, datamodule=dm, verbose=False)
             logged = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
             if None in scorer.written:
-                written = bench.load_records(scorer.written[None])
+                written = read_records(scorer.written[None])
 
     # the source list, in order: each record with its prediction or the reason it has none
-    source = bench.load_records(data)
+    source = read_records(data)
     version = bench.version(source, benchmark_version)
     withheld = bench.withheld(source)
     reasons = _reasons(bench, data, audio_dir, with_audio)
@@ -196,7 +196,7 @@ def evaluate(
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint), "kind": info["kind"], "model": info.get("model"), "step": info.get("step"),
         "data": str(data), "audio_dir": audio_dir, "with_audio": with_audio, "limit": limit,
-        "batch_size": batch_size, "max_new_tokens": module.hparams.eval_max_new_tokens,
+        "batch_size": batch_size, "max_new_tokens": module.evaluation.max_new_tokens,
         "records": len(source), "not_scored": dict(not_scored), "logged": logged,
         "seconds": round(time.time() - t0, 2), **result,
     }

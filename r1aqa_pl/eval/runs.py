@@ -13,6 +13,7 @@ from pathlib import Path
 
 from r1aqa_pl.benchmarks import get
 from r1aqa_pl.benchmarks.mmau import DOMAINS
+from r1aqa_pl.task.files import read_records
 
 Scalars = dict[str, list[tuple[int, float]]]
 ACC_TAGS = tuple(f"val/acc/{d}" for d in (*DOMAINS, "total"))
@@ -201,7 +202,7 @@ def plot_subcategories(result: dict, title: str = "accuracy per sub-category"):
 def score_predictions(path: str | Path) -> dict:
     """The MMAU score of a prediction file plus ``_sub_domain`` (sub-category -> task) for :func:`plot_subcategories`."""
     mmau = get("mmau")
-    records = mmau.load_records(path)
+    records = read_records(path)
     result = mmau.score_records(records, source=str(path))
     result["_sub_domain"] = {str(r.get("sub-category") or "other"): str(r.get("task") or "other")
                              for r in records if isinstance(r, dict)}

@@ -6,7 +6,8 @@ import json as _json
 import sys
 
 from r1aqa_pl.benchmarks import get
-from r1aqa_pl.records import DataError
+from r1aqa_pl.task.question import DataError
+from r1aqa_pl.task.files import read_records
 
 
 def score(predictions: str, benchmark: str = "mmau", key: str | None = None, json: bool = False,
@@ -24,7 +25,7 @@ def score(predictions: str, benchmark: str = "mmau", key: str | None = None, jso
     """
     bench = get(benchmark)
     try:
-        records = bench.load_records(predictions)
+        records = read_records(predictions)
         if bench.withheld(records):
             raise DataError(predictions, "file", "answers_withheld",
                             f"no record has an answer ({bench.title} test split?): no score can be computed "

@@ -1,38 +1,31 @@
-"""Policy families (one module each) and the calls that pick and load one.
+"""Policy families (one module each, registered by name) and the calls that pick and load one.
 
-The family comes from the checkpoint's ``config.model_type`` unless a config names it (``family``).
+The family comes from the checkpoint's ``config.model_type`` unless a config names it (``family``: a
+registered name or the class path of a user's own :class:`PolicyFamily` subclass).
 """
 
 from __future__ import annotations
 
-from r1aqa_pl.models.audio_flamingo3 import AudioFlamingo3
-from r1aqa_pl.models.base import DTYPES, Dtype, PolicyFamily
-from r1aqa_pl.models.phi4_multimodal import Phi4Multimodal
-from r1aqa_pl.models.qwen2_5_omni import Qwen2_5Omni
-from r1aqa_pl.models.qwen2_audio import Qwen2Audio
-from r1aqa_pl.models.qwen3_omni import Qwen3Omni
+from r1aqa_pl.models import audio_flamingo3, phi4_multimodal, qwen2_5_omni, qwen2_audio, qwen3_omni  # noqa: F401  (register)
+from r1aqa_pl.models.base import DTYPES, FAMILIES, Dtype, PolicyFamily
 
 __all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
 
-# name -> adapter; a new family is one module plus one line here
-FAMILIES: dict[str, PolicyFamily] = {f.name: f for f in (Qwen2Audio(), Qwen2_5Omni(), Qwen3Omni(), AudioFlamingo3(),
-                                                   Phi4Multimodal())}
-
 
 def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:
-    """The adapter named ``family``, else the one whose ``model_types`` has the checkpoint's ``config.model_type``."""
+    """The family named ``family`` (registered name or class path), else the registered one whose
+    ``model_types`` has the checkpoint's ``config.model_type``."""
     if family is not None:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown policy family {family!r}; known: {', '.join(FAMILIES)}")
-        return FAMILIES[family]
+        return FAMILIES.build(family)
     from transformers import AutoConfig
 
     model_type = AutoConfig.from_pretrained(model_name_or_path).model_type
-    for f in FAMILIES.values():
-        if model_type in f.model_types:
-            return f
-    known = ", ".join(f"{t} ({f.name})" for f in FAMILIES.values() for t in f.model_types)
-    raise ValueError(f"{model_name_or_path}: model_type {model_type!r} has no policy family; known: {known}")
+    for name, cls in FAMILIES.classes().items():
+        if model_type in cls.model_types:
+            return FAMILIES.build(name)
+    known = ", ".join(f"{t} ({name})" for name, cls in FAMILIES.classes().items() for t in cls.model_types)
+    raise ValueError(f"{model_name_or_path}: model_type {model_type!r} has no policy family; known: {known}; "
+                     "or name your own with family: my_module.MyFamily")
 
 
 def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implementation: str | None = None,

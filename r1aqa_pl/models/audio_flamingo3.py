@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from r1aqa_pl.models.base import Arch
+from r1aqa_pl.models.base import FAMILIES, Arch
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
 from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
 
@@ -74,6 +74,7 @@ AUDIO_FLAMINGO3_7B = AF3Arch(vocab=151672, hidden=3584, intermediate=18944, laye
                              audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
 
 
+@FAMILIES.register("audio_flamingo3")
 class AudioFlamingo3(Qwen2Audio):
     name = "audio_flamingo3"
     model_types = ("audioflamingo3",)

@@ -5,10 +5,10 @@ template, the processor call, the prompt embeddings with the audio merged, reach
 LM head through a peft wrapper, the tokens sampling must never emit, a tiny random build, and the
 architecture numbers the memory estimate reads. Everything else — log-probabilities at completion
 positions, shared-prefix rollouts and updates, rewards, the loss — is family-free and calls these
-methods (:mod:`r1aqa_pl.logprobs`, :mod:`r1aqa_pl.rollout`).
+methods (:mod:`r1aqa_pl.algo.logprobs`, :mod:`r1aqa_pl.rollout`).
 
-Adding a family: one module in this package with a subclass, plus its entry in
-:data:`r1aqa_pl.models.FAMILIES`.
+Adding a family: a subclass in a module of your own, named in the config by its ``class_path``
+(``policy.family: my_module.MyFamily``); a built-in registers with ``@FAMILIES.register("name")``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from r1aqa_pl import prompts
-from r1aqa_pl.records import Question
+from r1aqa_pl.registry import Registry
+from r1aqa_pl.task import prompts
+from r1aqa_pl.task.question import Question
 
 AUDIO_EMBEDS = "audio_embeds"  # the key of :meth:`PolicyFamily.with_audio_embeds`'s stored encoder output
 
@@ -300,3 +301,6 @@ def _set_init_std(config, std: float, seen: set | None = None) -> None:
     for value in vars(config).values():
         if isinstance(value, PretrainedConfig):
             _set_init_std(value, std, seen)
+
+
+FAMILIES: Registry[PolicyFamily] = Registry("policy family", PolicyFamily, shared=True)

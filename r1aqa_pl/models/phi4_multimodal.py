@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from r1aqa_pl.models.base import Arch, PolicyFamily
+from r1aqa_pl.models.base import FAMILIES, Arch, PolicyFamily
 from r1aqa_pl.models.tiny import word_tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>", "<|audio|>"]
@@ -61,6 +61,7 @@ class Phi4Arch(Arch):
         return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
 
 
+@FAMILIES.register("phi4_multimodal")
 class Phi4Multimodal(PolicyFamily):
     name = "phi4_multimodal"
     model_types = ("phi4_multimodal",)

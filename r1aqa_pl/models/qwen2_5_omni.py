@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from r1aqa_pl import prompts
-from r1aqa_pl.models.base import Arch, PolicyFamily
+from r1aqa_pl.task import prompts
+from r1aqa_pl.models.base import FAMILIES, Arch, PolicyFamily
 from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
-from r1aqa_pl.records import Question
-from r1aqa_pl.window_attention import windows_batched
+from r1aqa_pl.task.question import Question
+from r1aqa_pl.attention.windows import windows_batched
 
 # the system prompt the Qwen2.5-Omni model cards ask for (their speech output depends on it)
 SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
@@ -92,6 +92,7 @@ QWEN2_5_OMNI_3B = OmniArch(vocab=151936, hidden=2048, intermediate=11008, layers
                            audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
 
 
+@FAMILIES.register("qwen2_5_omni")
 class Qwen2_5Omni(PolicyFamily):
     name = "qwen2_5_omni"
     model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r1aqa_pl.models.base import Arch, PolicyFamily
+from r1aqa_pl.models.base import FAMILIES, Arch, PolicyFamily
 from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
@@ -21,6 +21,7 @@ QWEN2_AUDIO_7B = Arch(vocab=156032, hidden=4096, intermediate=11008, layers=32, 
                       audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
 
 
+@FAMILIES.register("qwen2_audio")
 class Qwen2Audio(PolicyFamily):
     name = "qwen2_audio"
     model_types = ("qwen2_audio",)

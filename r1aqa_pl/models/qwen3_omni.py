@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from r1aqa_pl.models.base import FAMILIES
 from r1aqa_pl.models.qwen2_5_omni import OmniArch, Qwen2_5Omni
 from r1aqa_pl.models.tiny import tiny_text_config
 
@@ -92,6 +93,7 @@ QWEN3_OMNI_30B_A3B = OmniMoeArch(
     expert_intermediate=768, head_dim=128, audio_params=647927168, visual_params=538631408)
 
 
+@FAMILIES.register("qwen3_omni")
 class Qwen3Omni(Qwen2_5Omni):
     name = "qwen3_omni"
     model_types = ("qwen3_omni_moe_thinker", "qwen3_omni_moe")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from r1aqa_pl.answer_format import TAGS
+from r1aqa_pl.task.answer_format import TAGS
 
 BASE_TEXT = (
     "system You are a helpful assistant. user assistant Audio 1 : "

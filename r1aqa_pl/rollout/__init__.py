@@ -1,17 +1,10 @@
-"""Rollout engines: how completions are sampled from the policy (one module each)."""
+"""Rollout engines: how completions are sampled from the policy (one module each, registered by name)."""
 
 from __future__ import annotations
 
-from r1aqa_pl.rollout.base import Rollout, RolloutEngine
-from r1aqa_pl.rollout.hf import HFEngine
+from r1aqa_pl.rollout import hf  # noqa: F401  (registers "hf")
+from r1aqa_pl.rollout.base import ENGINES, Rollout, RolloutEngine
 
-__all__ = ["ENGINES", "Rollout", "RolloutEngine", "make_engine"]
+__all__ = ["ENGINES", "EngineName", "Rollout", "RolloutEngine"]
 
-# name -> engine class; a new engine is one module plus one line here
-ENGINES: dict[str, type[RolloutEngine]] = {"hf": HFEngine}
-
-
-def make_engine(name: str, **kwargs) -> RolloutEngine:
-    if name not in ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; known: {', '.join(ENGINES)}")
-    return ENGINES[name](**kwargs)
+EngineName = ENGINES.literal()

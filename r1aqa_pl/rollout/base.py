@@ -4,8 +4,8 @@ An engine samples G completions per prompt (training) or one greedy answer (eval
 after every optimizer step that the weights changed (a no-op for engines that run in-process on the
 policy itself; an engine with its own copy of the weights syncs there).
 
-Adding an engine: one module in this package with a :class:`RolloutEngine` subclass, plus its entry
-in :data:`r1aqa_pl.rollout.ENGINES`.
+Adding an engine: a :class:`RolloutEngine` subclass in a module of your own, named in the config by its
+``class_path`` (``engine: my_module.MyEngine``); a built-in registers with ``@ENGINES.register("name")``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.models.base import PolicyFamily
-from r1aqa_pl.records import Question
+from r1aqa_pl.registry import Registry
+from r1aqa_pl.task.question import Question
 
 
 class RolloutEngine:
     """Samples completions from the policy being trained."""
 
-    def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, **generate_kwargs) -> Tensor:
-        """G completions per prompt: completion ids [B·G, T], group-contiguous (rows b·G … b·G+G−1 are prompt b's)."""
+    def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, share_prompt: bool = True,
+               **generate_kwargs) -> Tensor:
+        """G completions per prompt: completion ids [B·G, T], group-contiguous (rows b·G … b·G+G−1 are prompt b's).
+
+        ``share_prompt``: the trainer's setting; an engine may compute each prompt once for its G samples."""
         raise NotImplementedError
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
@@ -36,8 +40,11 @@ class RolloutEngine:
         """Called after every optimizer step: the policy's weights changed."""
 
 
+ENGINES: Registry[RolloutEngine] = Registry("rollout engine", RolloutEngine)
+
+
 @dataclass
-class Group:
+class ScoredGroup:
     """One prompt's G scored completions, waiting in dynamic sampling's pool for its optimizer step.
 
     The audio travels with it: the step's prompts are encoded again together once the step is full.
@@ -81,13 +88,13 @@ class Rollout:
     old_logp: Tensor | None = None
     ref_logp: Tensor | None = None
 
-    def groups(self, G: int, audio: list) -> list[Group]:
+    def groups(self, G: int, audio: list) -> list[ScoredGroup]:
         """This rollout's prompts one by one with their G scored completions (``audio``: the batch's clips)."""
         out = []
         for b, q in enumerate(self.questions):
             rows = slice(b * G, (b + 1) * G)
             clip = None if audio[b] is None else torch.as_tensor(audio[b])
-            out.append(Group(q, clip, self.completion_ids[rows], self.mask[rows], self.texts[rows], self.rewards[rows],
+            out.append(ScoredGroup(q, clip, self.completion_ids[rows], self.mask[rows], self.texts[rows], self.rewards[rows],
                              {k: v[rows] for k, v in self.per_fn.items()}))
         return out
 

@@ -1,7 +1,7 @@
 """The in-process engine: Hugging Face ``generate`` on the policy itself, each prompt prefilled once.
 
 With ``share_prompt`` each prompt (its audio encoded by the family, over the clip) is prefilled once
-and its G samples decode against that one cache (:mod:`r1aqa_pl.grouped_attention`: the prompt's
+and its G samples decode against that one cache (:mod:`r1aqa_pl.attention.grouped`: the prompt's
 keys/values are stored and read once per group, not G times); ``generate`` only feeds the last
 prompt token, a text token, so the audio merge is never redone. Without it every row prefills the whole
 prompt through the family's own forward (R1-AQA's way; the debugging baseline).
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from r1aqa_pl.grouped_attention import GroupedCache, grouped_attention_on, is_plain
+from r1aqa_pl.attention.grouped import GroupedCache, grouped_attention_on, is_plain
 from r1aqa_pl.models.base import PolicyFamily
-from r1aqa_pl.rollout.base import RolloutEngine
+from r1aqa_pl.rollout.base import ENGINES, RolloutEngine
 
 
 class StopAfterText(StoppingCriteria):
@@ -39,18 +39,17 @@ class StopAfterText(StoppingCriteria):
 FIRST_ROOM = 64  # new tokens per row a grouped cache holds before it first grows
 
 
+@ENGINES.register("hf")
 class HFEngine(RolloutEngine):
     """``generate`` from one shared prefill per prompt (``share_prompt``) or per row."""
 
-    def __init__(self, share_prompt: bool = True):
-        self.share_prompt = share_prompt
-
     @torch.no_grad()
-    def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, **generate_kwargs) -> Tensor:
+    def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, share_prompt: bool = True,
+               **generate_kwargs) -> Tensor:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         family.before_generate(model)
         rep = lambda t: t.repeat_interleave(G, 0)  # noqa: E731 — prompt b's rows are b·G … b·G+G−1
-        if self.share_prompt:
+        if share_prompt:
             core, _ = family.backbone(model)
             prefix = {**inputs, "input_ids": ids[:, :-1]}
             cache = core(inputs_embeds=family.prompt_embeds(core, prefix), attention_mask=mask[:, :-1],

@@ -16,7 +16,7 @@ so a run interrupted in the middle of a refill continues with the same next step
 
 from __future__ import annotations
 
-from r1aqa_pl.rollout.base import Group
+from r1aqa_pl.rollout.base import ScoredGroup
 
 
 class GroupPool:
@@ -26,11 +26,11 @@ class GroupPool:
         if max_extra_draws < 0:
             raise ValueError(f"max_extra_draws must be >= 0, got {max_extra_draws}")
         self.max_extra_draws, self.metric = max_extra_draws, metric
-        self.groups: list[Group] = []
-        self.spare: list[Group] = []  # the latest zero-variance groups, for a step that stays short
+        self.groups: list[ScoredGroup] = []
+        self.spare: list[ScoredGroup] = []  # the latest zero-variance groups, for a step that stays short
         self.draws = self.drawn = self.dropped = 0
 
-    def add(self, groups: list[Group], target: int) -> None:
+    def add(self, groups: list[ScoredGroup], target: int) -> None:
         """One drawn batch: keep its informative groups, remember up to ``target`` dropped ones."""
         self.draws += 1
         self.drawn += len(groups)
@@ -48,7 +48,7 @@ class GroupPool:
         """The step has had its ``base_draws`` (gradient accumulation) plus every allowed extra draw."""
         return self.draws >= base_draws + self.max_extra_draws
 
-    def take(self, target: int, base_draws: int) -> tuple[list[Group], dict[str, float]]:
+    def take(self, target: int, base_draws: int) -> tuple[list[ScoredGroup], dict[str, float]]:
         """The step's ``target`` groups (informative first, topped up from the spare ones) and its counts."""
         step = self.groups[:target]
         shortfall = target - len(step)

@@ -2,8 +2,8 @@
 
 Per optimizer step: roll out G completions per prompt (the rollout engine), score them (rewards),
 normalise rewards within each group (advantages), then update with the clipped surrogate and a k3 KL
-penalty to the frozen initial policy. The mathematics lives in :mod:`r1aqa_pl.grpo`; this file
-orchestrates.
+penalty to the frozen initial policy. The mathematics lives in :mod:`r1aqa_pl.algo` (rewards, advantages,
+losses, log-probs), each a seam chosen in the config; this file orchestrates.
 """
 
 from __future__ import annotations
@@ -11,15 +11,22 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import asdict
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from r1aqa_pl import answer_format, grpo, rewards
-from r1aqa_pl.logprobs import completion_logprobs, completion_mask
-from r1aqa_pl.rollout import Rollout, make_engine
-from r1aqa_pl.rollout.base import Group
+from r1aqa_pl.algo.advantages import ADVANTAGES, AdvantageEstimator, AdvantageName
+from r1aqa_pl.algo.logprobs import completion_logprobs, completion_mask
+from r1aqa_pl.algo.losses import LOSSES, LossName, PolicyLoss
+from r1aqa_pl.algo.rewards import Reward, RewardName, build_rewards, score_completions
+from r1aqa_pl.registry import spec
+from r1aqa_pl.rollout import EngineName, Rollout, RolloutEngine
+from r1aqa_pl.rollout.base import ScoredGroup
+from r1aqa_pl.task import answer_format
 from r1aqa_pl.training import resume, strategy
+from r1aqa_pl.training.config import Evaluation, Optimization, Policy, Sampling, Selection, group
 from r1aqa_pl.training.dynamic_sampling import GroupPool
 from r1aqa_pl.training.policy_module import PolicyModule
 
@@ -27,87 +34,93 @@ from r1aqa_pl.training.policy_module import PolicyModule
 class GRPOModule(PolicyModule):
     """Group Relative Policy Optimization with manual optimization.
 
-    ``gradient_accumulation_steps`` rollouts (batches) make one optimizer step; with
-    ``num_iterations`` μ > 1 those rollouts are reused for μ optimizer steps against log-probs
+    ``optimization.gradient_accumulation_steps`` rollouts (batches) make one optimizer step; with
+    ``optimization.num_iterations`` μ > 1 those rollouts are reused for μ optimizer steps against log-probs
     taken once before the first update (so the clipping can bite).
 
-    ``dynamic_sampling`` (DAPO): groups whose G rewards (``dynamic_sampling_metric``: the total or one
-    reward function's, e.g. accuracy) are all equal are dropped and up to
-    ``max_extra_draws`` more batches are drawn per optimizer step until it has its
-    ``batch_size × gradient_accumulation_steps`` prompts (see :mod:`r1aqa_pl.training.dynamic_sampling`).
-    An optimizer step then spans a varying number of batches (``trainer.max_steps`` counts steps).
+    ``selection.dynamic_sampling`` (DAPO): groups whose G rewards (``selection.metric``: the total or one
+    reward's, e.g. accuracy) are all equal are dropped and up to ``selection.max_extra_draws`` more batches
+    are drawn per optimizer step until it has its ``batch_size × gradient_accumulation_steps`` prompts (see
+    :mod:`r1aqa_pl.training.dynamic_sampling`). An optimizer step then spans a varying number of batches
+    (``trainer.max_steps`` counts steps).
     """
 
     def __init__(
         self,
-        model_name_or_path: str,
-        G: int = 8,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int | None = None,  # None: the checkpoint's generation config (transformers' 50 where it sets none)
-        max_new_tokens: int = 256,
-        reward_weights: dict[str, float] | None = None,
-        scale_rewards: str = "group",
-        beta: float = 0.04,
-        epsilon_low: float = 0.2,
-        epsilon_high: float | None = None,
-        loss_type: str = "grpo",
-        importance_sampling_level: str = "token",
-        num_iterations: int = 1,
-        gradient_accumulation_steps: int = 1,
-        micro_batch_prompts: int = 1,
-        share_prompt: bool = True,
-        max_bad_steps: int = 3,
-        dynamic_sampling: bool = False,
-        max_extra_draws: int = 4,
-        dynamic_sampling_metric: str = "total",
-        router_aux_loss_coef: float = 0.0,  # MoE families: weight of the routers' load-balancing loss (off)
-        **policy_kwargs,
+        policy: Policy,
+        sampling: Sampling = Sampling(),
+        optimization: Optimization = Optimization(),
+        selection: Selection = Selection(),
+        evaluation: Evaluation = Evaluation(),
+        rewards: Sequence[RewardName | Reward] = ("accuracy", "format"),
+        advantage: AdvantageName | AdvantageEstimator = "group",
+        loss: LossName | PolicyLoss = "grpo",
+        engine: EngineName | RolloutEngine = "hf",
     ):
-        super().__init__(model_name_or_path, **policy_kwargs)
-        self.save_hyperparameters()
-        self.reward_weights = dict(reward_weights or {"accuracy": 1.0, "format": 1.0})
-        if self.hparams.think and "format" in self.reward_weights:
-            self.reward_weights["think_format"] = self.reward_weights.pop("format")
-        rewards.check_weights(self.reward_weights)
-        grpo.aggregate(torch.zeros(1, 1), torch.ones(1, 1), loss_type)  # unknown loss_type fails at start-up
-        grpo.log_importance_ratio(torch.zeros(1, 1), torch.zeros(1, 1), level=importance_sampling_level)  # likewise
-        self.engine = make_engine(self.hparams.engine, share_prompt=share_prompt)
+        """
+        Args:
+            policy: the checkpoint and how its forward passes run (a model path alone is accepted).
+            sampling: the rollout: G completions per prompt and how they are sampled.
+            optimization: the optimizer step.
+            selection: which sampled groups train (dynamic sampling).
+            evaluation: greedy answers for validation and ``r1aqa eval``.
+            rewards: summed, each times its weight: registered names (accuracy, format, think_format,
+                mmau_accuracy, majority_vote) or ``{class_path, init_args: {weight, ...}}`` of ``Reward`` subclasses.
+            advantage: rewards -> advantages: group | batch | none (the std that scales them), or a class path.
+            loss: grpo | bnpo | dapo | dr_grpo | gspo, or ``{class_path, init_args}`` (e.g. ClippedSurrogateLoss
+                with beta, epsilon_low, epsilon_high).
+            engine: the rollout engine: a registered name (hf) or the class path of a ``RolloutEngine`` subclass.
+        """
+        self.sampling = group(Sampling, sampling)
+        self.selection = group(Selection, selection)
+        self.rewards = build_rewards(rewards, think=group(Policy, policy).think)
+        self.advantage = ADVANTAGES.build(advantage)
+        self.loss = LOSSES.build(loss)
+        super().__init__(policy, optimization, evaluation, engine)
         self.automatic_optimization = False
         self.ref_policy = None
         self.buffer: list[Rollout] = []
         self.bad_steps = 0
         self.skipped_steps = 0
-        if dynamic_sampling_metric != "total" and dynamic_sampling_metric not in self.reward_weights:
-            raise ValueError(f"dynamic_sampling_metric {dynamic_sampling_metric!r}: neither 'total' nor one of "
-                             f"reward_weights ({', '.join(self.reward_weights)})")
-        self.pool = GroupPool(max_extra_draws, dynamic_sampling_metric)
+        metric = self.selection.metric
+        if metric != "total" and metric not in [r.label for r in self.rewards]:
+            raise ValueError(f"selection.metric {metric!r}: neither 'total' nor one of the rewards "
+                             f"({', '.join(r.label for r in self.rewards)})")
+        self.pool = GroupPool(self.selection.max_extra_draws, metric)
         self.prompts_per_batch = 1
 
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "sampling": asdict(self.sampling), "selection": asdict(self.selection),
+                "rewards": [spec(r) for r in self.rewards], "advantage": spec(self.advantage), "loss": spec(self.loss)}
+
+    @property
+    def beta(self) -> float:
+        """The KL weight: > 0 means a reference policy and its log-probs."""
+        return float(getattr(self.loss, "beta", 0.0) or 0.0)
+
     def accumulation(self) -> int:
-        return self.hparams.gradient_accumulation_steps
+        return self.optimization.gradient_accumulation_steps
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # DeepSpeed: the engine clips at max_grad_norm; completions per rank and step
             dm = getattr(self.trainer, "datamodule", None)
             prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1
             self.prompts_per_batch = prompts
-            h = self.hparams
-            strategy.configure_deepspeed(self, prompts * h.gradient_accumulation_steps * h.G)
+            strategy.configure_deepspeed(self, prompts * self.optimization.gradient_accumulation_steps * self.sampling.G)
 
     def configure_model(self) -> None:
         super().configure_model()
-        if self.hparams.router_aux_loss_coef:  # a dense family fails here, not at the first update
+        if self.optimization.router_aux_loss_coef:  # a dense family fails here, not at the first update
             with self.family.collect_router_logits(self.policy):
                 pass
-        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora \
+        if self.beta > 0 and self.ref_policy is None and not self.policy_config.lora \
                 and strategy.zero_stage(self) != 3:  # ZeRO-3: loaded unsharded in on_fit_start
             # kept out of the module tree: never trained, never checkpointed
             ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
             object.__setattr__(self, "ref_policy", ref)
 
     def on_fit_start(self) -> None:
-        if self.hparams.beta > 0 and self.ref_policy is None and not self.hparams.lora:
+        if self.beta > 0 and self.ref_policy is None and not self.policy_config.lora:
             object.__setattr__(self, "ref_policy", strategy.reference_copy(self))
         if self.ref_policy is not None:
             self.ref_policy.to(self.device)
@@ -131,7 +144,7 @@ class GRPOModule(PolicyModule):
 
     def reference(self):
         """(model, context): the frozen copy, or the LoRA policy with its adapter switched off."""
-        if self.hparams.lora:
+        if self.policy_config.lora:
             return self.policy, self.policy.disable_adapter()
         return self.ref_policy, nullcontext()
 
@@ -142,8 +155,8 @@ class GRPOModule(PolicyModule):
     def frozen_shared_encoder(self) -> bool:
         """The audio encoder is frozen and the reference is this policy with its adapter off (LoRA): its output for
         a clip is the same in the rollout, reference and policy passes, so a rollout computes it once."""
-        h = self.hparams
-        if not (h.lora and h.share_prompt and h.with_audio):
+        p = self.policy_config
+        if not (p.lora and p.share_prompt and p.with_audio):
             return False
         core, _ = self.family.backbone(self.policy)
         return not any(p.requires_grad for p in self.family.audio_encoder(core).parameters())
@@ -158,32 +171,30 @@ class GRPOModule(PolicyModule):
 
     def sample(self, questions, audio) -> Rollout:
         """G scored completions per prompt, with their advantages (no log-probs yet)."""
-        h = self.hparams
+        s = self.sampling
         inputs = self.encode_rollout(questions, audio)
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
             completion_ids = self.engine.sample(
-                self.family, self.policy, inputs, h.G, do_sample=True, temperature=h.temperature, top_p=h.top_p,
-                max_new_tokens=h.max_new_tokens, suppress_tokens=self.suppress_ids, **sync,
-                **({} if h.top_k is None else {"top_k": h.top_k}),
+                self.family, self.policy, inputs, s.G, share_prompt=self.policy_config.share_prompt, do_sample=True,
+                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                suppress_tokens=self.suppress_ids, **sync, **({} if s.top_k is None else {"top_k": s.top_k}),
             )
         mask = completion_mask(completion_ids, self.eos_ids)
         texts = self.decode(completion_ids)
-        group_questions = [q for q in questions for _ in range(h.G)]  # aligned with the rows
-        total, per_fn = rewards.score_completions(texts, group_questions, self.reward_weights)
-        A = grpo.group_advantages(total, h.G, h.scale_rewards)
+        group_questions = [q for q in questions for _ in range(s.G)]  # aligned with the rows
+        total, per_fn = score_completions(texts, group_questions, self.rewards)
+        A = self.advantage(total, s.G)
         return Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device))
 
     def with_logprobs(self, ro: Rollout) -> Rollout:
         """The log-probs the update needs: the sampling policy's (μ > 1) and the reference's (beta > 0)."""
-        h = self.hparams
-        ro.old_logp = self.logprobs(self.policy, ro, grad=False) if h.num_iterations > 1 else None
-        ro.ref_logp = self.ref_logprobs(ro) if h.beta > 0 else None
+        ro.old_logp = self.logprobs(self.policy, ro, grad=False) if self.optimization.num_iterations > 1 else None
+        ro.ref_logp = self.ref_logprobs(ro) if self.beta > 0 else None
         return ro
 
-    def assemble(self, groups: list[Group]) -> Rollout:
+    def assemble(self, groups: list[ScoredGroup]) -> Rollout:
         """One rollout from pooled groups of several draws: their prompts encoded together, completions
         padded to the longest (mask 0), advantages within each group as in :meth:`sample`."""
-        h = self.hparams
         questions = [g.question for g in groups]
         audio = [None if g.audio is None else g.audio.numpy() for g in groups]
         inputs = self.encode_rollout(questions, audio)
@@ -197,15 +208,15 @@ class GRPOModule(PolicyModule):
         mask = torch.cat([padded(g.mask, 0) for g in groups])
         total = torch.cat([g.rewards.cpu() for g in groups])
         per_fn = {k: torch.cat([g.per_fn[k].cpu() for g in groups]) for k in groups[0].per_fn}
-        A = grpo.group_advantages(total, h.G, h.scale_rewards)
+        A = self.advantage(total, self.sampling.G)
         texts = [t for g in groups for t in g.texts]
         return Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
 
     def dynamic_step(self, batch) -> list[Rollout] | None:
         """Draw a batch into the pool; the step's rollout once every rank's pool is full (or draws run out)."""
-        h = self.hparams
-        target, base = self.prompts_per_batch * h.gradient_accumulation_steps, h.gradient_accumulation_steps
-        self.pool.add(self.sample(batch["questions"], batch["audio"]).groups(h.G, batch["audio"]), target)
+        base = self.optimization.gradient_accumulation_steps
+        target = self.prompts_per_batch * base
+        self.pool.add(self.sample(batch["questions"], batch["audio"]).groups(self.sampling.G, batch["audio"]), target)
         # collective under DDP: every rank learns whether all are full, so all step together
         if not strategy.all_ranks(self, self.pool.full(target)) and not self.pool.out_of_draws(base):
             return None
@@ -215,12 +226,11 @@ class GRPOModule(PolicyModule):
 
     def micro_batches(self, ro: Rollout):
         """Slices of whole groups (``micro_batch_prompts`` prompts × G completions)."""
-        return ro.micro_batches(self.hparams.G, self.hparams.micro_batch_prompts)
+        return ro.micro_batches(self.sampling.G, self.optimization.micro_batch_prompts)
 
     def micro_logprobs(self, model, inputs: dict[str, Tensor], ro: Rollout, rows: slice) -> Tensor:
-        h = self.hparams
-        return completion_logprobs(self.family, model, inputs, ro.completion_ids[rows], ro.mask[rows], h.G,
-                                   h.temperature, h.share_prompt)
+        return completion_logprobs(self.family, model, inputs, ro.completion_ids[rows], ro.mask[rows], self.sampling.G,
+                                   self.sampling.temperature, self.policy_config.share_prompt)
 
     def logprobs(self, model, ro: Rollout, grad: bool) -> Tensor:
         """Completion log-probs of a whole rollout, micro-batch by micro-batch (no graph kept)."""
@@ -236,46 +246,44 @@ class GRPOModule(PolicyModule):
     # -- update -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         self.policy.train()
-        if self.hparams.dynamic_sampling:
+        if self.selection.dynamic_sampling:
             rollouts = self.dynamic_step(batch)
             if rollouts is None:
                 return
         else:
             self.buffer.append(self.make_rollout(batch))
-            if len(self.buffer) < self.hparams.gradient_accumulation_steps:
+            if len(self.buffer) < self.optimization.gradient_accumulation_steps:
                 return
             rollouts, self.buffer = self.buffer, []
-        for _ in range(self.hparams.num_iterations):
+        for _ in range(self.optimization.num_iterations):
             self.update(rollouts)
         self.log_rollouts(rollouts)
 
     def update(self, rollouts: list[Rollout]) -> None:
         """One optimizer step over the buffered rollouts, gradients accumulated per micro-batch."""
-        h = self.hparams
+        o = self.optimization
         opt, sched = self.optimizers(), self.lr_schedulers()
+        n_micro, i_micro = sum(1 for ro in rollouts for _ in self.micro_batches(ro)), 0
         totals = {
             "num_completions": sum(ro.mask.shape[0] for ro in rollouts),
             "num_tokens": int(sum(ro.mask.sum() for ro in rollouts)),
-            "max_completion_length": h.max_new_tokens,
+            "max_completion_length": self.sampling.max_new_tokens,
+            "num_micro_batches": n_micro,
         }
         stats, loss_sum = defaultdict(list), torch.zeros((), device=self.device)
-        n_micro, i_micro = sum(1 for ro in rollouts for _ in self.micro_batches(ro)), 0
         for ro in rollouts:
             for inputs, rows in self.micro_batches(ro):
                 i_micro += 1
                 strategy.begin_micro_batch(self, last=i_micro == n_micro)  # DeepSpeed bookkeeping, else no-op
-                aux = self.family.collect_router_logits(self.policy) if h.router_aux_loss_coef else nullcontext()
+                aux = self.family.collect_router_logits(self.policy) if o.router_aux_loss_coef else nullcontext()
                 with aux as routed:
                     logp = self.micro_logprobs(self.policy, inputs, ro, rows)
                 old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
                 ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
-                loss, st = grpo.grpo_loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], beta=h.beta,
-                                          epsilon_low=h.epsilon_low, epsilon_high=h.epsilon_high,
-                                          loss_type=h.loss_type,
-                                          importance_sampling_level=h.importance_sampling_level, **totals)
+                loss, st = self.loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], **totals)
                 if routed is not None:  # MoE: the routers' load-balancing loss, averaged over the micro-batches
                     aux_loss = self.family.router_aux_loss(self.policy, routed)
-                    loss = loss + h.router_aux_loss_coef * aux_loss / n_micro
+                    loss = loss + o.router_aux_loss_coef * aux_loss / n_micro
                     st["router_aux_loss"] = aux_loss.detach()
                 self.manual_backward(loss)
                 loss_sum += loss.detach()
@@ -292,7 +300,7 @@ class GRPOModule(PolicyModule):
         else:
             self.bad_steps += 1
             self.skipped_steps += 1
-            if self.bad_steps >= h.max_bad_steps:
+            if self.bad_steps >= o.max_bad_steps:
                 raise RuntimeError(f"{self.bad_steps} optimizer steps in a row had a non-finite loss or gradient "
                                    f"(loss {loss_sum.item()}, grad norm {grad_norm.item()}); stopping before a "
                                    "broken checkpoint is written. Lower lr, check dtype, inspect the data.")
@@ -306,7 +314,7 @@ class GRPOModule(PolicyModule):
 
     def log_rollouts(self, rollouts: list[Rollout]) -> None:
         """Rewards (total, per function, per domain), their spread, and completion lengths."""
-        G = self.hparams.G
+        G = self.sampling.G
         r = torch.cat([ro.rewards for ro in rollouts])
         lengths = torch.cat([ro.mask.sum(1) for ro in rollouts]).float()
         groups = r.view(-1, G)
@@ -316,9 +324,9 @@ class GRPOModule(PolicyModule):
             "train/zero_std_groups": (groups.max(1).values == groups.min(1).values).float().mean(),
             "train/completion_length": lengths.mean(),
         }
-        for name in self.reward_weights:
+        for name in (r.label for r in self.rewards):
             log[f"train/rewards/{name}"] = torch.cat([ro.per_fn[name] for ro in rollouts]).mean()
-        if self.hparams.think:  # words inside <think> and inside <answer>, separately
+        if self.policy_config.think:  # words inside <think> and inside <answer>, separately
             texts = [t for ro in rollouts for t in ro.texts]
             for part in ("think", "answer"):
                 words = [float(len((answer_format.tagged(t, part) or "").split())) for t in texts]

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import asdict
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from r1aqa_pl import answer_format
-from r1aqa_pl.models import Dtype, PolicyFamily, load_policy
-from r1aqa_pl.records import Question
-from r1aqa_pl.rollout import RolloutEngine, make_engine
+from r1aqa_pl.task import answer_format, prompts
+from r1aqa_pl.models import PolicyFamily, load_policy
+from r1aqa_pl.registry import spec
+from r1aqa_pl.rollout import ENGINES, EngineName, RolloutEngine
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.training import strategy
+from r1aqa_pl.training.config import Evaluation, Optimization, Policy, group
 
 
 class PolicyModule(L.LightningModule):
@@ -23,41 +26,46 @@ class PolicyModule(L.LightningModule):
 
     def __init__(
         self,
-        model_name_or_path: str,
-        family: str | None = None,
-        engine: str = "hf",
-        dtype: Dtype = "float32",
-        attn_implementation: str | None = None,
-        gradient_checkpointing: bool = False,
-        lora: dict | None = None,
-        template: str = "plain",
-        think: bool = False,
-        with_audio: bool = True,
-        lr: float = 1e-6,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        max_grad_norm: float = 1.0,
-        eval_max_new_tokens: int = 256,
-        eval_stop_at_answer: bool = True,
+        policy: Policy,
+        optimization: Optimization = Optimization(),
+        evaluation: Evaluation = Evaluation(),
+        engine: EngineName | RolloutEngine = "hf",
     ):
+        """
+        Args:
+            policy: the checkpoint and how its forward passes run (a model path alone is accepted).
+            optimization: the optimizer step.
+            evaluation: greedy answers for validation and ``r1aqa eval``.
+            engine: the rollout engine: a registered name (hf) or the class path of a ``RolloutEngine`` subclass.
+        """
         super().__init__()
-        self.save_hyperparameters()
+        self.policy_config = group(Policy, policy)
+        self.optimization = group(Optimization, optimization)
+        self.evaluation = group(Evaluation, evaluation)
+        self.engine: RolloutEngine = ENGINES.build(engine)
+        self.save_hyperparameters(self.hyperparameters())
         self.policy = None
         self.processor = None
         self.family: PolicyFamily | None = None  # set with the policy: from the checkpoint's model_type or ``family``
-        self.engine: RolloutEngine = make_engine(engine)
+        p = self.policy_config
         # ``think`` is the paper's one switch: the think prompt (and, in GRPO, the think format reward)
-        self.template = "think" if think and template == "plain" else template
+        self.template = "think" if p.think and p.template == "plain" else p.template
+
+    def hyperparameters(self) -> dict:
+        """What checkpoints and ``hparams.yaml`` record: plain values (groups as dicts, seams as class paths)
+        that rebuild this module, ``load_from_checkpoint`` included."""
+        return {"policy": asdict(self.policy_config), "optimization": asdict(self.optimization),
+                "evaluation": asdict(self.evaluation), "engine": spec(self.engine)}
 
     # -- model ------------------------------------------------------------------------------
     def configure_model(self) -> None:
         """Load lazily so that a sharded strategy (DeepSpeed ZeRO-3) sees the model being built."""
         if self.policy is not None:
             return
-        h = self.hparams
+        p = self.policy_config
         self._hf_ds_config = strategy.zero3_hf_config(self)  # ZeRO-3: from_pretrained partitions while loading
         self.policy, self.processor, self.family = load_policy(
-            h.model_name_or_path, h.dtype, h.attn_implementation, h.gradient_checkpointing, h.lora, h.family
+            p.model_name_or_path, p.dtype, p.attn_implementation, p.gradient_checkpointing, p.lora, p.family
         )
         self.policy.train()  # from_pretrained returns eval mode; Lightning switches for validation
         self.suppress_ids = self.family.structural_token_ids(self.processor)
@@ -66,7 +74,7 @@ class PolicyModule(L.LightningModule):
             self.eos_ids = [self.policy.generation_config.eos_token_id]
 
     def encode(self, questions: list[Question], audio: list) -> dict[str, Tensor]:
-        inputs = self.family.encode(self.processor, questions, audio, self.template, self.hparams.with_audio)
+        inputs = self.family.encode(self.processor, questions, audio, self.template, self.policy_config.with_audio)
         dtype = next(self.policy.parameters()).dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in inputs.items()}
@@ -78,13 +86,13 @@ class PolicyModule(L.LightningModule):
     def answer(self, questions: list[Question], audio: list) -> list[str]:
         """Greedy answers for evaluation, stopping at EOS or right after the answer's closing tag."""
         inputs = self.encode(questions, audio)
-        stop = answer_format.STOP if self.hparams.eval_stop_at_answer else None
+        stop = answer_format.STOP if self.evaluation.stop_at_answer else None
         was_training = self.policy.training
         self.policy.eval()
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
             ids = self.engine.answer(self.family, self.policy, inputs, self.processor.tokenizer, stop,
                                      suppress_tokens=self.suppress_ids,
-                                     max_new_tokens=self.hparams.eval_max_new_tokens, **sync)
+                                     max_new_tokens=self.evaluation.max_new_tokens, **sync)
         self.policy.train(was_training)
         texts = self.decode(ids)
         if stop:  # a row may run a token or two past its stop
@@ -94,17 +102,16 @@ class PolicyModule(L.LightningModule):
     def describe_evaluation(self, q: Question) -> dict:
         """How :meth:`answer` answers (for the record beside a prediction file): the model, its family,
         the prompt template and ``q``'s rendered prompt, and the decoding settings."""
-        from r1aqa_pl import prompts
-
-        h = self.hparams
+        p, ev = self.policy_config, self.evaluation
         return {
-            "model": h.model_name_or_path, "family": self.family.name if self.family else h.family,
+            "model": p.model_name_or_path, "family": self.family.name if self.family else p.family,
             "dtype": str(next(self.policy.parameters()).dtype).replace("torch.", ""),
             "template": self.template, "template_text": prompts.TEMPLATES.get(self.template, self.template),
-            "with_audio": h.with_audio,
-            "first_prompt": self.family.render(self.processor, q, self.template, h.with_audio),
-            "decoding": {"strategy": "greedy", "max_new_tokens": h.eval_max_new_tokens, "engine": h.engine,
-                         "stop": answer_format.STOP if h.eval_stop_at_answer else None,
+            "with_audio": p.with_audio,
+            "first_prompt": self.family.render(self.processor, q, self.template, p.with_audio),
+            "decoding": {"strategy": "greedy", "max_new_tokens": ev.max_new_tokens,
+                         "engine": getattr(type(self.engine), "registered_as", None) or spec(self.engine)["class_path"],
+                         "stop": answer_format.STOP if ev.stop_at_answer else None,
                          "suppressed_token_ids": len(self.suppress_ids)},
         }
 
@@ -126,8 +133,9 @@ class PolicyModule(L.LightningModule):
     def configure_optimizers(self):
         """AdamW with linear decay to zero after an optional warm-up (the TRL defaults the paper used)."""
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = strategy.adamw(self, params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total, warm = self.total_optimizer_steps(), self.hparams.warmup_steps
+        o = self.optimization
+        opt = strategy.adamw(self, params, lr=o.lr, weight_decay=o.weight_decay)
+        total, warm = self.total_optimizer_steps(), o.warmup_steps
 
         def factor(step: int) -> float:
             if step < warm:
@@ -144,7 +152,7 @@ class PolicyModule(L.LightningModule):
         params = [p for p in self.policy.parameters() if p.grad is not None]
         if not params:
             return torch.zeros(()), True
-        max_norm = self.hparams.max_grad_norm or float("inf")
+        max_norm = self.optimization.max_grad_norm or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         return norm.detach(), bool(torch.isfinite(norm))
 
@@ -158,7 +166,7 @@ class PolicyModule(L.LightningModule):
         model, state_dict = self.policy, None
         if strategy.zero_stage(self) == 3:
             ckpt = checkpoint_path or (out_dir[:-3] + ".ckpt" if out_dir.endswith("_hf") else None)
-            state_dict = strategy.zero3_state_dict(ckpt, dtype=getattr(torch, self.hparams.dtype))
+            state_dict = strategy.zero3_state_dict(ckpt, dtype=getattr(torch, self.policy_config.dtype))
         elif hasattr(model, "merge_and_unload"):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(out_dir, state_dict=state_dict)

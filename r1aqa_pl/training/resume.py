@@ -12,13 +12,13 @@ import logging
 
 import torch
 
-from r1aqa_pl.records import Question
-from r1aqa_pl.rollout.base import Group, Rollout
+from r1aqa_pl.task.question import Question
+from r1aqa_pl.rollout.base import ScoredGroup, Rollout
 
 log = logging.getLogger(__name__)
 
 # dataclasses a checkpoint may hold, stored as plain dicts (what torch.load(weights_only=True) reads)
-_TYPES = {"Question": Question, "Rollout": Rollout, "Group": Group}
+_TYPES = {"Question": Question, "Rollout": Rollout, "ScoredGroup": ScoredGroup, "Group": ScoredGroup}  # "Group": its earlier name
 
 
 def rng_state() -> dict:

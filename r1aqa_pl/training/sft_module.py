@@ -5,24 +5,39 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from r1aqa_pl import answer_format
-from r1aqa_pl.logprobs import completion_logprobs
-from r1aqa_pl.records import Question
+from r1aqa_pl.task import answer_format
+from r1aqa_pl.algo.logprobs import completion_logprobs
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.training import strategy
+from r1aqa_pl.rollout import EngineName, RolloutEngine
+from r1aqa_pl.training.config import Evaluation, Optimization, Policy
 from r1aqa_pl.training.policy_module import PolicyModule
 
 
 class SFTModule(PolicyModule):
     """Supervised baseline: cross-entropy on the target answer only (the prompt is masked out)."""
 
-    def __init__(self, model_name_or_path: str, target: str = answer_format.SFT_TARGET, **policy_kwargs):
-        super().__init__(model_name_or_path, **policy_kwargs)
-        self.save_hyperparameters()
+    def __init__(self, policy: Policy, optimization: Optimization = Optimization(),
+                 evaluation: Evaluation = Evaluation(), engine: EngineName | RolloutEngine = "hf",
+                 target: str = answer_format.SFT_TARGET):
+        """
+        Args:
+            policy: the checkpoint and how its forward passes run (a model path alone is accepted).
+            optimization: the optimizer (gradient accumulation is the trainer's ``accumulate_grad_batches``).
+            evaluation: greedy answers for validation and ``r1aqa eval``.
+            engine: the engine that generates the validation answers.
+            target: the text trained on, formatted with ``answer`` and ``choices``.
+        """
+        self.target = target
+        super().__init__(policy, optimization, evaluation, engine)
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "target": self.target}
 
     def targets(self, questions: list[Question]) -> tuple[Tensor, Tensor]:
         """Target ids (right-padded, each ending in EOS) and their mask."""
         tok = self.processor.tokenizer
-        texts = [self.hparams.target.format(answer=q.answer, choices=q.choices) for q in questions]
+        texts = [self.target.format(answer=q.answer, choices=q.choices) for q in questions]
         ids = [tok(t, add_special_tokens=False).input_ids + [self.eos_ids[0]] for t in texts]
         T = max(map(len, ids))
         pad = tok.pad_token_id
@@ -40,7 +55,8 @@ class SFTModule(PolicyModule):
         """``max_grad_norm`` unless the trainer sets ``gradient_clip_val``; DeepSpeed clips via its config."""
         if strategy.is_deepspeed(self):
             return
-        self.clip_gradients(optimizer, gradient_clip_val or self.hparams.max_grad_norm, gradient_clip_algorithm or "norm")
+        self.clip_gradients(optimizer, gradient_clip_val or self.optimization.max_grad_norm,
+                            gradient_clip_algorithm or "norm")
 
     def training_step(self, batch, batch_idx):
         loss = self.sft_loss(batch)

@@ -42,6 +42,8 @@ from typing import Any
 
 import torch
 
+from r1aqa_pl.models import load_policy
+
 log = logging.getLogger(__name__)
 
 
@@ -127,7 +129,7 @@ def check_deepspeed_config(cfg: dict[str, Any], max_grad_norm: float | None = No
     """
     if "gradient_accumulation_steps" in cfg:
         raise ValueError("do not set gradient_accumulation_steps in the DeepSpeed config: GRPO accumulates "
-                         "inside one optimizer step itself (model.gradient_accumulation_steps) and the engine "
+                         "inside one optimizer step itself (model optimization.gradient_accumulation_steps) and the engine "
                          "must not rescale the loss; Lightning sets it to 1")
     for key in ("optimizer", "scheduler"):
         if key in cfg:
@@ -149,7 +151,7 @@ def check_deepspeed_config(cfg: dict[str, Any], max_grad_norm: float | None = No
 def configure_deepspeed(module, micro_batch_size: int | None = None) -> None:
     """Called from ``setup()``: complete the strategy's DeepSpeed config before the engine is built."""
     if is_deepspeed(module):
-        check_deepspeed_config(_strategy(module).config, module.hparams.max_grad_norm, micro_batch_size)
+        check_deepspeed_config(_strategy(module).config, module.optimization.max_grad_norm, micro_batch_size)
 
 
 def zero3_hf_config(module):
@@ -259,9 +261,7 @@ def reference_copy(module, load_kwargs: dict | None = None):
         return copy.deepcopy(module.policy).eval().requires_grad_(False)
     from transformers.integrations import deepspeed as hf_ds
 
-    from r1aqa_pl.models import load_policy
-
-    h = module.hparams
+    h = module.policy_config
     keep = hf_ds._hf_deepspeed_config_weak_ref
     hf_ds.unset_hf_deepspeed_config()
     try:

@@ -31,18 +31,17 @@ start and end, best, steps to reach ``TARGET``, the curves), ``<out>/compare.md`
 table of means and spreads, then one table per seed) and ``<out>/compare_seed<N>.png`` (the curves, one
 panel per domain). In a notebook::
 
-    import sys; sys.path.insert(0, "../scripts")
-    import compare
+    from r1aqa_pl.tools import compare
     results = compare.load("../checkpoints/compare/compare.json")
     print(compare.seeds_table(results))
     compare.plot_comparison(results["seeds"]["0"])      # a matplotlib Figure
 
 Think mode and the audio-free ablation of the demo need no config file of their own, they are overrides::
 
-    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.think true \\
-        --model.init_args.max_new_tokens 32 --model.init_args.eval_max_new_tokens 32 \\
+    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.policy.think true \\
+        --model.init_args.sampling.max_new_tokens 32 --model.init_args.evaluation.max_new_tokens 32 \\
         --trainer.logger.init_args.name think
-    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.with_audio false \\
+    python -m r1aqa_pl fit --config configs/demo.yaml --model.init_args.policy.with_audio false \\
         --trainer.logger.init_args.name noaudio
 
 (``think: true`` swaps the prompt for the think prompt and the format reward for ``think_format``; the
@@ -58,10 +57,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout: `python scripts/compare.py`
+from r1aqa_pl.benchmarks.mmau import DOMAINS
 
-from r1aqa_pl.benchmarks.mmau import DOMAINS  # noqa: E402
+ROOT = Path.cwd()  # runs read configs/ and write checkpoints/ relative to the checkout they start in
 
 COLUMNS = (*DOMAINS, "total")
 ACC = {c: f"val/acc/{c}" for c in COLUMNS}
@@ -114,9 +112,9 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     grpo_config, sft_config = Path(grpo_config), Path(sft_config)
     cfg = yaml.safe_load((ROOT / grpo_config if not grpo_config.is_absolute() else grpo_config).read_text())
     model, data, trainer = _init_args(cfg, "model"), _init_args(cfg, "data"), cfg.get("trainer") or {}
-    accum = int(model.get("gradient_accumulation_steps", 1))
+    accum = int((model.get("optimization") or {}).get("gradient_accumulation_steps", 1))
     batch = int(data.get("batch_size", 1))
-    G = int(model.get("G", 8))
+    G = int((model.get("sampling") or {}).get("G", 8))
     steps = int(steps or trainer.get("max_steps") or 100)
     vci = trainer.get("val_check_interval") or 25
     every = int(eval_every or max(1, int(vci) // accum))
@@ -135,7 +133,7 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
         return [
             "--seed_everything", str(seed),
             "--data.init_args.seed", str(seed),
-            "--model.init_args.model_name_or_path", str(warm),
+            "--model.init_args.policy.model_name_or_path", str(warm),
             "--data.init_args.train_file", str(data_dir / "train.jsonl"),
             "--data.init_args.val_file", str(data_dir / "test-mini.json"),
             "--trainer.max_steps", str(steps),
@@ -154,9 +152,9 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     selection = ["--data.init_args.audio_contribution", str(labels)]
     extra = {
         "grpo": [],
-        "grpo_noaudio": ["--model.init_args.with_audio", "false"],  # the data's with_audio follows the model's (linked)
+        "grpo_noaudio": ["--model.init_args.policy.with_audio", "false"],  # the data's with_audio follows the model's (linked)
         # a step's batch may take more than one batch of prompts: validate on the same optimizer steps anyway
-        "grpo_ds": ["--model.init_args.dynamic_sampling", "true"],
+        "grpo_ds": ["--model.init_args.selection.dynamic_sampling", "true"],
         "grpo_curriculum": [*selection, "--data.init_args.curriculum_epochs", "1"],
         "grpo_filtered": [*selection, "--data.init_args.label_weights", json.dumps(FILTER_WEIGHTS)],
     }
@@ -379,7 +377,7 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         warm_steps: SFT warm-start steps (default: the prepared cache's, else demo.prepare's).
         dry_run: print the commands only.
     """
-    from r1aqa_pl.demo import prepare
+    from r1aqa_pl.recipes.demo import prepare
     from r1aqa_pl.eval import runs
 
     out_p = Path(out).resolve()  # the runs' cwd is the repository

@@ -1,22 +1,23 @@
-"""Rule-based reward functions and their weighted sum.
+"""Rule-based rewards (the reward seam) and their weighted sum.
 
 Every reward function has the signature ``f(completions, questions) -> list[float]`` where
-``questions[i]`` is the :class:`~r1aqa_pl.records.Question` that ``completions[i]`` answers
+``questions[i]`` is the :class:`~r1aqa_pl.task.question.Question` that ``completions[i]`` answers
 (the caller repeats each question G times, so the lists are aligned 1:1).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from r1aqa_pl import answer_format
-from r1aqa_pl.records import Question
+from r1aqa_pl.benchmarks.mmau import is_correct
+from r1aqa_pl.task import answer_format
+from r1aqa_pl.registry import Registry
+from r1aqa_pl.task.question import Question
 
-RewardFn = Callable[[Sequence[str], Sequence[Question]], list[float]]
 
 def _aligned(completions: Sequence[str], questions: Sequence[Question]) -> None:
     if len(completions) != len(questions):
@@ -52,8 +53,6 @@ def think_format(completions: Sequence[str], questions: Sequence[Question]) -> l
 
 def mmau_accuracy(completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
     """1.0 iff the official MMAU rule accepts the extracted answer (see :mod:`r1aqa_pl.benchmarks.mmau`)."""
-    from r1aqa_pl.benchmarks.mmau import is_correct  # lazy: keeps rewards importable alone
-
     _aligned(completions, questions)
     return [1.0 if is_correct(answer_format.extract_answer(c), q.answer, q.choices) else 0.0
             for c, q in zip(completions, questions)]
@@ -101,33 +100,98 @@ def majority_vote(completions: Sequence[str], questions: Sequence[Question]) -> 
     return out
 
 
-REWARDS: dict[str, RewardFn] = {
-    "accuracy": accuracy,
-    "format": format,
-    "think_format": think_format,
-    "mmau_accuracy": mmau_accuracy,
-    "majority_vote": majority_vote,
-}
+class Reward:
+    """A reward: ``score(completions, questions) -> list[float]``, one per completion, times ``weight`` in the sum.
+
+    ``questions[i]`` is the :class:`~r1aqa_pl.task.question.Question` that ``completions[i]`` answers (each
+    question repeated G times, consecutively). Its name in logs and in ``selection.metric`` is the name it
+    was registered under, else the class's ``name`` attribute, else the class name. A user's reward is a
+    subclass in the user's own module, given by ``class_path`` (with ``init_args``) in the config.
+    """
+
+    name: str | None = None
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    @property
+    def label(self) -> str:
+        return self.name or getattr(type(self), "registered_as", None) or type(self).__name__
+
+    def score(self, completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+        raise NotImplementedError
 
 
-def check_weights(weights: dict[str, float]) -> None:
-    """Raise ValueError if ``weights`` names a reward that is not in :data:`REWARDS`."""
-    unknown = sorted(set(weights) - set(REWARDS))
-    if unknown:
-        raise ValueError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARDS)}")
+REWARDS: Registry[Reward] = Registry("reward", Reward)
+
+
+@REWARDS.register("accuracy")
+class Accuracy(Reward):
+    """:func:`accuracy`, the paper's exact match inside ``<answer>``."""
+
+    score = staticmethod(accuracy)
+
+
+@REWARDS.register("format")
+class Format(Reward):
+    """:func:`format`: the whole completion is ``<answer>...</answer>``."""
+
+    score = staticmethod(format)
+
+
+@REWARDS.register("think_format")
+class ThinkFormat(Reward):
+    """:func:`think_format`: ``<think>...</think>`` then ``<answer>...</answer>``."""
+
+    score = staticmethod(think_format)
+
+
+@REWARDS.register("mmau_accuracy")
+class MMAUAccuracy(Reward):
+    """:func:`mmau_accuracy`: the official MMAU rule on the extracted answer."""
+
+    score = staticmethod(mmau_accuracy)
+
+
+@REWARDS.register("majority_vote")
+class MajorityVote(Reward):
+    """:func:`majority_vote`: test-time RL's agreement with the group's majority answer (no label read)."""
+
+    score = staticmethod(majority_vote)
+
+
+RewardName = REWARDS.literal()
+
+
+def build_rewards(specs: Sequence[str | dict | Reward], think: bool = False) -> list[Reward]:
+    """Reward objects from names, class paths or instances; with ``think`` the format reward checks the think
+    format (at the same weight). Two rewards with one name are refused (their logs would collide)."""
+    out = [REWARDS.build(s) for s in specs]
+    if think:
+        out = [ThinkFormat(r.weight) if type(r) is Format else r for r in out]
+    names = [r.label for r in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"rewards {names}: each reward must have its own name (set ``name`` on a subclass)")
+    if not out:
+        raise ValueError("rewards: at least one reward is needed")
+    return out
 
 
 def score_completions(
-    completions: Sequence[str], questions: Sequence[Question], weights: dict[str, float]
+    completions: Sequence[str], questions: Sequence[Question], rewards: Sequence[Reward]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """total_i = sum_f weights[f] * f(completions, questions)_i.
+    """total_i = sum_f f.weight * f.score(completions, questions)_i.
 
     Returns (total [N], {name: unweighted rewards [N]}) as float32 tensors.
     """
-    check_weights(weights)
     _aligned(completions, questions)
-    per_function = {name: torch.tensor(REWARDS[name](completions, questions), dtype=torch.float32) for name in weights}
+    per_function = {}
+    for r in rewards:
+        values = r.score(completions, questions)
+        if len(values) != len(completions):
+            raise ValueError(f"reward {r.label!r} returned {len(values)} values for {len(completions)} completions")
+        per_function[r.label] = torch.tensor(values, dtype=torch.float32)
     total = torch.zeros(len(completions), dtype=torch.float32)
-    for name, w in weights.items():
-        total = total + w * per_function[name]
+    for r in rewards:
+        total = total + r.weight * per_function[r.label]
     return total, per_function

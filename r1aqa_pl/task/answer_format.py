@@ -1,7 +1,7 @@
 """The answer contract, stated once: the tags a completion answers in, how an answer is read back,
 where evaluation may stop generating, and what the supervised baseline is trained to write.
 
-Prompts ask for it (:mod:`r1aqa_pl.prompts`), rewards check it (:mod:`r1aqa_pl.rewards`), benchmarks
+Prompts ask for it (:mod:`r1aqa_pl.task.prompts`), rewards check it (:mod:`r1aqa_pl.algo.rewards`), benchmarks
 extract from it, the rollout engine stops at it, the tiny tokenizer keeps its tags whole.
 """
 

@@ -73,7 +73,7 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
         L.seed_everything(seed, workers=True)
         dm = AudioQADataModule(train_file=str(data / "train.jsonl"), feature_extractor=str(tiny),
                                batch_size=warm_batch_size, seed=seed, with_audio=warm_audio)
-        module = SFTModule(str(tiny), lr=warm_lr, warmup_steps=0, with_audio=warm_audio)
+        module = SFTModule(dict(model_name_or_path=str(tiny), with_audio=warm_audio), optimization=dict(lr=warm_lr, warmup_steps=0))
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warm_steps, logger=False,
                             enable_checkpointing=False, enable_model_summary=False, deterministic=True,
                             gradient_clip_val=1.0, default_root_dir=str(root), callbacks=[StepProgressBar()])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r1aqa_pl.grouped_attention import PackedGroups, grouped_attention_on
+from r1aqa_pl.attention.grouped import PackedGroups, grouped_attention_on
 from r1aqa_pl.models.base import PolicyFamily
 
 
@@ -35,7 +35,7 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
 
     Completions are group-contiguous (rows b·G … b·G+G−1 belong to prompt b). With ``share_prompt``
     each prompt's audio is encoded once and prompt b runs with its G completions as one sequence
-    (:class:`~r1aqa_pl.grouped_attention.PackedGroups`: one forward, the prompt's keys/values once).
+    (:class:`~r1aqa_pl.attention.grouped.PackedGroups`: one forward, the prompt's keys/values once).
     Under gradient checkpointing the encoded prompt embeddings are repeated G times and full sequences
     run (the layers' recomputation in backward happens outside the packed attention's scope). Without
     ``share_prompt`` every completion runs the full sequence through the family's own forward (R1-AQA's

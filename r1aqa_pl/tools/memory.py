@@ -43,11 +43,7 @@ parameter, gradient, optimizer, cache and logits terms against real tensors of t
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/memory.py`
 
 from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B  # noqa: E402
 from r1aqa_pl.models.base import Arch  # noqa: E402
@@ -186,5 +182,10 @@ def table(arch: Arch = QWEN2_AUDIO_7B, title: str = "Qwen2-Audio-7B-Instruct") -
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """Print the estimate of every family's configurations (``make memory``)."""
     print("\n\n".join(table(arch, title) for title, arch in MODELS.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -150,7 +150,7 @@ def grouped_attention(module, query: Tensor, key: Tensor, value: Tensor, attenti
     """
     layout = _ACTIVE.get()
     if layout is None:
-        raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.grouped_attention.grouped_attention_on")
+        raise RuntimeError(f"the {NAME!r} attention runs only inside r1aqa_pl.attention.grouped.grouped_attention_on")
     if isinstance(layout, PackedGroups):
         return layout.attend(query, key, value, scaling, dropout), None
     cache = layout

@@ -1,7 +1,7 @@
 """GPU smoke test of GRPO under each training engine (run by scripts/gpu_smoke.sh).
 
-    python scripts/gpu_smoke.py run --strategy deepspeed_stage_3_offload --root RUN/demo --out RUN/ds3o
-    python scripts/gpu_smoke.py compare RUN            # the table, and the cross-engine check
+    r1aqa gpu-smoke run --strategy deepspeed_stage_3_offload --root RUN/demo --out RUN/ds3o
+    r1aqa gpu-smoke compare RUN            # the table, and the cross-engine check
 
 One ``run`` trains the tiny policy (made by ``r1aqa demo-prepare``) in bf16 for a few optimizer steps
 of 2 rollouts x 2 prompts x G=4 with one prompt per micro-batch (4 backward passes per step), validates
@@ -74,8 +74,7 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
                            feature_extractor=warm, batch_size=2, val_batch_size=8, seed=0)
-    module = GRPOModule(warm, dtype="bfloat16", G=4, max_new_tokens=8, eval_max_new_tokens=8, lr=1e-3, beta=0.04,
-                        gradient_accumulation_steps=2, micro_batch_prompts=1)
+    module = GRPOModule(dict(model_name_or_path=warm, dtype="bfloat16"), sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=1), evaluation=dict(max_new_tokens=8), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
     stats = StepStats()
     ckpt = HFCheckpoint(dirpath=str(out_dir / "checkpoints"), every_n_train_steps=steps, save_top_k=-1,
                         filename="step{step}", auto_insert_metric_name=False)

@@ -2,28 +2,24 @@
 completion tokens the update routes to other experts than the rollout did.
 
 The rollout's log-probabilities are those ``generate`` sampled from (its raw logits, one decoding
-step at a time); the update's are :func:`r1aqa_pl.logprobs.completion_logprobs` over the same
+step at a time); the update's are :func:`r1aqa_pl.algo.logprobs.completion_logprobs` over the same
 completions (all positions at once, on the shared prompt cache). In fp32 they agree to rounding; in
 bf16 the different shapes round differently, and a router's hard top-k can then pick other experts.
 
-    python scripts/moe_mismatch.py --family qwen3_omni --dtype bfloat16
+    r1aqa moe-mismatch --family qwen3_omni --dtype bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from r1aqa_pl import logprobs
+from r1aqa_pl.algo import logprobs
 from r1aqa_pl.models import build_tiny_model, load_policy
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.question import Question
 
 WORDS = [f"w{i}" for i in range(40)]
 

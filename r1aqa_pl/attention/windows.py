@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import AttentionInterface
 
-from r1aqa_pl.grouped_attention import attention_implementation
+from r1aqa_pl.attention.grouped import attention_implementation
 
 NAME = "r1aqa_flash_windows"
 

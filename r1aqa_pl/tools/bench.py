@@ -1,4 +1,4 @@
-"""``make bench`` (``python scripts/bench.py``): the project's GRPO step and evaluation path against a
+"""``make bench`` (``r1aqa bench``): the project's GRPO step and evaluation path against a
 straightforward reference.
 
 The bench policy (``--family``, default Qwen2-Audio; ``make bench FAMILY=qwen2_5_omni``) is a real
@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import os
 
-# Waiting OpenMP threads sleep instead of spinning. On a machine shared with other busy processes
-# spinning threads burn the cores the descheduled ones need and every parallel operator stalls
-# for a scheduler time slice: wall times become noise (measured here: the same step 2.5 s vs
-# 12 s). Set before torch loads its OpenMP runtime (so only when run as a program, never on
-# import); export OMP_WAIT_POLICY to override.
-if __name__ == "__main__":
+import sys
+
+# Waiting OpenMP threads sleep instead of spinning. On a loaded machine (load average above the
+# core count) spinning threads burn the cores the descheduled ones need and every parallel operator
+# stalls for a scheduler time slice: wall times become noise (measured here: the same step 2.5 s vs
+# 12 s). It only takes effect before torch loads its OpenMP runtime (`r1aqa bench`, whose process
+# loads torch here); export OMP_WAIT_POLICY to override.
+
+if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `python scripts/bench.py`
-
 import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
 import contextlib  # noqa: E402
 import copy  # noqa: E402
 import ctypes  # noqa: E402
@@ -57,8 +56,9 @@ from collections import defaultdict  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from r1aqa_pl import grpo, rewards  # noqa: E402
-from r1aqa_pl.logprobs import completion_logprobs, completion_mask  # noqa: E402
+from r1aqa_pl.algo.advantages import group_advantages  # noqa: E402
+from r1aqa_pl.algo.rewards import score_completions  # noqa: E402
+from r1aqa_pl.algo.logprobs import completion_logprobs, completion_mask  # noqa: E402
 from r1aqa_pl.models.base import PolicyFamily  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio  # noqa: E402
 from r1aqa_pl.rollout import Rollout  # noqa: E402
@@ -133,7 +133,7 @@ def vocabulary_words(vocab: int = VOCAB) -> list[str]:
 
 def questions(n: int, seed: int):
     """MMAU-style items: questions of 6-24 words (so prompts need left padding), 4 choices, 10 s clips."""
-    from r1aqa_pl.records import Question
+    from r1aqa_pl.task.question import Question
 
     rng = np.random.default_rng(seed)
     qs, audio, sr = [], [], 16000
@@ -236,9 +236,7 @@ class Harness:
         from r1aqa_pl.models import load_policy
         from r1aqa_pl.training.grpo_module import GRPOModule
 
-        m = GRPOModule(policy_dir, G=G, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS, beta=BETA,
-                       micro_batch_prompts=1, share_prompt=True, lr=0.0, max_grad_norm=0.0,
-                       eval_max_new_tokens=EVAL_NEW_TOKENS, eval_stop_at_answer=True)
+        m = GRPOModule(dict(model_name_or_path=policy_dir, share_prompt=True), sampling=dict(G=G, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS), optimization=dict(micro_batch_prompts=1, lr=0.0, max_grad_norm=0.0), evaluation=dict(max_new_tokens=EVAL_NEW_TOKENS, stop_at_answer=True), loss={"class_path": "grpo", "init_args": {"beta": BETA}})
         m.configure_model()
         m.family = copy.copy(m.family)  # this module's own adapter object: the profile wraps its methods
         m.to(DEVICE)
@@ -305,9 +303,9 @@ def reference_rollout(h: Harness, qs, audio) -> Rollout:
     completion_ids = out[:, P:]
     mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
-    total, per_fn = rewards.score_completions(texts, [q for q in qs for _ in range(G)], m.reward_weights)
+    total, per_fn = score_completions(texts, [q for q in qs for _ in range(G)], m.rewards)
     return Rollout(qs, inputs, completion_ids, mask, texts, total, per_fn,
-                   grpo.group_advantages(total, G, "group").to(DEVICE))
+                   group_advantages(total, G, "group").to(DEVICE))
 
 
 def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
@@ -430,7 +428,7 @@ def bench_step(h: Harness, B: int, reps: int, seed: int) -> dict:
 
 def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> dict:
     """Items/s of the module's ``answer`` (stops after ``</answer>``) vs plain greedy 256-token generation."""
-    from r1aqa_pl.answer_format import extract_answer
+    from r1aqa_pl.task.answer_format import extract_answer
 
     m = h.module
     qs, audio = questions(n_items, seed=seed)

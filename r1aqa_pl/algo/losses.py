@@ -1,4 +1,4 @@
-"""GRPO mathematics as small pure functions on tensors (the paper's objective, its variants as options).
+"""The policy loss: GRPO's objective and its variants as small pure functions on tensors, and the loss seam.
 
 Layout: a rollout holds N = B*G completions, group-contiguous (prompt b owns rows b*G .. b*G+G-1).
 Per-token tensors are [N, T] with a 0/1 ``mask`` over the completion tokens; ``logp`` are the
@@ -8,35 +8,16 @@ under the policy that sampled them, ``ref_logp`` under the frozen reference mode
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
-SCALES = ("group", "batch", "none")
+from r1aqa_pl.registry import Registry
+
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+TOKEN_WEIGHTED = ("bnpo", "dapo", "dr_grpo")  # aggregations in which a completion counts by its length
 IMPORTANCE_LEVELS = ("token", "sequence")
-
-
-def group_advantages(rewards: Tensor, G: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
-    """A_i = (r_i - mean(r_group)) / (std + eps), per group of G completions.
-
-    ``scale``: "group" uses the unbiased std of the group (the paper / TRL), "batch" the unbiased
-    std over all N rewards, "none" no division (Dr. GRPO). An undefined std (one element) counts
-    as 0, and a group whose rewards are all equal gets exactly 0 advantage.
-    """
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
-    if G < 1 or rewards.numel() % G:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of G={G}")
-    r = rewards.float().view(-1, G)
-    A = r - r.mean(dim=1, keepdim=True)
-    A = torch.where(r.amax(1, keepdim=True) == r.amin(1, keepdim=True), torch.zeros_like(A), A)
-    if scale == "group":
-        std = r.std(dim=1, keepdim=True) if G > 1 else torch.zeros_like(A)
-        A = A / (std + eps)
-    elif scale == "batch":
-        std = r.std() if r.numel() > 1 else r.new_zeros(())
-        A = A / (std + eps)
-    return A.reshape(-1)
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -93,17 +74,20 @@ def aggregate(
     num_completions: int | None = None,
     num_tokens: int | float | Tensor | None = None,
     max_completion_length: int | None = None,
+    num_micro_batches: int = 1,
 ) -> Tensor:
     """Reduce a [N,T] per-token loss to a scalar.
 
-    grpo:        (1/N) sum_i (1/|o_i|) sum_t l_it            (the paper: per-completion mean)
-    bnpo, dapo:  sum_i sum_t l_it / sum_i |o_i|               (token-level mean)
-    dr_grpo:     sum_i sum_t l_it / (N * max_completion_length)
+    grpo:     (1/N) sum_i (1/|o_i|) sum_t l_it            (the paper: per-completion mean)
+    dapo:     sum_i sum_t l_it / sum_i |o_i|               (token mean over the whole optimizer step)
+    bnpo:     (sum_i sum_t l_it / sum_i |o_i|) / M         (TRL's: token mean of this micro-batch, over M of them)
+    dr_grpo:  sum_i sum_t l_it / (N * max_completion_length)
 
-    N and sum |o_i| default to this call's rows and ``mask.sum()``; when a rollout is split into
-    micro-batches pass the whole rollout's totals so that the micro-batch losses sum to the full
-    loss. ``max_completion_length`` defaults to T (pass the configured maximum when micro-batches
-    are padded to different lengths). Completions with no tokens contribute 0.
+    N and sum |o_i| default to this call's rows and ``mask.sum()``; when an optimizer step is split into
+    micro-batches pass the whole step's totals (and ``num_micro_batches`` M) so that the micro-batch losses
+    sum to the step's loss. bnpo equals dapo when a step is one micro-batch; otherwise a micro-batch's
+    tokens weigh by its own token count. ``max_completion_length`` defaults to T (pass the configured
+    maximum when micro-batches are padded to different lengths). Completions with no tokens contribute 0.
     """
     masked = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))
     mask = mask.to(per_token_loss.dtype)
@@ -111,7 +95,9 @@ def aggregate(
     if loss_type == "grpo":
         per_completion = masked.sum(-1) / mask.sum(-1).clamp(min=1)
         return per_completion.sum() / max(N, 1)
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1) / max(num_micro_batches, 1)
+    if loss_type == "dapo":
         n_tok = mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=mask.dtype, device=mask.device)
         return masked.sum() / n_tok.clamp(min=1)
     if loss_type == "dr_grpo":
@@ -134,6 +120,7 @@ def grpo_loss(
     num_tokens: int | float | Tensor | None = None,
     max_completion_length: int | None = None,
     importance_sampling_level: str = "token",
+    num_micro_batches: int = 1,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss: aggregate of l_it = -(min(ratio*A, clip(ratio)*A) - beta * KL_k3(pi || pi_ref)).
 
@@ -149,7 +136,7 @@ def grpo_loss(
     kl = torch.zeros_like(logp) if ref_logp is None else k3_kl(logp, ref_logp)
     if ref_logp is not None and beta != 0:
         per_token = per_token + beta * kl
-    loss = aggregate(per_token, mask, loss_type, num_completions, num_tokens, max_completion_length)
+    loss = aggregate(per_token, mask, loss_type, num_completions, num_tokens, max_completion_length, num_micro_batches)
     with torch.no_grad():
         stats = {
             "kl": _masked_mean(kl, mask),
@@ -162,3 +149,71 @@ def grpo_loss(
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1)
+
+
+class PolicyLoss:
+    """The loss of one micro-batch of an optimizer step; subclass and give its ``class_path`` in the config.
+
+    Called with per-token log-probs [n, T] under the policy being trained (with grad), the sampling
+    policy and the reference (None when ``beta`` is 0), advantages [n], the completion mask [n, T] and
+    the step's totals (``num_completions``, ``num_tokens``, ``max_completion_length``,
+    ``num_micro_batches``: the micro-batch losses of a step are summed). Returns (loss, detached stats
+    to log). ``beta`` > 0 makes the trainer compute the reference policy's log-probs.
+    """
+
+    beta: float = 0.0
+
+    def __call__(self, logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor, mask: Tensor,
+                 **totals) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+
+LOSSES: Registry[PolicyLoss] = Registry("policy loss", PolicyLoss)
+
+
+@LOSSES.register("gspo", importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4)
+@LOSSES.register("dr_grpo", aggregation="dr_grpo")
+@LOSSES.register("dapo", aggregation="dapo")
+@LOSSES.register("bnpo", aggregation="bnpo")
+@LOSSES.register("grpo", aggregation="grpo")
+class ClippedSurrogateLoss(PolicyLoss):
+    """:func:`grpo_loss`: the clipped surrogate with a k3 KL penalty, at a ratio level and an aggregation.
+
+    Names: grpo, bnpo, dapo, dr_grpo (the aggregation, token-level ratios) and gspo (sequence-level
+    ratios, per-completion mean, GSPO's clip range 3e-4 / 4e-4).
+
+    Args:
+        aggregation: grpo | bnpo | dapo | dr_grpo (see :func:`aggregate`).
+        importance_sampling_level: token (GRPO) or sequence (GSPO: one length-normalised ratio per completion).
+        epsilon_low: lower clip range, ratio >= 1 - epsilon_low.
+        epsilon_high: upper clip range (default: epsilon_low; DAPO's clip-higher sets it above).
+        beta: weight of the k3 KL penalty to the frozen initial policy (0: no reference model).
+    """
+
+    def __init__(self, aggregation: str = "grpo", importance_sampling_level: str = "token", epsilon_low: float = 0.2,
+                 epsilon_high: float | None = None, beta: float = 0.04):
+        if aggregation not in LOSS_TYPES:
+            raise ValueError(f"loss aggregation {aggregation!r}: known {', '.join(LOSS_TYPES)}")
+        if importance_sampling_level not in IMPORTANCE_LEVELS:
+            raise ValueError(f"loss importance_sampling_level {importance_sampling_level!r}: known "
+                             f"{', '.join(IMPORTANCE_LEVELS)}")
+        if not 0 < epsilon_low < 1:
+            raise ValueError(f"loss epsilon_low must be in (0, 1), got {epsilon_low}")
+        if epsilon_high is not None and epsilon_high <= 0:
+            raise ValueError(f"loss epsilon_high must be > 0 (or null: epsilon_low), got {epsilon_high}")
+        if beta < 0:
+            raise ValueError(f"loss beta (the KL weight) must be >= 0, got {beta}")
+        if importance_sampling_level == "sequence" and aggregation in TOKEN_WEIGHTED:
+            warnings.warn(f"sequence-level ratios (GSPO) with the {aggregation!r} aggregation weight each completion "
+                          "by its length, unlike GSPO's per-sequence mean: use aggregation 'grpo' (the 'gspo' loss)",
+                          stacklevel=2)
+        self.aggregation, self.importance_sampling_level = aggregation, importance_sampling_level
+        self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
+
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask, **totals):
+        return grpo_loss(logp, old_logp, ref_logp, advantages, mask, beta=self.beta, epsilon_low=self.epsilon_low,
+                         epsilon_high=self.epsilon_high, loss_type=self.aggregation,
+                         importance_sampling_level=self.importance_sampling_level, **totals)
+
+
+LossName = LOSSES.literal()

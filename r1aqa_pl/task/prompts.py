@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from r1aqa_pl.answer_format import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
-from r1aqa_pl.records import Question
+from r1aqa_pl.task.answer_format import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from r1aqa_pl.task.question import Question
 
 PLAIN = (
     "{question} Please choose the answer from the following options: {choices}. "

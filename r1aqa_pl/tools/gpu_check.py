@@ -1,7 +1,7 @@
 """Rollout decode at the real model's geometry against the memory-bandwidth bound (a device check).
 
-    python scripts/gpu_check.py                       # Qwen2-Audio-7B's geometry, bf16, on the GPU
-    python scripts/gpu_check.py --scale tiny --device cpu   # the same code at tiny widths (the CPU test)
+    r1aqa gpu-check                       # Qwen2-Audio-7B's geometry, bf16, on the GPU
+    r1aqa gpu-check --scale tiny --device cpu   # the same code at tiny widths (the CPU test)
 
 No hub: the policy is the real class built from the real geometry (``QWEN2_AUDIO_7B``: LM 32 × 4096, MLP
 11008, 32 heads, vocabulary 156,032; Whisper-large encoder 32 × 1280, 128 mel bins) with random weights,
@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from bench import questions, vocabulary_words  # noqa: E402  (the bench's MMAU-style items, 10 s clips)
-
-from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, SPECIAL, Qwen2Audio  # noqa: E402
-from r1aqa_pl.models.tiny import word_tokenizer  # noqa: E402
-from r1aqa_pl.rollout.hf import HFEngine  # noqa: E402
+from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, SPECIAL, Qwen2Audio
+from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.rollout.hf import HFEngine
+from r1aqa_pl.tools.bench import questions, vocabulary_words  # the bench's MMAU-style items, 10 s clips
 
 # divisors of the real widths and depths for the CPU run (same code path, seconds instead of hours)
 SCALES = {"real": (1, 1), "tiny": (32, 16)}
@@ -117,7 +113,7 @@ def decode(model, processor, P: int, G: int, new_tokens: int, device: torch.devi
     inputs = {k: v.to(device) for k, v in family.encode(processor, qs, audio).items()}
     eos = model.generation_config.eos_token_id
     suppress = [*family.structural_token_ids(processor), *eos]
-    engine = HFEngine(share_prompt=True)
+    engine = HFEngine()
 
     def run(n: int) -> float:
         sync(device)

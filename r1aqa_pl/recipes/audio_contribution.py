@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1aqa_pl import rewards
+from r1aqa_pl.algo import rewards
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ def label(pass_with: float, pass_without: float, margin: float = 0.25) -> str:
 def pass_rates(module, questions, audio, k: int, with_audio: bool, temperature: float = 1.0,
                max_new_tokens: int | None = None) -> list[float]:
     """Fraction of k sampled answers per question that the accuracy reward accepts."""
-    module.hparams.with_audio = with_audio
+    module.policy_config.with_audio = with_audio
     inputs = module.encode(questions, audio if with_audio else [None] * len(questions))
     with torch.no_grad():
         ids = module.engine.sample(module.family, module.policy, inputs, k, do_sample=True, temperature=temperature,
-                                   top_p=1.0, max_new_tokens=max_new_tokens or module.hparams.eval_max_new_tokens,
+                                   top_p=1.0, max_new_tokens=max_new_tokens or module.evaluation.max_new_tokens,
                                    suppress_tokens=module.suppress_ids)
     texts = module.decode(ids)
     ok = rewards.accuracy(texts, [q for q in questions for _ in range(k)])
