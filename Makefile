@@ -29,7 +29,7 @@ MIN_FREE_GIB ?= 7
 SEEDS ?= [0,1,2]
 JOBS ?= 2
 
-.PHONY: help install demo test test-slow eval eval-all bench compare compare-recipes memory tensorboard clean
+.PHONY: help install lint demo test test-slow eval eval-all bench compare compare-recipes memory tensorboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0] [FAMILY=qwen2_5_omni]
 	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED) --family $(FAMILY)
 	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) $(DEMO_ARGS)
+
+lint: install ## ruff over the package and the tests (the rules: pyproject.toml)
+	$(VENV)/bin/ruff check r1aqa_pl tests
 
 test: install ## run the test suite (slow tests excluded)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

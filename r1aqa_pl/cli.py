@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval": "r1aqa_pl.eval.evaluate:evaluate",
     "eval-all": "r1aqa_pl.eval.evaluate:evaluate_all",
     "ask": "r1aqa_pl.eval.ask:ask",
-    "tiny-model": "r1aqa_pl.models:build_tiny_model",
+    "tiny-model": "r1aqa_pl.models.tiny:build_tiny_model",
     "demo-prepare": "r1aqa_pl.recipes.demo:prepare",
     "audio-contribution": "r1aqa_pl.recipes.audio_contribution:audio_contribution",
 }
@@ -92,7 +92,7 @@ def _section(cfg: dict, name: str) -> dict:
 def _refuse_misplaced(argv: list[str]) -> None:
     """Stop, saying why, where a value would be overwritten by its link without a word, or where a model setting
     still has its earlier flat name (``model.init_args.G``: now ``model.init_args.sampling.G``)."""
-    from r1aqa_pl.training.config import MOVED, refuse_flat
+    from r1aqa_pl.training.config import MOVED, refuse_flat  # here, not on top: `r1aqa COMMAND` loads no torch
 
     given, flat = [], {}
     for path, cfg in _configs(argv):

@@ -1,5 +1,5 @@
 """Write a real DeepSpeed ZeRO checkpoint folder, laid out as Lightning's DeepSpeedStrategy writes it,
-from a Lightning ``.ckpt`` of a PolicyModule (used by tests/test_evaluate.py in a subprocess).
+from a Lightning ``.ckpt`` of a PolicyModule (used by tests/eval/test_evaluate.py in a subprocess).
 
     python tests/_make_deepspeed_ckpt.py SRC.ckpt OUT.ckpt STAGE
 
@@ -9,8 +9,8 @@ tag="checkpoint")``; this does the same on CPU with gloo (Lightning's strategy i
 """
 
 import os
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import torch
 

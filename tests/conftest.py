@@ -29,8 +29,8 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2-Audio (vocabulary covering the synthetic set), saved with save_pretrained."""
-    from r1aqa_pl.models import build_tiny_model
     from r1aqa_pl.data.synth import synth_vocabulary
+    from r1aqa_pl.models import build_tiny_model
 
     d = tmp_path_factory.mktemp("tiny")
     build_tiny_model(str(d), words=synth_vocabulary(), seed=0)
@@ -54,10 +54,9 @@ def tiny_run(tmp_path_factory):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
-
-    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.recipes.demo import prepare
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     t0 = time.time()
@@ -67,18 +66,49 @@ def tiny_run(tmp_path_factory):
     L.seed_everything(0, workers=True)
     dm = AudioQADataModule(train_file=str(root / "data" / "train.jsonl"), val_file=str(data), feature_extractor=warm,
                            batch_size=4, val_batch_size=val_batch_size)
-    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=4), evaluation=dict(max_new_tokens=8))
-    ckpt = HFCheckpoint(dirpath=str(run / "checkpoints"), monitor="val/acc/total", mode="max", save_top_k=-1,
-                        save_last=True, filename="step{step}-acc{val/acc/total:.3f}", auto_insert_metric_name=False)
+    module = GRPOModule(
+        warm,
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3, micro_batch_prompts=4),
+        evaluation=dict(max_new_tokens=8),
+    )
+    ckpt = HFCheckpoint(
+        dirpath=str(run / "checkpoints"),
+        monitor="val/acc/total",
+        mode="max",
+        save_top_k=-1,
+        save_last=True,
+        filename="step{step}-acc{val/acc/total:.3f}",
+        auto_insert_metric_name=False,
+    )
     logger = TensorBoardLogger(str(run), name="grpo")
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, val_check_interval=2, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, log_every_n_steps=1, logger=logger, callbacks=[BenchmarkEvaluation(), ckpt],
-                        enable_model_summary=False, enable_progress_bar=False, deterministic=True,
-                        default_root_dir=str(run))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=4,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        logger=logger,
+        callbacks=[BenchmarkEvaluation(), ckpt],
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        deterministic=True,
+        default_root_dir=str(run),
+    )
     trainer.fit(module, dm)
     ckpts = {}
     for p in sorted((run / "checkpoints").glob("step*.ckpt")):
         ckpts[int(torch.load(p, map_location="cpu", weights_only=False, mmap=True)["global_step"])] = p
     print(f"[tiny_run] built in {time.time() - t0:.1f} s: {sorted(ckpts)}")
-    return SimpleNamespace(root=root, data=data, warm=Path(warm), run=run, log_dir=Path(logger.log_dir),
-                           ckpts=ckpts, val_batch_size=val_batch_size, seconds=time.time() - t0)
+    return SimpleNamespace(
+        root=root,
+        data=data,
+        warm=Path(warm),
+        run=run,
+        log_dir=Path(logger.log_dir),
+        ckpts=ckpts,
+        val_batch_size=val_batch_size,
+        seconds=time.time() - t0,
+    )

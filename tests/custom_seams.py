@@ -3,7 +3,6 @@ them in the package. ``test_custom_seams.py`` selects each by ``class_path`` in 
 
 from __future__ import annotations
 
-
 from r1aqa_pl.algo.advantages import AdvantageEstimator
 from r1aqa_pl.algo.losses import PolicyLoss
 from r1aqa_pl.algo.rewards import Reward

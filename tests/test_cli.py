@@ -34,15 +34,33 @@ def test_print_config_resolves_the_demo_config():
     cfg = yaml.safe_load(out)
     assert cfg["model"]["class_path"] == "r1aqa_pl.training.grpo_module.GRPOModule"
     assert cfg["model"]["init_args"]["sampling"]["G"] == 16  # the groups are sections of the printed config
-    assert set(cfg["model"]["init_args"]) >= {"policy", "sampling", "optimization", "selection", "evaluation", "rewards",
-                                              "advantage", "loss", "engine"}
+    assert set(cfg["model"]["init_args"]) >= {
+        "policy",
+        "sampling",
+        "optimization",
+        "selection",
+        "evaluation",
+        "rewards",
+        "advantage",
+        "loss",
+        "engine",
+    }
     assert cfg["data"]["init_args"]["batch_size"] == 16
     assert cfg["trainer"]["max_steps"] > 0
 
 
 def test_unknown_reward_fails_at_start_up(tmp_path):
-    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
-              "--model.init_args.rewards", "[accuracy, nonsense]", check=False)
+    res = run(
+        sys.executable,
+        "-m",
+        "r1aqa_pl",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--model.init_args.rewards",
+        "[accuracy, nonsense]",
+        check=False,
+    )
     assert res.returncode != 0
     assert "nonsense" in res.stderr and "'majority_vote'" in res.stderr  # the known names are listed
 
@@ -51,8 +69,19 @@ def test_an_earlier_flat_setting_names_its_new_place(tmp_path):
     """``model.init_args.G`` (the flat signature before the groups) stops the run, saying where it went."""
     old = tmp_path / "old.yaml"
     old.write_text("model:\n  init_args:\n    beta: 0.0\n    dynamic_sampling_metric: accuracy\n")
-    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml", "--config", str(old),
-              "--model.init_args.G", "4", check=False)
+    res = run(
+        sys.executable,
+        "-m",
+        "r1aqa_pl",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--config",
+        str(old),
+        "--model.init_args.G",
+        "4",
+        check=False,
+    )
     assert res.returncode != 0
     err = res.stderr
     assert "G -> sampling.G" in err and "beta -> loss: init_args.beta" in err
@@ -60,9 +89,19 @@ def test_an_earlier_flat_setting_names_its_new_place(tmp_path):
 
 
 def test_a_knob_out_of_range_fails_before_loading_naming_it():
-    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
-              "--model.init_args.policy.model_name_or_path", "no/such/model", "--model.init_args.sampling.G", "1",
-              check=False)
+    res = run(
+        sys.executable,
+        "-m",
+        "r1aqa_pl",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--model.init_args.policy.model_name_or_path",
+        "no/such/model",
+        "--model.init_args.sampling.G",
+        "1",
+        check=False,
+    )
     assert res.returncode != 0 and "sampling.G = 1: needs at least 2 completions per prompt" in res.stderr
 
 
@@ -70,12 +109,31 @@ def test_policy_path_and_with_audio_are_stated_once():
     """The data module's feature extractor is the policy's own folder and its with_audio the model's (linked)."""
     from r1aqa_pl.cli import lightning_cli
 
-    cli = lightning_cli(["--config", str(ROOT / "configs/demo.yaml"), "--model.init_args.policy.with_audio", "false",
-                         "--model.init_args.policy.model_name_or_path", "some/policy"], run=False)
+    cli = lightning_cli(
+        [
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--model.init_args.policy.with_audio",
+            "false",
+            "--model.init_args.policy.model_name_or_path",
+            "some/policy",
+        ],
+        run=False,
+    )
     assert cli.datamodule.hparams.feature_extractor == "some/policy"
     assert cli.datamodule.hparams.with_audio is False and cli.model.policy_config.with_audio is False
-    res = run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
-              "--data.init_args.feature_extractor", "other", "--print_config", check=False)
+    res = run(
+        sys.executable,
+        "-m",
+        "r1aqa_pl",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--data.init_args.feature_extractor",
+        "other",
+        "--print_config",
+        check=False,
+    )
     assert res.returncode != 0  # a linked target cannot be set on its own
 
 
@@ -84,7 +142,9 @@ def test_lightning_console_script_is_this_project():
     requires a later one), so the script `make install` writes runs r1aqa_pl.cli whatever the install order."""
     from importlib.metadata import entry_points
 
-    owners = {(e.value, e.dist.name if e.dist else None) for e in entry_points(group="console_scripts", name="lightning")}
+    owners = {
+        (e.value, e.dist.name if e.dist else None) for e in entry_points(group="console_scripts", name="lightning")
+    }
     assert owners == {("r1aqa_pl.cli:main", "r1aqa-pl")}, owners
     assert "r1aqa_pl.cli" in (BIN / "lightning").read_text()
 
@@ -96,4 +156,6 @@ def test_linked_target_in_a_config_file_is_refused(tmp_path):
     overlay.write_text("data:\n  init_args:\n    with_audio: false\n")
     with pytest.raises(SystemExit, match=r"o.yaml: data.init_args.with_audio: set by its link"):
         _refuse_misplaced(["--config", "configs/demo.yaml", "--config", str(overlay)])
-    _refuse_misplaced(["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")])  # the CLI's to report
+    _refuse_misplaced(
+        ["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")]
+    )  # the CLI's to report

@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import custom_seams
 import pytest
 import torch
 
-import custom_seams
 from r1aqa_pl.cli import lightning_cli
 
 ROOT = Path(__file__).parents[1]
@@ -79,7 +79,9 @@ def test_a_users_reward_advantage_loss_engine_family_and_benchmark_from_the_conf
     assert torch.allclose(first["loss"], want)
     logged = cli.trainer.callback_metrics
     assert "train/rewards/short_answer" in logged and "train/mean_logp" in logged
-    assert "val/acc/total" in logged  # scored by the user's benchmark rule
+    assert "val/acc/total" in logged
+    scorer = next(c for c in cli.trainer.callbacks if type(c).__name__ == "BenchmarkEvaluation")
+    assert isinstance(scorer.sets["val"][0].benchmark, custom_seams.LenientMMAU)  # the user's rule scored the set
 
 
 def test_score_takes_a_users_benchmark_by_class_path(tmp_path, mmau_json):
@@ -111,3 +113,17 @@ def test_a_wrong_name_fails_at_parse_listing_the_known_ones():
         LOSSES.build("dapoo")
     with pytest.raises(ValueError, match="is not a subclass of r1aqa_pl.algo.losses.PolicyLoss"):
         LOSSES.build("custom_seams.Centered")
+
+
+def test_eval_takes_a_users_benchmark_by_class_path(tmp_path, tiny_run):
+    """``r1aqa eval --benchmark my_module.MyBench``: its rule scores the answers, and its files are read by it."""
+    from r1aqa_pl.eval import evaluate as ev
+    from r1aqa_pl.task.files import read_records
+
+    out = tmp_path / "lenient"
+    results = ev.evaluate(checkpoint=str(tiny_run.ckpts[4]), data=str(tiny_run.data), out=str(out),
+                          benchmark="custom_seams.LenientMMAU", batch_size=tiny_run.val_batch_size)
+    preds = read_records(out / "predictions.json")
+    want = sum(custom_seams.LenientMMAU().is_correct(r["model_prediction"], r["answer"], r["choices"]) for r in preds)
+    assert results["benchmark"] == "lenient_mmau" and results["total"]["correct"] == want
+    assert results["total"]["total"] == len(preds) == 24

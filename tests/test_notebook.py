@@ -11,7 +11,6 @@ import pytest
 
 from r1aqa_pl.benchmarks.mmau import MMAU
 from r1aqa_pl.eval import runs
-
 from r1aqa_pl.task.files import read_records
 
 score_records = MMAU().score_records

@@ -8,14 +8,14 @@ Every reward function has the signature ``f(completions, questions) -> list[floa
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from r1aqa_pl.benchmarks.mmau import is_correct
-from r1aqa_pl.task import answer_format
 from r1aqa_pl.registry import Registry
+from r1aqa_pl.task import answer_format
 from r1aqa_pl.task.question import Question
 
 

@@ -1,6 +1,7 @@
 """The benchmark seam: recognising and parsing a benchmark's file, its version, its scoring rule, its
-prediction-file layout, its chance level and the table it prints. The torchmetrics metric, the validation callback, ``r1aqa score``, ``r1aqa eval``
-and ``eval-all`` take a :class:`Benchmark` and assume nothing else about it.
+prediction-file layout, its chance level and the table it prints. The torchmetrics metric, the validation
+callback, ``r1aqa score``, ``r1aqa eval`` and ``eval-all`` take a :class:`Benchmark` and assume nothing else
+about it.
 
 Adding a benchmark: a :class:`Benchmark` subclass in a module of your own, named by its class path
 (``benchmark: my_module.MyBench`` in the callback's or ``r1aqa eval``'s arguments); a built-in registers with
@@ -59,8 +60,15 @@ def cell(c: int, t: int, chance: float | None = None) -> dict:
 def content_digest(records: list) -> str:
     """sha256 of what scoring depends on (id, question, choices, answer), independent of key order,
     record order, indentation and the other fields: recognises a benchmark file's version."""
-    canon = sorted(json.dumps([str(r.get("id")), r.get("question"), r.get("choices"), r.get("answer")],
-                              ensure_ascii=False, separators=(",", ":")) for r in records if isinstance(r, dict))
+    canon = sorted(
+        json.dumps(
+            [str(r.get("id")), r.get("question"), r.get("choices"), r.get("answer")],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for r in records
+        if isinstance(r, dict)
+    )
     return hashlib.sha256("\n".join(canon).encode()).hexdigest()
 
 
@@ -68,15 +76,15 @@ class Benchmark:
     """A multiple-choice audio benchmark: subclasses set the attributes and the rule."""
 
     name: str = ""
-    title: str = ""                         # the table's heading
-    output_key: str = "model_output"        # raw generated text, in the prediction file
+    title: str = ""  # the table's heading
+    output_key: str = "model_output"  # raw generated text, in the prediction file
     prediction_key: str = "model_prediction"  # the extracted answer the official scorer reads
     extra_prediction_keys: tuple[str, ...] = ()  # the same answer again, for other releases of the official scorer
     groups: tuple[Group, ...] = ()
     metric_fallback: dict[str, tuple[str, ...]] = {}  # bucket names when the data is not at hand
-    default_data: str = ""                   # where `r1aqa eval --benchmark NAME` looks without --data
-    download: str = ""                       # where the files come from (for "file not found")
-    versions: dict[str, str] = {}            # content_digest -> version name of the official files
+    default_data: str = ""  # where `r1aqa eval --benchmark NAME` looks without --data
+    download: str = ""  # where the files come from (for "file not found")
+    versions: dict[str, str] = {}  # content_digest -> version name of the official files
 
     # -- the rule ---------------------------------------------------------------------------------
     def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:
@@ -121,8 +129,12 @@ class Benchmark:
     def prediction_record(self, q: Question, output: str) -> dict:
         """The source record with the raw output and the extracted answer added, as the official scorer reads it."""
         answer = self.extract(output)
-        return {**(q.raw or q.to_dict()), self.output_key: output, self.prediction_key: answer,
-                **{k: answer for k in self.extra_prediction_keys}}
+        return {
+            **(q.raw or q.to_dict()),
+            self.output_key: output,
+            self.prediction_key: answer,
+            **{k: answer for k in self.extra_prediction_keys},
+        }
 
     def submission_record(self, record: dict) -> dict:
         """A prediction record as the benchmark's evaluation server takes it: the source record plus the answer."""
@@ -142,13 +154,19 @@ class Benchmark:
                 raise DataError(source, where, "missing_field", f"no {field!r} (id={record.get('id')!r})")
         choices = record["choices"]
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            raise DataError(source, where, "bad_field", f"'choices' must be a list of strings (id={record.get('id')!r})")
+            raise DataError(
+                source, where, "bad_field", f"'choices' must be a list of strings (id={record.get('id')!r})"
+            )
         if not isinstance(record["answer"], str):
             raise DataError(source, where, "bad_field", f"'answer' must be a string (id={record.get('id')!r})")
         value = record.get(key)
         if value is not None and not isinstance(value, str):
-            raise DataError(source, where, "bad_field",
-                            f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})")
+            raise DataError(
+                source,
+                where,
+                "bad_field",
+                f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})",
+            )
 
     def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>") -> dict:
         """Score records that carry a prediction under ``key`` (default :attr:`prediction_key`); those
@@ -160,8 +178,9 @@ class Benchmark:
         """
         key = key or self.prediction_key
         if not isinstance(records, list):
-            raise DataError(source, "top level", "malformed_json",
-                            f"expected a JSON list of records, got {type(records).__name__}")
+            raise DataError(
+                source, "top level", "malformed_json", f"expected a JSON list of records, got {type(records).__name__}"
+            )
         correct = {g.name: Counter() for g in self.groups}
         total = {g.name: Counter() for g in self.groups}
         chance = {g.name: Counter() for g in self.groups}
@@ -187,11 +206,17 @@ class Benchmark:
             if g.by_first:
                 order[g.name] = sorted(total[g.name], key=lambda s, g=g: (rank.get(first_of[g.name][s], 99), s))
         n = sum(total[first.name].values())
-        result: dict[str, Any] = {"benchmark": self.name, "key": key, "scored": n, "skipped": skipped,
-                                  "total": cell(sum(correct[first.name].values()), n, sum(chance[first.name].values()))}
+        result: dict[str, Any] = {
+            "benchmark": self.name,
+            "key": key,
+            "scored": n,
+            "skipped": skipped,
+            "total": cell(sum(correct[first.name].values()), n, sum(chance[first.name].values())),
+        }
         for g in self.groups:
-            result[g.name] = {name: cell(correct[g.name][name], total[g.name][name], chance[g.name][name])
-                              for name in order[g.name]}
+            result[g.name] = {
+                name: cell(correct[g.name][name], total[g.name][name], chance[g.name][name]) for name in order[g.name]
+            }
         return result
 
     @staticmethod
@@ -204,9 +229,11 @@ class Benchmark:
         column where the result has it, the version in the heading where known."""
         version = f", version {result['version']}" if result.get("version") else ""
         with_chance = "chance" in result["total"]
-        lines = [f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}){version}: "
-                 f"{result['scored']} scored, {result['skipped']} skipped",
-                 f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}" + ("  chance %" if with_chance else "")]
+        lines = [
+            f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}){version}: "
+            f"{result['scored']} scored, {result['skipped']} skipped",
+            f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}" + ("  chance %" if with_chance else ""),
+        ]
         names = [g.name for g in self.groups]
         rows = [(g, name, c) for g in names for name, c in result[g].items()] + [("total", "", result["total"])]
         for group, name, c in rows:

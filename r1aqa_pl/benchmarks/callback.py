@@ -78,8 +78,9 @@ class BenchmarkEvaluation(pl.Callback):
     errors early) but neither logs nor writes, unless ``log_before_training``.
 
     Args:
-        benchmark: the benchmark's name (see ``r1aqa_pl.benchmarks.BENCHMARKS``) for a dataset that does not
-            name its own.
+        benchmark: a registered benchmark's name (mmau, mmar) or the class path of a ``Benchmark`` subclass: it
+            scores a set whose file is not recognised, and every set whose recognised benchmark it is or subclasses
+            (a user's own rule on MMAU's files); other sets keep their own (an MMAR file under ``benchmark: mmau``).
         names: bucket names per group (e.g. ``{"sub-category": [...]}``) for sets of ``benchmark``; by default
             taken from the dataloader's ``dataset.questions`` when it has them, else the benchmark's own lists.
         write_predictions: write the per-epoch prediction file.
@@ -90,7 +91,7 @@ class BenchmarkEvaluation(pl.Callback):
             (``<stage>/acc/total``, ...; default: the first set).
     """
 
-    def __init__(self, benchmark: str = "mmau", names: dict[str, list[str]] | None = None,
+    def __init__(self, benchmark: str | Benchmark = "mmau", names: dict[str, list[str]] | None = None,
                  write_predictions: bool = True, dirpath: str | None = None, log_before_training: bool = False,
                  monitor: str | None = None):
         self.benchmark: Benchmark = benchmarks.get(benchmark)
@@ -129,7 +130,8 @@ class BenchmarkEvaluation(pl.Callback):
             self.sets[stage] = [self._build_set(dl) for dl in loaders]
             labels = [s.label for s in self.sets[stage]]
             if len(labels) > 1 and (None in labels or len(set(labels)) < len(labels)):
-                raise ValueError(f"{len(labels)} {stage} dataloaders need distinct labels (dataset.label), got {labels}")
+                raise ValueError(f"{len(labels)} {stage} dataloaders need distinct labels (dataset.label), "
+                                 f"got {labels}")
             if self.monitor is not None and len(labels) > 1 and self.monitor not in labels:
                 raise ValueError(f"BenchmarkEvaluation(monitor={self.monitor!r}): not one of the {stage} sets {labels}")
             self._announce(trainer, stage)
@@ -140,8 +142,10 @@ class BenchmarkEvaluation(pl.Callback):
     def _build_set(self, loader: Any) -> EvalSet:
         """Same bucket names on every rank: from the whole dataset (not the rank's shard) or fixed lists."""
         ds = getattr(loader, "dataset", None)
-        name = getattr(ds, "benchmark", None)
+        name = getattr(ds, "benchmark", None)  # what the set's file was recognised as
         bench = benchmarks.get(name) if name else self.benchmark
+        if isinstance(self.benchmark, type(bench)):  # this callback's benchmark is that one or refines it (own rule)
+            bench = self.benchmark
         questions = getattr(ds, "questions", None) or []
         if self.names is not None and bench is self.benchmark:
             metric = BenchmarkAccuracy(bench, self.names)
@@ -150,8 +154,14 @@ class BenchmarkEvaluation(pl.Callback):
         else:
             metric = BenchmarkAccuracy(bench)
         first = questions[0] if questions and isinstance(questions[0], Question) else None
-        return EvalSet(getattr(ds, "label", None), bench, metric, getattr(ds, "version", None) or "unknown",
-                       getattr(ds, "data", None), first)
+        return EvalSet(
+            getattr(ds, "label", None),
+            bench,
+            metric,
+            getattr(ds, "version", None) or "unknown",
+            getattr(ds, "data", None),
+            first,
+        )
 
     def _announce(self, trainer, stage: str) -> None:
         """Each set's benchmark and version in the loggers' hyperparameters, and as TensorBoard text
@@ -159,8 +169,10 @@ class BenchmarkEvaluation(pl.Callback):
         if self._announced or not trainer.is_global_zero:
             return
         self._announced = True
-        params = {f"benchmarks/{s.label or s.benchmark.name}": f"{s.benchmark.name} {s.version} ({s.data})"
-                  for s in self.sets[stage]}
+        params = {
+            f"benchmarks/{s.label or s.benchmark.name}": f"{s.benchmark.name} {s.version} ({s.data})"
+            for s in self.sets[stage]
+        }
         for logger in trainer.loggers:
             logger.log_hyperparams(params)
             add_text = getattr(getattr(logger, "experiment", None), "add_text", None)
@@ -174,8 +186,9 @@ class BenchmarkEvaluation(pl.Callback):
         audio = [None] * len(questions) if audio is None else audio
         outputs = pl_module.answer(questions, audio)
         if len(outputs) != len(questions):
-            raise RuntimeError(f"{type(pl_module).__name__}.answer returned {len(outputs)} texts "
-                               f"for {len(questions)} questions")
+            raise RuntimeError(
+                f"{type(pl_module).__name__}.answer returned {len(outputs)} texts for {len(questions)} questions"
+            )
         s.metric.update([s.benchmark.extract(text) for text in outputs], questions)
         s.no_audio += sum(a is None for a in audio)
         if s.first is None and questions:
@@ -207,19 +220,27 @@ class BenchmarkEvaluation(pl.Callback):
         if trainer.sanity_checking:  # the starting point of the curves, at step 0
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
-                    logger.log_metrics({**{k: float(v) for k, v in logged.items()}, total_key: float(total)},
-                                       step=trainer.global_step)
+                    logger.log_metrics(
+                        {**{k: float(v) for k, v in logged.items()}, total_key: float(total)}, step=trainer.global_step
+                    )
             for s in sets:
-                rank_zero_info(f"{s.benchmark.title}{'' if s.label is None else f' ({s.label})'}: before training "
-                               f"{s.prefix(stage)}acc/total = {float(s.metric.compute()['acc/total']):.4f}")
+                rank_zero_info(
+                    f"{s.benchmark.title}{'' if s.label is None else f' ({s.label})'}: before training "
+                    f"{s.prefix(stage)}acc/total = {float(s.metric.compute()['acc/total']):.4f}"
+                )
         else:
             # identical on every rank after the sync; "max" keeps them exact and silences Lightning's warning
             pl_module.log_dict(logged, sync_dist=True, reduce_fx="max", add_dataloader_idx=False)
             pl_module.log(total_key, total, sync_dist=True, reduce_fx="max", prog_bar=True, add_dataloader_idx=False)
             for s in sets:
                 no_audio = torch.tensor(float(s.no_audio), device=pl_module.device)
-                pl_module.log(f"{s.prefix(stage)}count/no_audio", no_audio, sync_dist=True, reduce_fx="sum",
-                              add_dataloader_idx=False)
+                pl_module.log(
+                    f"{s.prefix(stage)}count/no_audio",
+                    no_audio,
+                    sync_dist=True,
+                    reduce_fx="sum",
+                    add_dataloader_idx=False,
+                )
                 if s.no_audio:
                     rank_zero_info(f"{s.benchmark.title}: {s.no_audio} {stage} question(s) on rank 0 had no audio")
             # the loggers' x is the optimizer step (Lightning's own would be the batches stepped so far,
@@ -247,12 +268,15 @@ class BenchmarkEvaluation(pl.Callback):
         added = (bench.output_key, bench.prediction_key, *bench.extra_prediction_keys)
         unique = {record_identity(r, added): r for r in records}
         if len(unique) < len(records):
-            rank_zero_warn(f"{bench.title}: {len(records) - len(unique)} duplicated question(s) (a padding "
-                           f"sampler?) were counted twice in {s.prefix(stage)}acc; the prediction file keeps one of each")
+            rank_zero_warn(
+                f"{bench.title}: {len(records) - len(unique)} duplicated question(s) (a padding "
+                f"sampler?) were counted twice in {s.prefix(stage)}acc; the prediction file keeps one of each"
+            )
         jsonl = str(s.data or "").endswith(".jsonl")
         path = folder / f"{stage}_step{trainer.global_step}.{'jsonl' if jsonl else 'json'}"
         bench.write_records(list(unique.values()), path, jsonl)
-        write_provenance(provenance(bench, s.version, s.data, pl_module, s.first, stage=stage,
-                                    step=trainer.global_step), path)
+        write_provenance(
+            provenance(bench, s.version, s.data, pl_module, s.first, stage=stage, step=trainer.global_step), path
+        )
         self.written[s.label] = path
         rank_zero_info(f"{bench.title}: wrote {len(unique)} predictions to {path}")

@@ -49,7 +49,7 @@ class BenchmarkAccuracy(Metric):
                            dist_reduce_fx="sum")
 
     @classmethod
-    def from_questions(cls, benchmark: Benchmark, questions: Sequence[Question], **kwargs) -> "BenchmarkAccuracy":
+    def from_questions(cls, benchmark: Benchmark, questions: Sequence[Question], **kwargs) -> BenchmarkAccuracy:
         """Buckets for every name in ``questions`` (known names first, empty names -> other).
 
         Under DDP build it from the *whole* evaluation set on every rank, so the state shapes agree.

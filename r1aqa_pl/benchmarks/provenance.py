@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from r1aqa_pl.task import answer_format
+
 PACKAGES = ("r1aqa-pl", "torch", "transformers", "lightning", "torchmetrics", "torchaudio", "peft", "deepspeed")
 
 
@@ -30,8 +32,6 @@ def provenance(benchmark, version: str, data: str | None, module: Any = None, fi
     """The record: ``module.describe_evaluation(first)`` (model, family, prompt, decoding) where the module
     has it, the benchmark's name, version, answer key and extraction rule, the seed and the packages."""
     rule = (benchmark.extract.__doc__ or "").strip().splitlines()[0]
-    from r1aqa_pl.task import answer_format
-
     record = {
         "benchmark": benchmark.name, "version": version, "data": data,
         "prediction_key": benchmark.prediction_key,

@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from r1aqa_pl.data.audio import audio_info, load_audio
 from r1aqa_pl.data.card import source_entry, split_summary, write_card
-from r1aqa_pl.task.question import DataError
 from r1aqa_pl.task.files import read_records
+from r1aqa_pl.task.question import DataError
 
 
 def _safe_name(name: str) -> PurePosixPath | None:
@@ -50,10 +50,19 @@ def unpack(archive: str | Path, out: str | Path) -> int:
             for m in members:
                 top = m.isdir() and PurePosixPath(m.name) == PurePosixPath(".")  # a "./" entry
                 if not top and (_safe_name(m.name) is None or not (m.isfile() or m.isdir())):
-                    kind = "a link" if m.issym() or m.islnk() else "outside the output folder" if m.isfile() or m.isdir() \
+                    kind = (
+                        "a link"
+                        if m.issym() or m.islnk()
+                        else "outside the output folder"
+                        if m.isfile() or m.isdir()
                         else "not a regular file"
-                    raise DataError(str(archive), m.name, "unsafe_archive_member",
-                                    f"refused: member {m.name!r} is {kind}; nothing was unpacked")
+                    )
+                    raise DataError(
+                        str(archive),
+                        m.name,
+                        "unsafe_archive_member",
+                        f"refused: member {m.name!r} is {kind}; nothing was unpacked",
+                    )
             for m in members:
                 if not m.isfile():
                     continue
@@ -79,8 +88,14 @@ def check_clips(records: list, key: str, base: Path) -> tuple[list[dict], list[d
         rid = rec.get("id") if isinstance(rec, dict) else None
         rel = rec.get(key) if isinstance(rec, dict) else None
         if not isinstance(rel, str) or _safe_name(rel) is None:
-            problems.append({"id": rid, "record": i, "reason": "bad_field",
-                             "message": f"record {i}: '{key}' must be a relative path inside the folder, got {rel!r}"})
+            problems.append(
+                {
+                    "id": rid,
+                    "record": i,
+                    "reason": "bad_field",
+                    "message": f"record {i}: '{key}' must be a relative path inside the folder, got {rel!r}",
+                }
+            )
             continue
         path = base / _safe_name(rel)
         if str(path) not in infos:
@@ -92,7 +107,9 @@ def check_clips(records: list, key: str, base: Path) -> tuple[list[dict], list[d
                 infos[str(path)] = e
         res = infos[str(path)]
         if isinstance(res, DataError):
-            problems.append({"id": rid, "record": i, key: rel, "reason": res.reason, "message": str(res).split(": ", 1)[1]})
+            problems.append(
+                {"id": rid, "record": i, key: rel, "reason": res.reason, "message": str(res).split(": ", 1)[1]}
+            )
         else:
             usable.append(rec)
     return usable, problems, [v for v in infos.values() if isinstance(v, dict)]
@@ -117,8 +134,9 @@ def _copy_clips(records: list, key: str, audio: Path, out: Path) -> int:
     return copied
 
 
-def _finish(name: str, command: str, records_file: Path, audio_source: Path, out: Path, key: str,
-            domain_key: str, type_key: str) -> int:
+def _finish(
+    name: str, command: str, records_file: Path, audio_source: Path, out: Path, key: str, domain_key: str, type_key: str
+) -> int:
     """Copy the question file beside the audio, check every clip, write report and card; 0 when nothing is missing."""
     records = read_records(records_file)
     target = out / records_file.name
@@ -126,13 +144,24 @@ def _finish(name: str, command: str, records_file: Path, audio_source: Path, out
         shutil.copyfile(records_file, target)
     usable, problems, clips = check_clips(records, key, out)
     summary = split_summary(target.name, usable, problems, domain_key, type_key, clips)
-    (out / "report.json").write_text(json.dumps({records_file.stem: problems}, indent=1, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    write_card(out, name, command, {records_file.stem: summary},
-               [source_entry(records_file, "questions"), *([source_entry(audio_source, "audio archive")]
-                                                          if audio_source.is_file() else [])])
-    print(f"{command}: {len(usable)} of {len(records)} records have their clip -> {target}; "
-          f"missing: {summary['missing_by_reason'] or 'none'}; report: {out / 'report.json'}; card: {out / 'data_card.md'}")
+    (out / "report.json").write_text(
+        json.dumps({records_file.stem: problems}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    write_card(
+        out,
+        name,
+        command,
+        {records_file.stem: summary},
+        [
+            source_entry(records_file, "questions"),
+            *([source_entry(audio_source, "audio archive")] if audio_source.is_file() else []),
+        ],
+    )
+    print(
+        f"{command}: {len(usable)} of {len(records)} records have their clip -> {target}; "
+        f"missing: {summary['missing_by_reason'] or 'none'}; report: {out / 'report.json'}; "
+        f"card: {out / 'data_card.md'}"
+    )
     if problems:
         print(f"{command}: FAIL: {len(problems)} records without a usable clip, e.g. {problems[0]['message']}")
     return 1 if problems else 0
@@ -170,7 +199,9 @@ def prepare_mmar(*, audio: str, meta: str, out: str) -> int:
     if src.is_file():
         print(f"prepare-mmar: unpacked {unpack(src, out_dir)} files from {src}")
     elif src.is_dir():
-        print(f"prepare-mmar: copied {_copy_clips(read_records(Path(meta)), 'audio_path', src, out_dir)} clips from {src}")
+        print(
+            f"prepare-mmar: copied {_copy_clips(read_records(Path(meta)), 'audio_path', src, out_dir)} clips from {src}"
+        )
     else:
         raise DataError(str(src), "file", "missing_file", "audio folder or archive not found")
     return _finish("MMAR", "r1aqa prepare-mmar", Path(meta), src, out_dir, "audio_path", "modality", "category")

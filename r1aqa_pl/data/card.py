@@ -44,23 +44,40 @@ def split_summary(file: str, usable: list[dict], problems: list[dict], domain_ke
         default_domain: the domain of a record without ``domain_key`` (AVQA: "sound").
     """
     seconds = [c["seconds"] for c in clips]
-    audio = {"clips": len(clips), "sample_rates": {str(r): n for r, n in sorted(Counter(c["sample_rate"] for c in clips).items())}}
+    audio = {
+        "clips": len(clips),
+        "sample_rates": {str(r): n for r, n in sorted(Counter(c["sample_rate"] for c in clips).items())},
+    }
     if seconds:
-        audio["seconds"] = {"min": round(min(seconds), 3), "mean": round(sum(seconds) / len(seconds), 3),
-                            "max": round(max(seconds), 3), "total": round(sum(seconds), 3)}
-    return {"file": file, "records": len(usable) + len(problems), "usable": len(usable),
-            "missing_by_reason": dict(sorted(Counter(p["reason"] for p in problems).items())),
-            "domains": _counts(str(r.get(domain_key) or default_domain) for r in usable),
-            "question_types": _counts(str(r.get(type_key) or "") for r in usable),
-            "audio": audio}
+        audio["seconds"] = {
+            "min": round(min(seconds), 3),
+            "mean": round(sum(seconds) / len(seconds), 3),
+            "max": round(max(seconds), 3),
+            "total": round(sum(seconds), 3),
+        }
+    return {
+        "file": file,
+        "records": len(usable) + len(problems),
+        "usable": len(usable),
+        "missing_by_reason": dict(sorted(Counter(p["reason"] for p in problems).items())),
+        "domains": _counts(str(r.get(domain_key) or default_domain) for r in usable),
+        "question_types": _counts(str(r.get(type_key) or "") for r in usable),
+        "audio": audio,
+    }
 
 
 def _counts(values) -> dict:
     return dict(sorted(Counter(values).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def write_card(out_dir: str | Path, dataset: str, command: str, splits: dict[str, dict], sources: list[dict],
-               extra: dict | None = None) -> dict:
+def write_card(
+    out_dir: str | Path,
+    dataset: str,
+    command: str,
+    splits: dict[str, dict],
+    sources: list[dict],
+    extra: dict | None = None,
+) -> dict:
     """Write ``data_card.json`` and its readable form ``data_card.md`` into ``out_dir``; returns the card."""
     card = {"dataset": dataset, "prepared_by": command, **(extra or {}), "splits": splits, "sources": sources}
     out = Path(out_dir)
@@ -72,26 +89,36 @@ def write_card(out_dir: str | Path, dataset: str, command: str, splits: dict[str
 def format_card(card: dict) -> str:
     """The card as a few lines of Markdown."""
     extra = {k: v for k, v in card.items() if k not in ("dataset", "prepared_by", "splits", "sources")}
-    lines = [f"# Data card: {card['dataset']}", "", f"Prepared by `{card['prepared_by']}`"
-             + "".join(f"; {k} {v}" for k, v in extra.items()) + ".", ""]
+    lines = [
+        f"# Data card: {card['dataset']}",
+        "",
+        f"Prepared by `{card['prepared_by']}`" + "".join(f"; {k} {v}" for k, v in extra.items()) + ".",
+        "",
+    ]
     for name, s in card["splits"].items():
         missing = sum(s["missing_by_reason"].values())
-        lines += [f"## {name}: {s['file']}", "",
-                  f"- records: {s['records']}; usable: {s['usable']}; without audio: {missing}"
-                  + (" (" + ", ".join(f"{r} {n}" for r, n in s["missing_by_reason"].items()) + ")" if missing else ""),
-                  "- domains: " + (", ".join(f"{d} {n}" for d, n in s["domains"].items()) or "-"),
-                  "- question types: " + (", ".join(f"{t or '(none)'} {n}" for t, n in s["question_types"].items()) or "-")]
+        lines += [
+            f"## {name}: {s['file']}",
+            "",
+            f"- records: {s['records']}; usable: {s['usable']}; without audio: {missing}"
+            + (" (" + ", ".join(f"{r} {n}" for r, n in s["missing_by_reason"].items()) + ")" if missing else ""),
+            "- domains: " + (", ".join(f"{d} {n}" for d, n in s["domains"].items()) or "-"),
+            "- question types: " + (", ".join(f"{t or '(none)'} {n}" for t, n in s["question_types"].items()) or "-"),
+        ]
         a = s["audio"]
         if a["clips"]:
             sec = a["seconds"]
-            lines.append(f"- audio: {a['clips']} clips, {sec['min']} / {sec['mean']} / {sec['max']} s (min / mean / max), "
-                         f"total {sec['total']} s ({sec['total'] / 3600:.2f} h); sample rates: "
-                         + ", ".join(f"{r} Hz x{n}" for r, n in a["sample_rates"].items()))
+            lines.append(
+                f"- audio: {a['clips']} clips, {sec['min']} / {sec['mean']} / {sec['max']} s (min / mean / max), "
+                f"total {sec['total']} s ({sec['total'] / 3600:.2f} h); sample rates: "
+                + ", ".join(f"{r} Hz x{n}" for r, n in a["sample_rates"].items())
+            )
         else:
             lines.append("- audio: none")
         lines.append("")
-    lines += ["## Sources", ""] + [f"- {s['role']}: `{s['file']}`, {s['bytes']} bytes, sha256 `{s['sha256']}`"
-                                   for s in card["sources"]]
+    lines += ["## Sources", ""] + [
+        f"- {s['role']}: `{s['file']}`, {s['bytes']} bytes, sha256 `{s['sha256']}`" for s in card["sources"]
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -7,12 +7,12 @@ from typing import Literal
 
 import numpy as np
 
+from r1aqa_pl.benchmarks import BENCHMARKS
 from r1aqa_pl.data.audio import audio_info, load_audio
 from r1aqa_pl.data.card import show_card
 from r1aqa_pl.data.formats import detect_format, iter_questions, record_error
-from r1aqa_pl.task.question import DataError, Question
 from r1aqa_pl.task.files import read_records
-from r1aqa_pl.benchmarks import BENCHMARKS
+from r1aqa_pl.task.question import DataError, Question
 
 
 def _benchmark_line(fmt: str, path: str, version: str | None) -> str | None:

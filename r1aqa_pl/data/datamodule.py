@@ -13,12 +13,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from r1aqa_pl import benchmarks
 from r1aqa_pl.data import selection
 from r1aqa_pl.data.audio import load_audio
 from r1aqa_pl.data.formats import load_questions, record_error
-from r1aqa_pl.task.question import DataError, Question
 from r1aqa_pl.task.files import read_records
-from r1aqa_pl import benchmarks
+from r1aqa_pl.task.question import DataError, Question
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,20 @@ class AudioQADataset(Dataset):
     In skip mode a clip that fails to decode is replaced by the next readable record (index + 1,
     wrapping around), remembered so it is not retried, and counted in :attr:`skipped`; once more
     than ``max_bad`` clips failed it raises. In report mode (evaluation) the item comes back with
-    ``audio=None`` and ``error=<reason>``, never replaced (a replacement would be scored twice). With ``num_workers > 0`` each worker keeps its own
-    counts (and logs a warning per failure); the main process sees them with ``num_workers=0``.
+    ``audio=None`` and ``error=<reason>``, never replaced (a replacement would be scored twice). With
+    ``num_workers > 0`` each worker keeps its own counts (and logs a warning per failure); the main process
+    sees them with ``num_workers=0``.
     """
 
-    def __init__(self, questions: list[Question], sampling_rate: int = 16000, max_samples: int | None = None,
-                 with_audio: bool = True, on_error: str = "raise", max_bad: float = math.inf):
+    def __init__(
+        self,
+        questions: list[Question],
+        sampling_rate: int = 16000,
+        max_samples: int | None = None,
+        with_audio: bool = True,
+        on_error: str = "raise",
+        max_bad: float = math.inf,
+    ):
         self.questions, self.sampling_rate, self.max_samples = list(questions), sampling_rate, max_samples
         self.with_audio, self.on_error, self.max_bad = with_audio, on_error, max_bad
         self.bad: set[int] = set()
@@ -67,9 +75,13 @@ class AudioQADataset(Dataset):
                 self.skipped[e.reason] += 1
                 log.warning("unreadable while reading, replaced by the next record: %s", err)
                 if len(self.bad) > self.max_bad:
-                    raise DataError(err.source, "file", "too_many_skipped",
-                                    f"{len(self.bad)} clips failed to decode while reading, more than "
-                                    f"max_skip_fraction allows; last: {err}") from None
+                    raise DataError(
+                        err.source,
+                        "file",
+                        "too_many_skipped",
+                        f"{len(self.bad)} clips failed to decode while reading, more than "
+                        f"max_skip_fraction allows; last: {err}",
+                    ) from None
         raise DataError("dataset", "file", "too_many_skipped", "no record in the dataset can be decoded")
 
 
@@ -83,8 +95,17 @@ class ResumableSampler(DistributedSampler):
     progress counters expect. No global RNG is touched.
     """
 
-    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, epoch: int = 0, start: int = 0,
-                 order: list[int] | None = None, order_epochs: int = 0):
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        epoch: int = 0,
+        start: int = 0,
+        order: list[int] | None = None,
+        order_epochs: int = 0,
+    ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.epoch, self.start = epoch, start
         self.order, self.order_epochs = order, order_epochs  # curriculum: a fixed order for the first epochs
@@ -93,7 +114,7 @@ class ResumableSampler(DistributedSampler):
         if self.order is not None and self.epoch < self.order_epochs:
             order = list(self.order)
             order += order[: self.total_size - len(order)]  # padded as DistributedSampler pads
-            indices = order[self.rank:self.total_size:self.num_replicas]
+            indices = order[self.rank : self.total_size : self.num_replicas]
         else:
             indices = list(super().__iter__())
         start, self.start = self.start, 0
@@ -117,8 +138,13 @@ def collate(batch: list[dict]) -> dict:
     return {"questions": [b["question"] for b in batch], "audio": [b["audio"] for b in batch]}
 
 
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
-                 None: ("train", "val", "test")}
+_STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+    None: ("train", "val", "test"),
+}
 
 
 class AudioQADataModule(L.LightningDataModule):
@@ -158,16 +184,31 @@ class AudioQADataModule(L.LightningDataModule):
 
     allow_withheld = False  # a val file without answers is refused (evaluation writes a submission instead)
 
-    def __init__(self, train_file: str | None = None, val_file: str | dict[str, str] | None = None,
-                 test_file: str | None = None, val_versions: dict[str, str] | None = None,
-                 audio_dir: str | None = None, train_domain: str = "sound", feature_extractor: str | None = None,
-                 sampling_rate: int = 16000, max_audio_seconds: float = 30.0, batch_size: int = 1,
-                 val_batch_size: int = 8, num_workers: int = 0, seed: int = 0,
-                 on_error: Literal["raise", "skip"] = "raise", max_skip_fraction: float = 0.1,
-                 with_audio: bool = True, limit_val: int | None = None,
-                 avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa", hide_train_answers: bool = False,
-                 audio_contribution: str | None = None, label_weights: dict[str, float] | None = None,
-                 curriculum_epochs: int = 0):
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | dict[str, str] | None = None,
+        test_file: str | None = None,
+        val_versions: dict[str, str] | None = None,
+        audio_dir: str | None = None,
+        train_domain: str = "sound",
+        feature_extractor: str | None = None,
+        sampling_rate: int = 16000,
+        max_audio_seconds: float = 30.0,
+        batch_size: int = 1,
+        val_batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        on_error: Literal["raise", "skip"] = "raise",
+        max_skip_fraction: float = 0.1,
+        with_audio: bool = True,
+        limit_val: int | None = None,
+        avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa",
+        hide_train_answers: bool = False,
+        audio_contribution: str | None = None,
+        label_weights: dict[str, float] | None = None,
+        curriculum_epochs: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.datasets: dict[str, AudioQADataset] = {}
@@ -177,8 +218,9 @@ class AudioQADataModule(L.LightningDataModule):
         self._resume: dict | None = None  # set by load_state_dict, used by the next train_dataloader()
         self._order: list[int] | None = None  # the curriculum's order of the training set
         if (label_weights or curriculum_epochs) and not audio_contribution:
-            raise ValueError("label_weights and curriculum_epochs need audio_contribution (a file from "
-                             "r1aqa audio-contribution)")
+            raise ValueError(
+                "label_weights and curriculum_epochs need audio_contribution (a file from r1aqa audio-contribution)"
+            )
 
     def _window(self) -> tuple[int, int]:
         """(sampling rate, window in samples): from the feature extractor when named, so they match the model."""
@@ -200,9 +242,15 @@ class AudioQADataModule(L.LightningDataModule):
         for split, label, path in self._files(stage):
             if split in self.datasets:
                 continue
-            qs, counts = load_questions(path, h.audio_dir, domain=h.train_domain, naming=h.avqa_naming,
-                                        on_error=h.on_error, max_skip_fraction=h.max_skip_fraction,
-                                        check_audio_files=h.with_audio)
+            qs, counts = load_questions(
+                path,
+                h.audio_dir,
+                domain=h.train_domain,
+                naming=h.avqa_naming,
+                on_error=h.on_error,
+                max_skip_fraction=h.max_skip_fraction,
+                check_audio_files=h.with_audio,
+            )
             total = len(qs) + sum(counts.values())
             if split.startswith("val") and h.limit_val:
                 qs = qs[: h.limit_val]
@@ -212,8 +260,9 @@ class AudioQADataModule(L.LightningDataModule):
                 qs = [dataclasses.replace(q, answer="", raw={}) for q in qs]
             self.startup_skipped[split] = counts
             budget = math.floor(h.max_skip_fraction * total) - sum(counts.values())
-            ds = self.datasets[split] = AudioQADataset(qs, self.sampling_rate, self.max_samples, h.with_audio,
-                                                       h.on_error, max_bad=budget)
+            ds = self.datasets[split] = AudioQADataset(
+                qs, self.sampling_rate, self.max_samples, h.with_audio, h.on_error, max_bad=budget
+            )
             ds.label, ds.data = label, path
             if split != "train":
                 self._identify(ds, split, label, path)
@@ -240,9 +289,13 @@ class AudioQADataModule(L.LightningDataModule):
         declared = (self.hparams.val_versions or {}).get(label or bench.name)
         ds.benchmark, ds.version = bench.name, bench.version(records, declared)
         if split.startswith("val") and not self.allow_withheld and bench.withheld(records):
-            raise DataError(path, "file", "answers_withheld",
-                            f"no record has an answer ({bench.title} test split?): it cannot be scored during "
-                            "training; answer it with `r1aqa eval --data ...`, which writes the submission file")
+            raise DataError(
+                path,
+                "file",
+                "answers_withheld",
+                f"no record has an answer ({bench.title} test split?): it cannot be scored during "
+                "training; answer it with `r1aqa eval --data ...`, which writes the submission file",
+            )
 
     def _select(self, qs: list[Question]) -> list[Question]:
         """Training questions weighted or filtered by their audio-contribution label; the curriculum's order."""
@@ -252,11 +305,19 @@ class AudioQADataModule(L.LightningDataModule):
             keep = selection.weight_by_label(lines, h.label_weights, h.seed)
             qs, lines = [qs[i] for i in keep], [lines[i] for i in keep]
             if not qs:
-                raise DataError(h.audio_contribution, "file", "empty_selection",
-                                f"label_weights {dict(h.label_weights)} leave no training question")
+                raise DataError(
+                    h.audio_contribution,
+                    "file",
+                    "empty_selection",
+                    f"label_weights {dict(h.label_weights)} leave no training question",
+                )
         self._order = selection.easy_to_hard(lines) if h.curriculum_epochs else None
-        log.info("train: %d questions after label_weights %s; curriculum for %d epochs", len(qs),
-                 h.label_weights, h.curriculum_epochs)
+        log.info(
+            "train: %d questions after label_weights %s; curriculum for %d epochs",
+            len(qs),
+            h.label_weights,
+            h.curriculum_epochs,
+        )
         return qs
 
     @property
@@ -270,9 +331,15 @@ class AudioQADataModule(L.LightningDataModule):
         # an own generator: iterating a loader never draws from the global RNG (exact resume)
         g = torch.Generator().manual_seed(self.hparams.seed)
         cls = _TrainLoader if split == "train" else DataLoader
-        return cls(self.datasets[split], batch_size=batch_size, sampler=sampler, generator=g,
-                   num_workers=self.hparams.num_workers, collate_fn=collate_fn,
-                   persistent_workers=self.hparams.num_workers > 0)
+        return cls(
+            self.datasets[split],
+            batch_size=batch_size,
+            sampler=sampler,
+            generator=g,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_fn,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def train_dataloader(self):
         """Seeded shuffle, sharded across ranks, continuing mid-epoch after a resume (see :meth:`state_dict`)."""
@@ -285,8 +352,9 @@ class AudioQADataModule(L.LightningDataModule):
         if batches >= per_epoch:  # saved at the end of an epoch: the next one starts afresh
             epoch, batches = epoch + 1, 0
         self._resume = None
-        sampler = ResumableSampler(self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size,
-                                   self._order, h.curriculum_epochs)
+        sampler = ResumableSampler(
+            self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size, self._order, h.curriculum_epochs
+        )
         return self._loader("train", h.batch_size, sampler)
 
     def state_dict(self) -> dict:
@@ -294,8 +362,7 @@ class AudioQADataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return {}
-        return {"epoch": trainer.current_epoch,
-                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume = dict(state_dict) or None

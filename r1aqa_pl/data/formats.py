@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from r1aqa_pl.benchmarks import BENCHMARKS, detect_benchmark
+from r1aqa_pl.benchmarks import BENCHMARKS, Benchmark, detect_benchmark
 from r1aqa_pl.data.audio import audio_info
 from r1aqa_pl.task.files import choice_list, field, read_entries, resolve
 from r1aqa_pl.task.question import DataError, Question
@@ -68,7 +69,9 @@ def formats() -> tuple[str, ...]:
     return ("auto", *AVQA_FORMATS, *BENCHMARKS)
 
 
-def _detect(kind: str, entries: list, fmt: str) -> str:
+def _detect(kind: str, entries: list, fmt: str | Benchmark) -> str | Benchmark:
+    if isinstance(fmt, Benchmark):  # a benchmark given as an object: a user's own, not registered
+        return fmt
     if fmt not in formats():
         raise ValueError(f"fmt must be one of {formats()}, got {fmt!r}")
     if fmt != "auto":
@@ -99,11 +102,15 @@ def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming
     extra = dict(difficulty=str(rec.get("difficulty") or ""), sub_category=str(rec.get("sub-category") or ""),
                  category=str(rec.get("category") or ""), source=source, raw=rec)
     if fmt not in AVQA_FORMATS:
-        return BENCHMARKS[fmt].parse(rec, rid, err, base, withheld, domain, extra)
+        return (fmt if isinstance(fmt, Benchmark) else BENCHMARKS[fmt]).parse(
+            rec, rid, err, base, withheld, domain, extra
+        )
     text, choices = field(rec, "question_text", err), choice_list(rec, "multi_choice", err)
     idx = field(rec, "answer", err, (int,))
     if not 0 <= idx < len(choices):
-        raise err("answer_index_out_of_range", f"id={rid}: answer index {idx} is outside multi_choice (0..{len(choices) - 1})")
+        raise err(
+            "answer_index_out_of_range", f"id={rid}: answer index {idx} is outside multi_choice (0..{len(choices) - 1})"
+        )
     if rec.get("audio_path"):
         audio = resolve(field(rec, "audio_path", err), base)
     elif rec.get("video_name"):
@@ -113,13 +120,27 @@ def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming
             audio = str(base / f"{name}.wav")
     else:
         raise err("missing_field", f"id={rid}: needs 'audio_path' or 'video_name'")
-    return Question(rid, audio, text, choices, choices[idx], domain=str(rec.get("task") or domain).lower(),
-                    dataset=str(rec.get("dataset_name") or "AVQA"), **extra)
+    return Question(
+        rid,
+        audio,
+        text,
+        choices,
+        choices[idx],
+        domain=str(rec.get("task") or domain).lower(),
+        dataset=str(rec.get("dataset_name") or "AVQA"),
+        **extra,
+    )
 
 
-def iter_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto",
-                   domain: str = "sound", naming: str = "r1aqa") -> Iterator[Question | DataError]:
-    """One :class:`Question` or record-level :class:`DataError` per record (no audio check); file-level problems raise."""
+def iter_questions(
+    path: str | Path,
+    audio_dir: str | Path | None = None,
+    fmt: str | Benchmark = "auto",
+    domain: str = "sound",
+    naming: str = "r1aqa",
+) -> Iterator[Question | DataError]:
+    """One :class:`Question` or record-level :class:`DataError` per record (no audio check); file-level problems
+    raise. ``fmt`` may be a :class:`Benchmark` object: a user's own, read by its ``parse``."""
     path = Path(path)
     kind, entries = read_entries(path)
     fmt = _detect(kind, entries, fmt)
@@ -158,14 +179,19 @@ def _enforce(path, total: int, problems: list[DataError], max_skip_fraction: flo
     if problems:
         log.warning("%s: skipped %d of %d records %s; first: %s", path, len(problems), total, dict(counts), problems[0])
         if len(problems) > max_skip_fraction * total:
-            raise DataError(str(path), "file", "too_many_skipped",
-                            f"{len(problems)} of {total} records are bad ({len(problems) / total:.1%} > "
-                            f"max_skip_fraction={max_skip_fraction}): {dict(counts)}; first: {problems[0]}")
+            raise DataError(
+                str(path),
+                "file",
+                "too_many_skipped",
+                f"{len(problems)} of {total} records are bad ({len(problems) / total:.1%} > "
+                f"max_skip_fraction={max_skip_fraction}): {dict(counts)}; first: {problems[0]}",
+            )
     return counts
 
 
-def apply_policy(path, items, on_error: str = "raise", max_skip_fraction: float = 0.1,
-                 check_audio_files: bool = True) -> tuple[list[Question], Counter]:
+def apply_policy(
+    path, items, on_error: str = "raise", max_skip_fraction: float = 0.1, check_audio_files: bool = True
+) -> tuple[list[Question], Counter]:
     """The error policy over parsed records (:func:`iter_questions`'s output): (kept questions, skipped per reason)."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -183,16 +209,32 @@ def apply_policy(path, items, on_error: str = "raise", max_skip_fraction: float 
     return kept, _enforce(path, total, problems, max_skip_fraction)
 
 
-def load_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto", domain: str = "sound",
-                   naming: str = "r1aqa", on_error: str = "raise", max_skip_fraction: float = 0.1,
-                   check_audio_files: bool = True) -> tuple[list[Question], Counter]:
+def load_questions(
+    path: str | Path,
+    audio_dir: str | Path | None = None,
+    fmt: str = "auto",
+    domain: str = "sound",
+    naming: str = "r1aqa",
+    on_error: str = "raise",
+    max_skip_fraction: float = 0.1,
+    check_audio_files: bool = True,
+) -> tuple[list[Question], Counter]:
     """Read and validate a file under the error policy; returns (kept questions, skipped counts per reason)."""
-    return apply_policy(path, iter_questions(path, audio_dir, fmt, domain, naming), on_error, max_skip_fraction,
-                        check_audio_files)
+    return apply_policy(
+        path, iter_questions(path, audio_dir, fmt, domain, naming), on_error, max_skip_fraction, check_audio_files
+    )
 
 
-def read_questions(path: str | Path, audio_dir: str | Path | None = None, fmt: str = "auto", domain: str = "sound",
-                   naming: str = "r1aqa", on_error: str = "raise", max_skip_fraction: float = 0.1,
-                   check_audio_files: bool = False) -> list[Question]:
-    """All questions of an AVQA (JSONL or JSON list) or benchmark file; by default fields only (a scorer needs no audio)."""
+def read_questions(
+    path: str | Path,
+    audio_dir: str | Path | None = None,
+    fmt: str = "auto",
+    domain: str = "sound",
+    naming: str = "r1aqa",
+    on_error: str = "raise",
+    max_skip_fraction: float = 0.1,
+    check_audio_files: bool = False,
+) -> list[Question]:
+    """All questions of an AVQA (JSONL or JSON list) or benchmark file; by default fields only (a scorer needs no
+    audio)."""
     return load_questions(path, audio_dir, fmt, domain, naming, on_error, max_skip_fraction, check_audio_files)[0]

@@ -112,8 +112,14 @@ def _read_split(qa: Path, naming: str) -> list[tuple[dict, str] | dict]:
         assert isinstance(item, Question)
         name = item.raw.get("video_name")
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-            items.append({"id": item.id, "where": item.source, "reason": "bad_field",
-                          "message": f"{item.source}: id={item.id}: video_name must be a plain file name, got {name!r}"})
+            items.append(
+                {
+                    "id": item.id,
+                    "where": item.source,
+                    "reason": "bad_field",
+                    "message": f"{item.source}: id={item.id}: video_name must be a plain file name, got {name!r}",
+                }
+            )
             continue
         items.append((item.raw, avqa_audio_name(name, naming)))
     return items
@@ -136,9 +142,18 @@ def _r1aqa_record(raw: dict, wav: str) -> dict:
     return {**rec, "dataset_name": raw.get("dataset_name") or "AVQA", "audio_path": f"{AUDIO_DIR}/{wav}"}
 
 
-def prepare_avqa(*, qa: str, videos: str, out: str, workers: int = 1, val_qa: str | None = None,
-                 sampling_rate: int = 16000, silence_peak: float = 1e-4,
-                 naming: Literal["r1aqa", "video_name"] = "r1aqa", max_missing_fraction: float = 0.1) -> int:
+def prepare_avqa(
+    *,
+    qa: str,
+    videos: str,
+    out: str,
+    workers: int = 1,
+    val_qa: str | None = None,
+    sampling_rate: int = 16000,
+    silence_peak: float = 1e-4,
+    naming: Literal["r1aqa", "video_name"] = "r1aqa",
+    max_missing_fraction: float = 0.1,
+) -> int:
     """AVQA from its authors' download (train_qa.json + videos) to R1-AQA's JSONL and 16 kHz WAVs.
 
     Exits non-zero when a split has no usable record or loses more than ``max_missing_fraction``.
@@ -175,18 +190,27 @@ def prepare_avqa(*, qa: str, videos: str, out: str, workers: int = 1, val_qa: st
         summaries[name], report[name] = _write_split(out_dir, name, items, clips)
         s = summaries[name]
         lost = (s["records"] - s["usable"]) / max(1, s["records"])
-        print(f"prepare-avqa: {name}: {s['usable']} of {s['records']} records usable -> {out_dir / s['file']}; "
-              f"left out: {s['missing_by_reason'] or 'none'}")
+        print(
+            f"prepare-avqa: {name}: {s['usable']} of {s['records']} records usable -> {out_dir / s['file']}; "
+            f"left out: {s['missing_by_reason'] or 'none'}"
+        )
         if not s["usable"] or lost > max_missing_fraction:
             print(f"prepare-avqa: {name}: FAIL: {lost:.1%} left out (max_missing_fraction={max_missing_fraction})")
             status = 1
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_card(out_dir, "AVQA", "r1aqa prepare-avqa", summaries,
-               [source_entry(p, f"{n} questions") for n, p in sources.items()],
-               {"sampling_rate": sampling_rate, "videos_found": len(index)})
+    write_card(
+        out_dir,
+        "AVQA",
+        "r1aqa prepare-avqa",
+        summaries,
+        [source_entry(p, f"{n} questions") for n, p in sources.items()],
+        {"sampling_rate": sampling_rate, "videos_found": len(index)},
+    )
     n_before = sum(1 for w in found if clips[w].get("done_before"))
-    print(f"prepare-avqa: {len(names)} clips ({n_before} finished before this run); report: {out_dir / 'report.json'}; "
-          f"card: {out_dir / 'data_card.md'}")
+    print(
+        f"prepare-avqa: {len(names)} clips ({n_before} finished before this run); report: {out_dir / 'report.json'}; "
+        f"card: {out_dir / 'data_card.md'}"
+    )
     return status
 
 
@@ -199,13 +223,20 @@ def _write_split(out_dir: Path, name: str, items: list, clips: dict[str, dict]) 
             continue
         raw, wav = item
         if "reason" in clips[wav]:
-            problems.append({"id": raw.get("id"), "video_name": raw["video_name"], "reason": clips[wav]["reason"],
-                             "message": clips[wav]["message"]})
+            problems.append(
+                {
+                    "id": raw.get("id"),
+                    "video_name": raw["video_name"],
+                    "reason": clips[wav]["reason"],
+                    "message": clips[wav]["message"],
+                }
+            )
         else:
             usable.append(_r1aqa_record(raw, wav))
     file = f"{name}.jsonl"
     (out_dir / file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable), encoding="utf-8")
     used = dict.fromkeys(r["audio_path"].split("/", 1)[1] for r in usable)
-    summary = split_summary(file, usable, problems, "task", "question_type", [clips[w] for w in used],
-                            default_domain="sound")
+    summary = split_summary(
+        file, usable, problems, "task", "question_type", [clips[w] for w in used], default_domain="sound"
+    )
     return summary, problems

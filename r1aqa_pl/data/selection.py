@@ -9,29 +9,26 @@ questions from easy to hard by the policy's pass rate with audio.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
+from r1aqa_pl.task.files import read_entries
 from r1aqa_pl.task.question import DataError, Question
 
 
 def read_labels(path: str | Path) -> dict[str, dict]:
     """{question id: its line} from an audio-contribution JSONL, every line checked."""
     out: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), f"line {n}", "bad_json", f"not JSON: {e}") from None
-            missing = [k for k in ("id", "pass_with_audio", "pass_without_audio", "label") if k not in rec]
-            if missing:
-                raise DataError(str(path), f"line {n}", "missing_field", f"missing {', '.join(missing)}")
-            out[str(rec["id"])] = rec
+    for where, _, rec in read_entries(path)[1]:
+        if isinstance(rec, DataError):
+            raise rec
+        if not isinstance(rec, dict):
+            raise DataError(str(path), where, "malformed_json", f"expected a JSON object, got {rec!r}")
+        missing = [k for k in ("id", "pass_with_audio", "pass_without_audio", "label") if k not in rec]
+        if missing:
+            raise DataError(str(path), where, "missing_field", f"missing {', '.join(missing)}")
+        out[str(rec["id"])] = rec
     return out
 
 

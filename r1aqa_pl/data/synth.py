@@ -255,4 +255,5 @@ def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, se
     (out / "test-mini.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
     if n_mmar:
         _write_mmar(out, n_mmar, np.random.default_rng([seed, 2]), n, sampling_rate)
-    print(f"synth: {n_train} train + {n_test} test + {n_mmar} MMAR-format questions, {seconds} s clips at {sampling_rate} Hz -> {out}")
+    print(f"synth: {n_train} train + {n_test} test + {n_mmar} MMAR-format questions, {seconds} s clips at "
+          f"{sampling_rate} Hz -> {out}")

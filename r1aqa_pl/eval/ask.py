@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from r1aqa_pl.task.answer_format import extract_answer
 from r1aqa_pl.data.audio import load_audio
 from r1aqa_pl.eval.checkpoints import load_for_eval
+from r1aqa_pl.task.answer_format import extract_answer
 from r1aqa_pl.task.question import Question
 
 

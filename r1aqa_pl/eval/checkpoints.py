@@ -135,15 +135,18 @@ class EvalPolicy(PolicyModule):
         return super().answer(questions, audio) if questions else []
 
 
-def _load_lightning(path: Path, source_hint: Path | None = None, override: dict | None = None) -> tuple[EvalPolicy, dict]:
+def _load_lightning(path: Path, source_hint: Path | None = None,
+                    override: dict | None = None) -> tuple[EvalPolicy, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path}: no 'state_dict' in this file; is it a Lightning checkpoint?")
     hp = dict(ckpt.get("hyper_parameters") or {})
     kwargs = _groups(hp)
     if not kwargs.get("policy", {}).get("model_name_or_path"):
-        raise ValueError(f"{path}: the checkpoint's hyper_parameters have no policy.model_name_or_path "
-                         "(not written by a PolicyModule?); evaluate its _hf folder instead")
+        raise ValueError(
+            f"{path}: the checkpoint's hyper_parameters have no policy.model_name_or_path "
+            "(not written by a PolicyModule?); evaluate its _hf folder instead"
+        )
     # the architecture (and processor) come from the model the run started from; if that folder is
     # gone (another machine, another working directory) the _hf export beside the checkpoint serves
     policy = kwargs["policy"]
@@ -157,14 +160,17 @@ def _load_lightning(path: Path, source_hint: Path | None = None, override: dict 
     state = ckpt["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{path}: state_dict does not fit the policy built from {policy['model_name_or_path']}: "
-                           f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+        raise RuntimeError(
+            f"{path}: state_dict does not fit the policy built from {policy['model_name_or_path']}: "
+            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )
     info = {"model": policy["model_name_or_path"], "step": ckpt.get("global_step"), "trained_with": trained_with}
     return module, info
 
 
-def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
-                  with_audio: bool = True, dtype: Dtype | None = None) -> tuple[EvalPolicy, dict]:
+def load_for_eval(
+    checkpoint: str, max_new_tokens: int | None = None, with_audio: bool = True, dtype: Dtype | None = None
+) -> tuple[EvalPolicy, dict]:
     """(module with its policy loaded, info) for any checkpoint kind; info has kind, model and step.
     ``dtype`` overrides the checkpoint's (e.g. ``bfloat16`` for a hub model, float32 by default)."""
     kind = checkpoint_kind(checkpoint)
@@ -185,8 +191,9 @@ def load_for_eval(checkpoint: str, max_new_tokens: int | None = None,
         # an _hf folder beside a Lightning checkpoint evaluates with that run's prompt and lengths
         groups = _groups(_sibling_hparams(p))
         policy = {k: v for k, v in groups.get("policy", {}).items() if k in _HF_POLICY}
-        module = EvalPolicy({**policy, **override, "model_name_or_path": str(checkpoint)},
-                            evaluation=groups.get("evaluation") or {})
+        module = EvalPolicy(
+            {**policy, **override, "model_name_or_path": str(checkpoint)}, evaluation=groups.get("evaluation") or {}
+        )
         module.configure_model()
         info = {"model": str(checkpoint), "step": checkpoint_step(checkpoint) if p.exists() else None}
     if max_new_tokens is not None:

@@ -21,12 +21,11 @@ from r1aqa_pl.benchmarks import Benchmark, benchmark_for, get
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation, record_identity
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
 from r1aqa_pl.data.datamodule import AudioQADataModule
-from r1aqa_pl.data.formats import check_audio
+from r1aqa_pl.data.formats import check_audio, iter_questions
 from r1aqa_pl.eval.checkpoints import _sibling_ckpt, default_out, is_deepspeed_dir, is_hf_dir, load_for_eval
 from r1aqa_pl.models import Dtype
-from r1aqa_pl.task.question import DataError, Question
 from r1aqa_pl.task.files import read_records
-from r1aqa_pl.data.formats import iter_questions
+from r1aqa_pl.task.question import DataError, Question
 
 DEFAULT_BENCHMARK = "mmau"
 
@@ -69,7 +68,7 @@ def _collate(batch: list[dict]) -> dict:
 def _reasons(bench: Benchmark, data: str, audio_dir: str | None, with_audio: bool) -> list[str | None]:
     """Per source record: why it cannot be scored at start-up (bad fields, missing/unreadable audio), or None."""
     out = []
-    for item in iter_questions(data, audio_dir, fmt=bench.name):
+    for item in iter_questions(data, audio_dir, fmt=bench):
         if isinstance(item, Question) and with_audio:
             item = check_audio(item)
         out.append(item.reason if isinstance(item, DataError) else None)
@@ -154,7 +153,7 @@ def evaluate(
                 failed.extend(batch.get("failed", []))
 
         with tempfile.TemporaryDirectory(prefix="r1aqa_eval_") as tmp:
-            scorer = BenchmarkEvaluation(bench.name, dirpath=tmp)
+            scorer = BenchmarkEvaluation(bench, dirpath=tmp)
             trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                                 enable_model_summary=False, num_sanity_val_steps=0, callbacks=[scorer, _Failures()])
             metrics = trainer.validate(module, datamodule=dm, verbose=False)

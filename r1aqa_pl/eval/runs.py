@@ -200,12 +200,14 @@ def plot_subcategories(result: dict, title: str = "accuracy per sub-category"):
 
 
 def score_predictions(path: str | Path) -> dict:
-    """The MMAU score of a prediction file plus ``_sub_domain`` (sub-category -> task) for :func:`plot_subcategories`."""
+    """The MMAU score of a prediction file plus ``_sub_domain`` (sub-category -> task) for
+    :func:`plot_subcategories`."""
     mmau = get("mmau")
     records = read_records(path)
     result = mmau.score_records(records, source=str(path))
-    result["_sub_domain"] = {str(r.get("sub-category") or "other"): str(r.get("task") or "other")
-                             for r in records if isinstance(r, dict)}
+    result["_sub_domain"] = {
+        str(r.get("sub-category") or "other"): str(r.get("task") or "other") for r in records if isinstance(r, dict)
+    }
     return result
 
 
@@ -226,7 +228,7 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, 
     figures = {"accuracy_domains": plot_domain_accuracy(scalars), "reward_kl": plot_training(scalars)}
     pred = latest_predictions(run_dir)
     if pred is not None:
-        figures["accuracy_subcategories"] = plot_subcategories(score_predictions(pred),
-                                                               f"accuracy per sub-category ({pred.name})")
+        figures["accuracy_subcategories"] = plot_subcategories(
+            score_predictions(pred), f"accuracy per sub-category ({pred.name})"
+        )
     return save_figures(figures, out_dir or Path(run_dir) / "figures")
-

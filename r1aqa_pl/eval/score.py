@@ -6,8 +6,8 @@ import json as _json
 import sys
 
 from r1aqa_pl.benchmarks import get
-from r1aqa_pl.task.question import DataError
 from r1aqa_pl.task.files import read_records
+from r1aqa_pl.task.question import DataError
 
 
 def score(predictions: str, benchmark: str = "mmau", key: str | None = None, json: bool = False,

@@ -1,7 +1,9 @@
 """Policy families (one module each, registered by name) and the calls that pick and load one.
 
 The family comes from the checkpoint's ``config.model_type`` unless a config names it (``family``: a
-registered name or the class path of a user's own :class:`PolicyFamily` subclass).
+registered name or the class path of a user's own :class:`PolicyFamily` subclass). What a family adapter owns:
+:mod:`r1aqa_pl.models.base`; the architecture numbers and published checkpoints' sizes: :mod:`r1aqa_pl.models.sizes`;
+the tiny random builds (``build_tiny_model``, re-exported here): :mod:`r1aqa_pl.models.tiny`.
 """
 
 from __future__ import annotations
@@ -52,26 +54,5 @@ def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implemen
     return model, processor, fam
 
 
-def build_tiny_model(out_dir: str, family: str = "qwen2_audio", words: list[str] | None = None, seed: int = 0,
-                     window_seconds: int = 2, n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, encoder_dim: int = 64, encoder_layers: int = 2,
-                     init_std: float | None = None) -> str:
-    """Build, seed and ``save_pretrained`` a tiny random policy of a family with its processor.
-
-    Args:
-        out_dir: folder to write (a Hugging Face model folder).
-        family: the policy family (see ``r1aqa_pl.models.FAMILIES``).
-        words: extend the word-level vocabulary (e.g. the synthetic set's words); unknown words map to ``<unk>``.
-        seed: seeds the random weights.
-        window_seconds: the audio encoder's window.
-        n_mels: mel bins of the feature extractor.
-        hidden_size: the language model's width.
-        num_layers: the language model's depth.
-        num_heads: attention heads (language model and encoder).
-        encoder_dim: the audio encoder's width.
-        encoder_layers: the audio encoder's depth.
-        init_std: the weights' initial standard deviation (default: the config's, 0.02 as on the hub).
-    """
-    return family_for("", family).build_tiny(out_dir, words, seed, window_seconds=window_seconds, n_mels=n_mels,
-                                             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                                             encoder_dim=encoder_dim, encoder_layers=encoder_layers, init_std=init_std)
+# last: tiny.py reads FAMILIES (the families above registered); the tiny builds live there
+from r1aqa_pl.models.tiny import build_tiny_model  # noqa: E402

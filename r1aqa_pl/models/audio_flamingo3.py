@@ -25,31 +25,14 @@ prompt, before the G completions share the prompt's key/value cache.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from r1aqa_pl.models.base import FAMILIES, Arch
+from r1aqa_pl.models.base import FAMILIES
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio
-from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
+from r1aqa_pl.models.sizes import AF3Arch
 from r1aqa_pl.task.question import Question
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
-
-# the hub processor's chat template (transformers' convert_audioflamingo3_to_hf.py): a default system
-# turn, then each user turn as one ``<sound>`` (if the turn has audio) followed by its text
-CHAT_TEMPLATE = (
-    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "{% for m in messages if m['content'] is not none %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
-    "{% set audio = namespace(found=False) %}{% set text_buf = namespace(v='') %}"
-    "{% for c in m['content'] %}"
-    "{% if c.get('type') == 'audio' or 'audio' in c %}{% set audio.found = True %}"
-    "{% elif c.get('type') == 'text' or 'text' in c %}{% set text_buf.v = text_buf.v + c['text'] %}{% endif %}"
-    "{% endfor %}{% if audio.found %}{{ '<sound>' }}{% endif %}{{ text_buf.v }}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def tokens_per_window(frames: Tensor) -> Tensor:
@@ -57,24 +40,9 @@ def tokens_per_window(frames: Tensor) -> Tensor:
     return ((frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
-@dataclass(frozen=True)
-class AF3Arch(Arch):
-    """Audio Flamingo 3: the projector is two layers (audio width → LM width → LM width)."""
-
-    def params(self) -> dict[str, int]:
-        out = super().params()
-        out["multi_modal_projector"] += self.hidden * self.hidden + self.hidden
-        return out
-
-
-# nvidia/audio-flamingo-3-hf: Qwen2.5-7B language model (transformers' conversion script's Qwen2Config),
-# AF-Whisper encoder (Whisper-large-v3 geometry, the encoder config's defaults); vocabulary = the
-# Qwen2.5 tokenizer with AF3's added tokens (``<sound>`` is id 151669)
-AUDIO_FLAMINGO3_7B = AF3Arch(vocab=151672, hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
-                             audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
-
-
 @FAMILIES.register("audio_flamingo3")
+
+
 class AudioFlamingo3(Qwen2Audio):
     name = "audio_flamingo3"
     model_types = ("audioflamingo3",)
@@ -140,37 +108,7 @@ class AudioFlamingo3(Qwen2Audio):
                    position_ids=self.position_ids(attention_mask), use_cache=False, **self.audio_inputs(flat))
         return out.last_hidden_state
 
-    # -- tiny build, memory estimate --------------------------------------------------------------
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
-                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2,
-                   init_std: float | None = None) -> str:
-        """A real ``AudioFlamingo3ForConditionalGeneration`` with a word-level tokenizer, the hub's chat
-        template and a ``window_seconds`` window (the hub's is 30 s)."""
-        from transformers import (
-            AudioFlamingo3Config,
-            AudioFlamingo3Processor,
-            WhisperFeatureExtractor,
-        )
-
-        tokenizer = word_tokenizer(SPECIAL, words, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-        fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160,
-                                     chunk_length=int(window_seconds), n_fft=400, return_attention_mask=True)
-        processor = AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
-                                            audio_token="<sound>")
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
-        frames = int(window_seconds) * 100  # 10 ms hop
-        config = AudioFlamingo3Config(
-            audio_config={"model_type": "audioflamingo3_encoder", "num_mel_bins": n_mels,
-                          "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
-                          "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim,
-                          "max_source_positions": frames // 2},
-            text_config=tiny_text_config(len(tokenizer), ids, hidden_size, num_layers, num_heads, model_type="qwen2"),
-            audio_token_id=ids["<sound>"],
-        )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"], init_std=init_std)
-
+    # -- memory estimate --------------------------------------------------------------------------
     def arch(self, config) -> AF3Arch:
         t, a = config.text_config, config.audio_config
         return AF3Arch(vocab=t.vocab_size, hidden=t.hidden_size, intermediate=t.intermediate_size,

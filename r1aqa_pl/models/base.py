@@ -2,23 +2,27 @@
 
 A family adapter owns loading (hub id or folder), the prompt through the processor's own chat
 template, the processor call, the prompt embeddings with the audio merged, reaching the decoder and
-LM head through a peft wrapper, the tokens sampling must never emit, a tiny random build, and the
-architecture numbers the memory estimate reads. Everything else — log-probabilities at completion
+LM head through a peft wrapper, the tokens sampling must never emit, and reading a loaded config's
+architecture numbers (:meth:`PolicyFamily.arch`). Everything else — log-probabilities at completion
 positions, shared-prefix rollouts and updates, rewards, the loss — is family-free and calls these
-methods (:mod:`r1aqa_pl.algo.logprobs`, :mod:`r1aqa_pl.rollout`).
+methods (:mod:`r1aqa_pl.algo.logprobs`, :mod:`r1aqa_pl.rollout`). Beside the adapters:
+:mod:`r1aqa_pl.models.sizes` holds the :class:`~r1aqa_pl.models.sizes.Arch` dataclasses that ``arch``
+builds and the published checkpoints' numbers the memory estimate reads, and :mod:`r1aqa_pl.models.tiny`
+each family's tiny random build (``build_tiny_model``) for tests, the demo and the bench.
 
 Adding a family: a subclass in a module of your own, named in the config by its ``class_path``
-(``policy.family: my_module.MyFamily``); a built-in registers with ``@FAMILIES.register("name")``.
+(``policy.family: my_module.MyFamily``); a built-in registers with ``@FAMILIES.register("name")`` (and its
+tiny build in :data:`r1aqa_pl.models.tiny.BUILDERS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from r1aqa_pl.models.sizes import Arch
 from r1aqa_pl.registry import Registry
 from r1aqa_pl.task import prompts
 from r1aqa_pl.task.question import Question
@@ -44,49 +48,6 @@ def _check_slots(n_slots: int, feats: Tensor) -> None:
 def _first_rows(counts: Tensor, width: int) -> Tensor:
     """[B, width] True in row b's first ``counts[b]`` places (prompt b's stored audio features)."""
     return torch.arange(width, device=counts.device) < counts[:, None]
-
-
-@dataclass(frozen=True)
-class Arch:
-    """The numbers of an audio LM (Whisper-style encoder + decoder-only LM) that memory depends on."""
-
-    vocab: int
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    audio_dim: int
-    audio_ffn: int
-    audio_layers: int
-    mel_bins: int = 128
-    audio_positions: int = 1500  # encoder positions of one window (max_source_positions)
-    audio_tokens_per_second: float = 25.0  # after the encoder's pooling: 750 for 30 s
-
-    @property
-    def kv(self) -> int:
-        return self.kv_heads * (self.hidden // self.heads)
-
-    def params(self) -> dict[str, int]:
-        """Parameters by component (audio tower, projector, language model, LM head)."""
-        d, f, h, I, kv, V = self.audio_dim, self.audio_ffn, self.hidden, self.intermediate, self.kv, self.vocab
-        audio_layer = (d * d + d) + d * d + (d * d + d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
-        lm_layer = (h * h + h) + 2 * (h * kv + kv) + h * h + 3 * h * I + 2 * h
-        return {
-            "audio_tower": (self.mel_bins * d * 3 + d) + (d * d * 3 + d) + self.audio_positions * d
-            + self.audio_layers * audio_layer + 2 * d,
-            "multi_modal_projector": d * h + h,
-            "language_model": V * h + self.layers * lm_layer + h,
-            "lm_head": V * h,
-        }
-
-    def lora_params(self, r: int, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                            "down_proj")) -> int:
-        """LoRA adapter parameters (A: r×in, B: out×r) on the language model's projections."""
-        h, I, kv = self.hidden, self.intermediate, self.kv
-        shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                  "gate_proj": (h, I), "up_proj": (h, I), "down_proj": (I, h)}
-        return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
 
 
 class PolicyFamily:
@@ -251,56 +212,11 @@ class PolicyFamily:
                    position_ids=self.position_ids(attention_mask), use_cache=False, **self.audio_inputs(inputs))
         return out.last_hidden_state
 
-    # -- tests, demos, memory estimate ------------------------------------------------------------
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, **geometry) -> str:
-        """A tiny random model of this family with its processor, written with ``save_pretrained``."""
-        raise NotImplementedError
-
-    def save_tiny(self, config, processor, out_dir: str, seed: int, eos: list[int], pad: int, bos: int,
-                  init_std: float | None = None) -> str:
-        """Instantiate a tiny policy from ``config`` (weights seeded), set its generation ids, and save it with its
-        processor and a ``tiny.json`` note, as ``from_pretrained`` reads any checkpoint.
-
-        ``init_std`` replaces ``initializer_range`` in the config and all its sub-configs: the hub's 0.02 suits
-        widths of thousands; a 64-wide model initialised at 0.02 passes the audio on so faintly that it learns to
-        listen only after hundreds of steps (about 1/sqrt(width) starts it at once)."""
-        import json
-        from pathlib import Path
-
-        if init_std is not None:
-            _set_init_std(config, init_std)
-        torch.manual_seed(seed)
-        model = self.model_class()(config)
-        gc = model.generation_config
-        gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = list(eos), pad, bos
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "tiny.json").write_text(json.dumps({"family": self.name, "seed": seed, "vocab": len(processor.tokenizer),
-                                                   "init_std": init_std,
-                                                   "parameters": sum(p.numel() for p in model.parameters())}))
-        return str(out)
-
+    # -- memory estimate --------------------------------------------------------------------------
     def arch(self, config) -> Arch:
-        """The architecture numbers of a loaded config, for the memory estimate."""
+        """The architecture numbers of a loaded config (a :mod:`r1aqa_pl.models.sizes` dataclass), for the memory
+        estimate."""
         raise NotImplementedError
-
-
-def _set_init_std(config, std: float, seen: set | None = None) -> None:
-    """``initializer_range`` (and ``init_std``, the Whisper-style name) = ``std`` in ``config`` and every sub-config."""
-    from transformers import PretrainedConfig
-
-    seen = seen if seen is not None else set()
-    if id(config) in seen:
-        return
-    seen.add(id(config))
-    for name in ("initializer_range", "init_std"):
-        if hasattr(config, name):
-            setattr(config, name, std)
-    for value in vars(config).values():
-        if isinstance(value, PretrainedConfig):
-            _set_init_std(value, std, seen)
 
 
 FAMILIES: Registry[PolicyFamily] = Registry("policy family", PolicyFamily, shared=True)

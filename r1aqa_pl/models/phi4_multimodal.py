@@ -17,51 +17,19 @@ The decoder is the model's ``.model`` itself (no ``language_model`` inside), hen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from r1aqa_pl.models.base import FAMILIES, Arch, PolicyFamily
-from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.models.base import FAMILIES, PolicyFamily
+from r1aqa_pl.models.sizes import Phi4Arch
 
-SPECIAL = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>", "<|audio|>"]
 NAMED = {"image_token": "<|image|>", "audio_token": "<|audio|>"}  # what the processor reads off the tokenizer
 SPEECH_ADAPTER = "speech-lora"  # the hub checkpoint's speech LoRA: a peft adapter in this subfolder
 
-# Phi-4-multimodal's chat template, reduced to text, image and audio parts; the hub checkpoint ships its own
-TINY_TEMPLATE = (
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<|image|>' }}{% elif content['type'] == 'audio' %}{{ '<|audio|>' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "{{ '<|end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
-
-
-@dataclass(frozen=True)
-class Phi4Arch(Arch):
-    """Phi-4-multimodal: fused projections, and the encoders inside the embedding module (counted off the
-    real modules on the meta device by :meth:`Phi4Multimodal.arch`)."""
-
-    embed_extend_params: int = 0
-    tied: bool = False  # the LM head is the token embedding (the hub model's)
-
-    def params(self) -> dict[str, int]:
-        h, I, kv, V = self.hidden, self.intermediate, self.kv, self.vocab
-        layer = h * (h + 2 * kv) + h * h + h * 2 * I + I * h + 2 * h
-        out = {"embed_tokens": V * h, "layers": self.layers * layer, "norm": h,
-               "embed_tokens_extend": self.embed_extend_params}
-        return out if self.tied else {**out, "lm_head": V * h}
-
-    def lora_params(self, r: int, targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj")) -> int:
-        h, I, kv = self.hidden, self.intermediate, self.kv
-        shapes = {"qkv_proj": (h, h + 2 * kv), "o_proj": (h, h), "gate_up_proj": (h, 2 * I), "down_proj": (I, h)}
-        return self.layers * sum(r * (i + o) for i, o in (shapes[t] for t in targets))
-
 
 @FAMILIES.register("phi4_multimodal")
+
+
 class Phi4Multimodal(PolicyFamily):
     name = "phi4_multimodal"
     model_types = ("phi4_multimodal",)
@@ -132,45 +100,7 @@ class Phi4Multimodal(PolicyFamily):
                              "audio embeddings: were the prompts and features made by the same processor?")
         return core.embed_tokens_extend(input_ids, embeds, **self.audio_inputs(inputs))
 
-    # -- tiny build, memory estimate --------------------------------------------------------------
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
-                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2,
-                   init_std: float | None = None) -> str:
-        """A real ``Phi4MultimodalForCausalLM`` (2-block Conformer, 1-layer image encoder) with a word-level
-        tokenizer. The feature extractor keeps its 80 mel bins (``n_mels`` is ignored) and has no window
-        (``window_seconds`` is ignored)."""
-        from transformers import (
-            Phi4MultimodalConfig,
-            Phi4MultimodalFeatureExtractor,
-            Phi4MultimodalImageProcessor,
-            Phi4MultimodalProcessor,
-        )
-
-        tokenizer = word_tokenizer(SPECIAL, words, pad_token="<|endoftext|>", eos_token="<|end|>",
-                                   extra_special_tokens=dict(NAMED))
-        tokenizer.add_tokens(SPECIAL, special_tokens=True)  # the named tokens above replaced the special list
-        processor = Phi4MultimodalProcessor(Phi4MultimodalImageProcessor(), Phi4MultimodalFeatureExtractor(),
-                                            tokenizer, chat_template=TINY_TEMPLATE)
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
-        config = Phi4MultimodalConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-            max_position_embeddings=2048, original_max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
-            pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|end|>"],
-            tie_word_embeddings=False,
-            vision_config={"hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "image_size": 28, "crop_size": 28,
-                           "image_token_id": ids["<|image|>"]},
-            audio_config={"hidden_size": encoder_dim, "intermediate_size": 2 * encoder_dim,
-                          "num_blocks": encoder_layers, "num_attention_heads": num_heads,
-                          "ext_pw_out_channel": encoder_dim, "depthwise_separable_out_channel": encoder_dim,
-                          "nemo_conv_channels": encoder_dim, "audio_token_id": ids["<|audio|>"]},
-        )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], init_std=init_std)
-
+    # -- memory estimate --------------------------------------------------------------------------
     def arch(self, config) -> Phi4Arch:
         from transformers.models.phi4_multimodal import modeling_phi4_multimodal as m
 
@@ -192,24 +122,13 @@ def merge_speech_adapter(model, model_name_or_path: str):
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled():
-        raise ValueError(f"{model_name_or_path}: its {SPEECH_ADAPTER} adapter cannot be merged into weights partitioned "
-                         "by ZeRO-3; merge it once without DeepSpeed (models.load_policy, then save_pretrained of the "
-                         "model and processor to a new folder) and train from that folder")
+        raise ValueError(
+            f"{model_name_or_path}: its {SPEECH_ADAPTER} adapter cannot be merged into weights partitioned "
+            "by ZeRO-3; merge it once without DeepSpeed (models.load_policy, then save_pretrained of the "
+            "model and processor to a new folder) and train from that folder"
+        )
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     merged = PeftModel.from_pretrained(model, model_name_or_path, subfolder=SPEECH_ADAPTER).merge_and_unload()
     for n, p in merged.named_parameters():
         p.requires_grad_(trainable[n])
     return merged
-
-
-# microsoft/Phi-4-multimodal-instruct: Phi-4-mini (3072 wide, 32 layers, 24 heads of 128, 8 KV heads,
-# vocabulary 200064, tied LM head), the Conformer (24 blocks, 1024 wide) and SigLIP (27 layers, 1152 wide)
-# encoders at transformers' defaults; 4.74 B parameters without the hub's separate speech and vision LoRA
-# adapters (its "5.6 B" counts them). What Phi4Multimodal().arch gives for a config of this geometry
-# (tests/test_families_beyond_qwen.py rebuilds it on the meta device).
-PHI4_MULTIMODAL_GEOMETRY = {"vocab_size": 200064, "hidden_size": 3072, "intermediate_size": 8192,
-                            "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8,
-                            "tie_word_embeddings": True}
-PHI4_MULTIMODAL = Phi4Arch(vocab=200064, hidden=3072, intermediate=8192, layers=32, heads=24, kv_heads=8,
-                           audio_dim=1024, audio_ffn=1536, audio_layers=24, mel_bins=80, audio_positions=375,
-                           audio_tokens_per_second=12.5, embed_extend_params=907982272, tied=True)

@@ -6,22 +6,17 @@ after pooling); :meth:`Qwen2Audio.encode_audio` runs it over the clip instead, w
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r1aqa_pl.models.base import FAMILIES, Arch, PolicyFamily
-from r1aqa_pl.models.tiny import tiny_text_config, word_tokenizer
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
-
-# Qwen/Qwen2-Audio-7B-Instruct (config.json): Qwen-7B language model, Whisper-large-v3-style encoder
-QWEN2_AUDIO_7B = Arch(vocab=156032, hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
-                      audio_dim=1280, audio_ffn=5120, audio_layers=32, mel_bins=128, audio_positions=1500)
+from r1aqa_pl.models.base import FAMILIES, PolicyFamily
+from r1aqa_pl.models.sizes import Arch
 
 
 @FAMILIES.register("qwen2_audio")
+
+
 class Qwen2Audio(PolicyFamily):
     name = "qwen2_audio"
     model_types = ("qwen2_audio",)
@@ -69,31 +64,6 @@ class Qwen2Audio(PolicyFamily):
         h = enc.layer_norm(enc.avg_pooler(h.transpose(1, 2)).transpose(1, 2))
         feats = core.multi_modal_projector(h)
         return feats[torch.arange(feats.shape[1], device=x.device)[None] < token_lengths[:, None]]
-
-    def build_tiny(self, out_dir: str, words: list[str] | None = None, seed: int = 0, window_seconds: int = 2,
-                   n_mels: int = 32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                   encoder_dim: int = 64, encoder_layers: int = 2,
-                   init_std: float | None = None) -> str:
-        """A real ``Qwen2AudioForConditionalGeneration`` with a word-level tokenizer and a short Whisper window."""
-        from transformers import Qwen2AudioConfig, Qwen2AudioProcessor, WhisperFeatureExtractor
-
-        tokenizer = word_tokenizer(SPECIAL, words, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-        sampling_rate, hop = 16000, 160
-        frames = int(window_seconds) * sampling_rate // hop  # whole seconds: Whisper's chunk_length is an int
-        fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=sampling_rate, hop_length=hop,
-                                     chunk_length=int(window_seconds), n_fft=400)
-        processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer)
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
-        config = Qwen2AudioConfig(
-            audio_config={
-                "num_mel_bins": n_mels, "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
-                "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim, "max_source_positions": frames // 2,
-            },
-            text_config=tiny_text_config(len(tokenizer), ids, hidden_size, num_layers, num_heads),
-            audio_token_index=ids["<|AUDIO|>"],
-        )
-        return self.save_tiny(config, processor, out_dir, seed, eos=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                              pad=ids["<|endoftext|>"], bos=ids["<|im_start|>"], init_std=init_std)
 
     def arch(self, config) -> Arch:
         t, a = config.text_config, config.audio_config

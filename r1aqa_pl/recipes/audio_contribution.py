@@ -88,5 +88,8 @@ def audio_contribution(checkpoint: str, data: str, k: int = 8, out: str | None =
                 counts[lb] += 1
                 f.write(json.dumps({"id": q.id, "source": q.source, "domain": q.domain, "pass_with_audio": pw,
                                     "pass_without_audio": po, "label": lb}) + "\n")
-    print(f"audio contribution of {len(ds)} questions (k={k}) -> {path}: " + ", ".join(f"{n} {lb}" for lb, n in counts.items()))
+    print(
+        f"audio contribution of {len(ds)} questions (k={k}) -> {path}: "
+        + ", ".join(f"{n} {lb}" for lb, n in counts.items())
+    )
     return str(path)

@@ -23,9 +23,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: int = 0, n_train: int = 600, n_test: int = 150,
-            warm_steps: int = 150, warm_lr: float = 3e-3, warm_batch_size: int = 8, warm_audio: bool = False,
-            init_std: float | None = 0.125, n_mels: int = 32, force: bool = False) -> str:
+def prepare(
+    out: str = "checkpoints/demo",
+    family: str = "qwen2_audio",
+    seed: int = 0,
+    n_train: int = 600,
+    n_test: int = 150,
+    warm_steps: int = 150,
+    warm_lr: float = 3e-3,
+    warm_batch_size: int = 8,
+    warm_audio: bool = False,
+    init_std: float | None = 0.125,
+    n_mels: int = 32,
+    force: bool = False,
+) -> str:
     """Build (or reuse) the demo's data, tiny policy and warm start under ``out``; returns the warm folder.
 
     Args:
@@ -39,7 +50,7 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
         warm_lr: SFT learning rate.
         warm_batch_size: SFT prompts per step.
         warm_audio: warm-start with the audio in the prompt (False: on the question text alone).
-        init_std: the tiny model's initial weight scale (see ``PolicyFamily.save_tiny``).
+        init_std: the tiny model's initial weight scale (see ``r1aqa_pl.models.tiny.save_tiny``).
         n_mels: the tiny model's mel bins.
         force: rebuild every stage.
     """
@@ -53,9 +64,18 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
 
     root = Path(out)
     data, tiny, warm = root / "data", root / "tiny", root / "warm"
-    recipe = {"family": family, "seed": seed, "n_train": n_train, "n_test": n_test, "warm_steps": warm_steps,
-              "warm_lr": warm_lr, "warm_batch_size": warm_batch_size, "warm_audio": warm_audio, "init_std": init_std,
-              "n_mels": n_mels}
+    recipe = {
+        "family": family,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "warm_steps": warm_steps,
+        "warm_lr": warm_lr,
+        "warm_batch_size": warm_batch_size,
+        "warm_audio": warm_audio,
+        "init_std": init_std,
+        "n_mels": n_mels,
+    }
     stamp = root / "prepared.json"
     if not stamp.exists() or json.loads(stamp.read_text()) != recipe:  # a cache of another seed or recipe
         force = True
@@ -65,18 +85,35 @@ def prepare(out: str = "checkpoints/demo", family: str = "qwen2_audio", seed: in
     built = json.loads((tiny / "tiny.json").read_text()).get("family") if (tiny / "tiny.json").exists() else None
     if force or built != family:  # a cache of another family is rebuilt, with its warm start
         print(f"[demo] tiny {family} -> {tiny}")
-        build_tiny_model(str(tiny), family=family, words=synth_vocabulary(), seed=seed, init_std=init_std,
-                         n_mels=n_mels)
+        build_tiny_model(
+            str(tiny), family=family, words=synth_vocabulary(), seed=seed, init_std=init_std, n_mels=n_mels
+        )
         force = True
     if force or not (warm / "config.json").exists():
         print(f"[demo] SFT warm start ({warm_steps} steps) -> {warm}")
         L.seed_everything(seed, workers=True)
-        dm = AudioQADataModule(train_file=str(data / "train.jsonl"), feature_extractor=str(tiny),
-                               batch_size=warm_batch_size, seed=seed, with_audio=warm_audio)
-        module = SFTModule(dict(model_name_or_path=str(tiny), with_audio=warm_audio), optimization=dict(lr=warm_lr, warmup_steps=0))
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warm_steps, logger=False,
-                            enable_checkpointing=False, enable_model_summary=False, deterministic=True,
-                            gradient_clip_val=1.0, default_root_dir=str(root), callbacks=[StepProgressBar()])
+        dm = AudioQADataModule(
+            train_file=str(data / "train.jsonl"),
+            feature_extractor=str(tiny),
+            batch_size=warm_batch_size,
+            seed=seed,
+            with_audio=warm_audio,
+        )
+        module = SFTModule(
+            dict(model_name_or_path=str(tiny), with_audio=warm_audio), optimization=dict(lr=warm_lr, warmup_steps=0)
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=warm_steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            deterministic=True,
+            gradient_clip_val=1.0,
+            default_root_dir=str(root),
+            callbacks=[StepProgressBar()],
+        )
         trainer.fit(module, dm)
         module.export_hf(str(warm))
     stamp.write_text(json.dumps(recipe))

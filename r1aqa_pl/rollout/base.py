@@ -10,8 +10,8 @@ Adding an engine: a :class:`RolloutEngine` subclass in a module of your own, nam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -94,12 +94,21 @@ class Rollout:
         for b, q in enumerate(self.questions):
             rows = slice(b * G, (b + 1) * G)
             clip = None if audio[b] is None else torch.as_tensor(audio[b])
-            out.append(ScoredGroup(q, clip, self.completion_ids[rows], self.mask[rows], self.texts[rows], self.rewards[rows],
-                             {k: v[rows] for k, v in self.per_fn.items()}))
+            out.append(
+                ScoredGroup(
+                    q,
+                    clip,
+                    self.completion_ids[rows],
+                    self.mask[rows],
+                    self.texts[rows],
+                    self.rewards[rows],
+                    {k: v[rows] for k, v in self.per_fn.items()},
+                )
+            )
         return out
 
     def micro_batches(self, G: int, prompts: int) -> Iterator[tuple[dict[str, Tensor], slice]]:
         """(inputs of ``prompts`` whole groups, their completion rows), in order."""
         B = self.inputs["input_ids"].shape[0]
         for b0 in range(0, B, prompts):
-            yield {k: v[b0:b0 + prompts] for k, v in self.inputs.items()}, slice(b0 * G, min(B, b0 + prompts) * G)
+            yield {k: v[b0 : b0 + prompts] for k, v in self.inputs.items()}, slice(b0 * G, min(B, b0 + prompts) * G)

@@ -29,7 +29,6 @@ step above the resident size just before it (see :class:`PeakRSS`).
 from __future__ import annotations
 
 import os
-
 import sys
 
 # Waiting OpenMP threads sleep instead of spinning. On a loaded machine (load average above the
@@ -42,7 +41,6 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
 import contextlib  # noqa: E402
 import copy  # noqa: E402
 import ctypes  # noqa: E402
@@ -52,13 +50,14 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from r1aqa_pl.algo.advantages import group_advantages  # noqa: E402
-from r1aqa_pl.algo.rewards import score_completions  # noqa: E402
 from r1aqa_pl.algo.logprobs import completion_logprobs, completion_mask  # noqa: E402
+from r1aqa_pl.algo.rewards import score_completions  # noqa: E402
 from r1aqa_pl.models.base import PolicyFamily  # noqa: E402
 from r1aqa_pl.models.qwen2_audio import Qwen2Audio  # noqa: E402
 from r1aqa_pl.rollout import Rollout  # noqa: E402
@@ -124,10 +123,9 @@ class PeakRSS:
 
 def vocabulary_words(vocab: int = VOCAB) -> list[str]:
     """Synthetic words ``w0 w1 ...`` that bring the tiny tokenizer to exactly ``vocab`` tokens."""
-    from r1aqa_pl.models.qwen2_audio import SPECIAL
-    from r1aqa_pl.models.tiny import vocabulary
+    from r1aqa_pl.models.tiny import QWEN2_AUDIO_SPECIAL, vocabulary
 
-    base = len(vocabulary(SPECIAL))
+    base = len(vocabulary(QWEN2_AUDIO_SPECIAL))
     return [f"w{i}" for i in range(vocab - base)]
 
 
@@ -142,14 +140,16 @@ def questions(n: int, seed: int):
         words = rng.choice(np.arange(200, 1900), size=int(rng.integers(6, 25)), replace=False)
         choices = [f"w{c}" for c in rng.choice(np.arange(1, 100), size=4, replace=False)]
         qs.append(Question(id=f"b{seed}-{i}", audio_path=None, question=" ".join(f"w{w}" for w in words),
-                           choices=choices, answer=choices[int(rng.integers(4))], domain=("sound", "music", "speech")[i % 3]))
+                           choices=choices, answer=choices[int(rng.integers(4))],
+                           domain=("sound", "music", "speech")[i % 3]))
         f = rng.uniform(200, 2000)
         audio.append((0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32))
     return qs, audio
 
 
-def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None,
-                      family=None):
+def fit_answer_format(
+    model, processor, steps: int, lr: float = 3e-3, seed: int = 0, snapshot_at: int | None = None, family=None
+):
     """SFT on four prompts towards ``<answer> {answer} </answer> w100 ... w123`` (no EOS), AdamW.
 
     The audio encoder is frozen for these steps and its output computed once (the prompts do not
@@ -188,20 +188,19 @@ def fit_answer_format(model, processor, steps: int, lr: float = 3e-3, seed: int 
     return loss.item(), snapshot.eval()
 
 
-def build_bench_policy(out_dir: str, fit_steps: int = 30, seed: int = 0, family: str = "qwen2_audio",
-                       **widths: int) -> tuple[str, str, dict]:
+def build_bench_policy(
+    out_dir: str, fit_steps: int = 30, seed: int = 0, family: str = "qwen2_audio", **widths: int
+) -> tuple[str, str, dict]:
     """Build, fit and save the bench policy (``out_dir/policy``) and its GRPO reference (``out_dir/ref``);
     ``widths`` (``hidden_size``, ``encoder_dim``) replace :data:`GEOMETRY`'s."""
     from r1aqa_pl.models import build_tiny_model, load_policy
 
     geometry = {**GEOMETRY, **widths}
-    base = build_tiny_model(str(Path(out_dir) / "init"), family=family, words=vocabulary_words(), seed=seed,
-                            **geometry)
+    base = build_tiny_model(str(Path(out_dir) / "init"), family=family, words=vocabulary_words(), seed=seed, **geometry)
     model, processor, fam = load_policy(base)
     assert family != "qwen2_audio" or len(processor.tokenizer) == VOCAB, len(processor.tokenizer)
     t0 = time.perf_counter()
-    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5),
-                                  family=fam)
+    loss, ref = fit_answer_format(model, processor, fit_steps, seed=seed, snapshot_at=max(0, fit_steps - 5), family=fam)
     info = {"fit_loss": loss, "fit_s": time.perf_counter() - t0, "fit_steps": fit_steps, "geometry": geometry}
     paths = []
     for name, m in (("policy", model), ("ref", ref)):
@@ -236,7 +235,13 @@ class Harness:
         from r1aqa_pl.models import load_policy
         from r1aqa_pl.training.grpo_module import GRPOModule
 
-        m = GRPOModule(dict(model_name_or_path=policy_dir, share_prompt=True), sampling=dict(G=G, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS), optimization=dict(micro_batch_prompts=1, lr=0.0, max_grad_norm=0.0), evaluation=dict(max_new_tokens=EVAL_NEW_TOKENS, stop_at_answer=True), loss={"class_path": "grpo", "init_args": {"beta": BETA}})
+        m = GRPOModule(
+            dict(model_name_or_path=policy_dir, share_prompt=True),
+            sampling=dict(G=G, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS),
+            optimization=dict(micro_batch_prompts=1, lr=0.0, max_grad_norm=0.0),
+            evaluation=dict(max_new_tokens=EVAL_NEW_TOKENS, stop_at_answer=True),
+            loss={"class_path": "grpo", "init_args": {"beta": BETA}},
+        )
         m.configure_model()
         m.family = copy.copy(m.family)  # this module's own adapter object: the profile wraps its methods
         m.to(DEVICE)
@@ -251,7 +256,9 @@ class Harness:
 
         def capturing_step(*a, **k):
             if harness.capture:
-                harness.grads = {n: p.grad.detach().clone() for n, p in m.policy.named_parameters() if p.grad is not None}
+                harness.grads = {
+                    n: p.grad.detach().clone() for n, p in m.policy.named_parameters() if p.grad is not None
+                }
             return step(*a, **k)
 
         self.opt.step = capturing_step
@@ -298,14 +305,22 @@ def reference_rollout(h: Harness, qs, audio) -> Rollout:
     P = inputs["input_ids"].shape[1]
     # generate expands every input G times itself: with several windows per prompt (AF3 beyond 30 s)
     # that would misalign them, but the bench's 10 s clips are one window each
-    out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=True, temperature=1.0, top_p=1.0,
-                            max_new_tokens=NEW_TOKENS, num_return_sequences=G, suppress_tokens=m.suppress_ids)
+    out = m.policy.generate(
+        **m.family.model_inputs(inputs),
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=NEW_TOKENS,
+        num_return_sequences=G,
+        suppress_tokens=m.suppress_ids,
+    )
     completion_ids = out[:, P:]
     mask = completion_mask(completion_ids, m.eos_ids)
     texts = m.decode(completion_ids)
     total, per_fn = score_completions(texts, [q for q in qs for _ in range(G)], m.rewards)
-    return Rollout(qs, inputs, completion_ids, mask, texts, total, per_fn,
-                   group_advantages(total, G, "group").to(DEVICE))
+    return Rollout(
+        qs, inputs, completion_ids, mask, texts, total, per_fn, group_advantages(total, G, "group").to(DEVICE)
+    )
 
 
 def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
@@ -316,14 +331,14 @@ def reference_update(h: Harness, ro: Rollout, beta: float = BETA) -> float:
     total = 0.0
     for b in range(B):
         rows = slice(b * G, (b + 1) * G)
-        rep = {k: v[b:b + 1].repeat_interleave(G, 0) for k, v in inputs.items()}  # aligned, unlike R1-AQA's .repeat
+        rep = {k: v[b : b + 1].repeat_interleave(G, 0) for k, v in inputs.items()}  # aligned, unlike R1-AQA's .repeat
         ids = torch.cat([rep["input_ids"], ro.completion_ids[rows]], 1)
         mask = ro.mask[rows]
         attention = torch.cat([rep["attention_mask"], mask], 1)
         args = (ids, attention, m.family.audio_inputs(m.family.model_inputs(rep)))
-        logp = full_sequence_logps(m.policy, *args)[:, P - 1:]
+        logp = full_sequence_logps(m.policy, *args)[:, P - 1 :]
         with torch.inference_mode():
-            ref_logp = full_sequence_logps(m.ref_policy, *args)[:, P - 1:]
+            ref_logp = full_sequence_logps(m.ref_policy, *args)[:, P - 1 :]
         kl = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
         A = ro.advantages[rows].unsqueeze(1)
         per_token = -(torch.exp(logp - logp.detach()) * A - beta * kl)
@@ -370,11 +385,18 @@ def compare_on_one_rollout(h: Harness, qs, audio, seed: int = 0) -> dict:
     enc_diff = max(float((grads_p[n] - grads_r[n]).abs().max()) for n in enc)
     enc_scale = max(float(grads_r[n].abs().max()) for n in enc)
     assert grads_p.keys() == grads_r.keys()
-    return {"loss_project": loss_p, "loss_reference": loss_r, "loss_abs_diff": abs(loss_p - loss_r),
-            "loss_rel_diff": abs(loss_p - loss_r) / max(abs(loss_r), 1e-30),
-            "grad_abs_diff": diff, "grad_rel_diff": diff / scale, "grad_max": scale,
-            "encoder_grad_rel_diff": enc_diff / enc_scale, "n_tensors": len(grads_r),
-            "completion_tokens": int(ro.mask.sum())}
+    return {
+        "loss_project": loss_p,
+        "loss_reference": loss_r,
+        "loss_abs_diff": abs(loss_p - loss_r),
+        "loss_rel_diff": abs(loss_p - loss_r) / max(abs(loss_r), 1e-30),
+        "grad_abs_diff": diff,
+        "grad_rel_diff": diff / scale,
+        "grad_max": scale,
+        "encoder_grad_rel_diff": enc_diff / enc_scale,
+        "n_tensors": len(grads_r),
+        "completion_tokens": int(ro.mask.sum()),
+    }
 
 
 # ------------------------------------------------------------------ timing
@@ -397,7 +419,7 @@ class PeakCUDA:
 
 def timed(fn, *args) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds of this process, peak MiB) of one call, on the device the bench runs on."""
-    with (PeakCUDA() if DEVICE.type == "cuda" else PeakRSS()) as mem:
+    with PeakCUDA() if DEVICE.type == "cuda" else PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         fn(*args)
         if DEVICE.type == "cuda":
@@ -413,13 +435,20 @@ def bench_step(h: Harness, B: int, reps: int, seed: int) -> dict:
     res = {"project": defaultdict(list), "reference": defaultdict(list)}
     for r in range(reps):
         order = (("project", h.step), ("reference", reference_step))
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             dt, cpu, mib = timed(fn, *((qs, audio) if name == "project" else (h, qs, audio)))
             res[name]["s"].append(dt)
             res[name]["cpu"].append(cpu)
             res[name]["mib"].append(mib)
-    out = {name: {"s": statistics.median(v["s"]), "all_s": v["s"],
-                  "cpu": statistics.median(v["cpu"]), "mib": max(v["mib"])} for name, v in res.items()}
+    out = {
+        name: {
+            "s": statistics.median(v["s"]),
+            "all_s": v["s"],
+            "cpu": statistics.median(v["cpu"]),
+            "mib": max(v["mib"]),
+        }
+        for name, v in res.items()
+    }
     # each repetition's two steps ran back to back: their ratio sees the same neighbours' load
     out["paired"] = [rf / pr for pr, rf in zip(res["project"]["s"], res["reference"]["s"])]
     out["compare"] = cmp
@@ -432,7 +461,7 @@ def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> di
 
     m = h.module
     qs, audio = questions(n_items, seed=seed)
-    chunks = [(qs[i:i + batch], audio[i:i + batch]) for i in range(0, n_items, batch)]
+    chunks = [(qs[i : i + batch], audio[i : i + batch]) for i in range(0, n_items, batch)]
     steps = {"project": [], "plain": []}
     engine_answer = m.engine.answer
 
@@ -456,7 +485,7 @@ def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> di
             inputs = m.encode(q, a)
             out = m.policy.generate(**m.family.model_inputs(inputs), do_sample=False, max_new_tokens=EVAL_NEW_TOKENS)
             steps["plain"].append(out.shape[1] - inputs["input_ids"].shape[1])
-            texts += m.decode(out[:, inputs["input_ids"].shape[1]:])
+            texts += m.decode(out[:, inputs["input_ids"].shape[1] :])
         return texts
 
     answers = {"project": project(), "plain": plain()}  # warm-up, and the answers to compare
@@ -464,13 +493,21 @@ def bench_eval(h: Harness, n_items: int, batch: int, reps: int, seed: int) -> di
         s.clear()
     times = {"project": [], "plain": []}
     for r in range(reps):
-        for name, fn in ((("project", project), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("project", project))):
+        for name, fn in (
+            (("project", project), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("project", project))
+        ):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
     pred = {k: [extract_answer(t) for t in v] for k, v in answers.items()}
-    out = {k: {"items_s": n_items / statistics.median(v), "s": statistics.median(v),
-               "new_tokens": statistics.mean(steps[k])} for k, v in times.items()}
+    out = {
+        k: {
+            "items_s": n_items / statistics.median(v),
+            "s": statistics.median(v),
+            "new_tokens": statistics.mean(steps[k]),
+        }
+        for k, v in times.items()
+    }
     out["same_predictions"] = sum(a == b for a, b in zip(pred["project"], pred["plain"])) / n_items
     out["answered"] = sum("</answer>" in t for t in answers["project"]) / n_items
     out["example"] = answers["plain"][0][:120]
@@ -500,6 +537,7 @@ class PhaseTimer:
         def wrapped(*a, **k):
             with self._in(name_fn(*a, **k)):
                 return fn(*a, **k)
+
         return wrapped
 
     @contextlib.contextmanager
@@ -507,7 +545,8 @@ class PhaseTimer:
         m = self.h.module  # only this module's own objects are wrapped, and unwrapped after
         m.engine.sample = self._wrap(lambda *a, **k: "rollout", m.engine.sample)
         m.micro_logprobs = self._wrap(
-            lambda *a, **k: "policy forward" if torch.is_grad_enabled() else "reference log-probs", m.micro_logprobs)
+            lambda *a, **k: "policy forward" if torch.is_grad_enabled() else "reference log-probs", m.micro_logprobs
+        )
         m.encode = self._wrap(lambda *a, **k: "encode prompts (processor)", type(m).encode.__get__(m))
         backward = m.manual_backward
         m.manual_backward = self._wrap(lambda *a, **k: "backward", backward)
@@ -525,6 +564,7 @@ class PhaseTimer:
         m.family.encode_audio = timed_encoder
         handles, starts = [], {}
         for mod in (m.policy.model.language_model, m.ref_policy.model.language_model):
+
             def pre(mod_, args, kwargs):
                 starts[id(mod_)] = time.perf_counter()
 
@@ -533,8 +573,10 @@ class PhaseTimer:
                 kind = "decode" if self.phase == "rollout" and ids is not None and ids.shape[1] == 1 else "prefill"
                 self.t[(self.phase, f"LM {kind}")] += time.perf_counter() - starts.pop(id(mod_))
 
-            handles += [mod.register_forward_pre_hook(pre, with_kwargs=True),
-                        mod.register_forward_hook(post, with_kwargs=True)]
+            handles += [
+                mod.register_forward_pre_hook(pre, with_kwargs=True),
+                mod.register_forward_hook(post, with_kwargs=True),
+            ]
         try:
             yield self
         finally:
@@ -573,52 +615,75 @@ def _fmt_mib(x: float) -> str:
 def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
     lines = []
     p = info["parameters"]
-    lines.append(f"bench policy: {sum(p.values()) / 1e6:.2f} M parameters (" +
-                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items()) + "); "
-                 f"LM width {info['geometry']['hidden_size']}, encoder width {info['geometry']['encoder_dim']}; "
-                 f"vocabulary {VOCAB}; "
-                 f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
-                 f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
-                 f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)")
+    lines.append(
+        f"bench policy: {sum(p.values()) / 1e6:.2f} M parameters ("
+        + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in p.items())
+        + "); "
+        f"LM width {info['geometry']['hidden_size']}, encoder width {info['geometry']['encoder_dim']}; "
+        f"vocabulary {VOCAB}; "
+        f"prompt = {info['prompt_tokens']} tokens of which {info['audio_tokens']} audio; "
+        f"encoder window {info['encoder_positions']} positions; fitted {info['fit_steps']} SFT steps "
+        f"(loss {info['fit_loss']:.3f}, {info['fit_s']:.0f} s)"
+    )
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
-    lines.append(f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
-                 f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
-                 f"load average at start {info['load']}, at end {info['load_end']}, G = {G}, {NEW_TOKENS} new tokens, beta = {BETA}, "
-                 f"{args.reps} timed repetitions after a warm-up (median)")
+    lines.append(
+        f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
+        f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
+        f"load average at start {info['load']}, at end {info['load_end']}, G = {G}, {NEW_TOKENS} new tokens, "
+        f"beta = {BETA}, "
+        f"{args.reps} timed repetitions after a warm-up (median)"
+    )
     lines.append("")
-    lines.append("| step (rollout + update) | project s/step | reference s/step | speed-up | "
-                 "per repetition | speed-up in CPU s | project peak MiB | reference peak MiB | memory ratio |")
+    lines.append(
+        "| step (rollout + update) | project s/step | reference s/step | speed-up | "
+        "per repetition | speed-up in CPU s | project peak MiB | reference peak MiB | memory ratio |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for B, r in steps.items():
         pr, rf = r["project"], r["reference"]
-        lines.append(f"| {B} prompt{'s' if B > 1 else ''} x {G} | {pr['s']:.2f} | {rf['s']:.2f} | "
-                     f"{rf['s'] / pr['s']:.1f}x | {_spread(r['paired'])} | {rf['cpu'] / pr['cpu']:.1f}x | "
-                     f"{_fmt_mib(pr['mib'])} | "
-                     f"{_fmt_mib(rf['mib'])} | {pr['mib'] / rf['mib']:.2f}x |")
+        lines.append(
+            f"| {B} prompt{'s' if B > 1 else ''} x {G} | {pr['s']:.2f} | {rf['s']:.2f} | "
+            f"{rf['s'] / pr['s']:.1f}x | {_spread(r['paired'])} | {rf['cpu'] / pr['cpu']:.1f}x | "
+            f"{_fmt_mib(pr['mib'])} | "
+            f"{_fmt_mib(rf['mib'])} | {pr['mib'] / rf['mib']:.2f}x |"
+        )
     lines.append("")
-    lines.append("| same rollout, fp32 | loss project | loss reference | abs diff | rel diff | "
-                 "max abs grad diff | rel to max grad | encoder rel |")
+    lines.append(
+        "| same rollout, fp32 | loss project | loss reference | abs diff | rel diff | "
+        "max abs grad diff | rel to max grad | encoder rel |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|")
     for B, r in steps.items():
         c = r["compare"]
-        lines.append(f"| {B} x {G} ({c['n_tensors']} tensors) | {c['loss_project']:.8f} | {c['loss_reference']:.8f} | "
-                     f"{c['loss_abs_diff']:.1e} | {c['loss_rel_diff']:.1e} | {c['grad_abs_diff']:.1e} | "
-                     f"{c['grad_rel_diff']:.1e} | {c['encoder_grad_rel_diff']:.1e} |")
+        lines.append(
+            f"| {B} x {G} ({c['n_tensors']} tensors) | {c['loss_project']:.8f} | {c['loss_reference']:.8f} | "
+            f"{c['loss_abs_diff']:.1e} | {c['loss_rel_diff']:.1e} | {c['grad_abs_diff']:.1e} | "
+            f"{c['grad_rel_diff']:.1e} | {c['encoder_grad_rel_diff']:.1e} |"
+        )
     lines.append("")
-    lines.append(f"| evaluation ({args.eval_items} MMAU-style items, batch {args.eval_batch}, greedy) | items/s | "
-                 "new tokens per batch |")
+    lines.append(
+        f"| evaluation ({args.eval_items} MMAU-style items, batch {args.eval_batch}, greedy) | items/s | "
+        "new tokens per batch |"
+    )
     lines.append("|---|---|---|")
-    lines.append(f"| project: `answer` (stop after `</answer>`) | {ev['project']['items_s']:.2f} | "
-                 f"{ev['project']['new_tokens']:.0f} |")
-    lines.append(f"| plain `generate(max_new_tokens={EVAL_NEW_TOKENS})` | {ev['plain']['items_s']:.2f} | "
-                 f"{ev['plain']['new_tokens']:.0f} |")
+    lines.append(
+        f"| project: `answer` (stop after `</answer>`) | {ev['project']['items_s']:.2f} | "
+        f"{ev['project']['new_tokens']:.0f} |"
+    )
+    lines.append(
+        f"| plain `generate(max_new_tokens={EVAL_NEW_TOKENS})` | {ev['plain']['items_s']:.2f} | "
+        f"{ev['plain']['new_tokens']:.0f} |"
+    )
     lines.append(f"| ratio | {ev['project']['items_s'] / ev['plain']['items_s']:.1f}x | |")
-    lines.append(f"\nsame extracted prediction in both paths: {ev['same_predictions']:.0%}; project outputs "
-                 f"containing </answer>: {ev['answered']:.0%}; a plain output: {ev['example']!r}")
+    lines.append(
+        f"\nsame extracted prediction in both paths: {ev['same_predictions']:.0%}; project outputs "
+        f"containing </answer>: {ev['answered']:.0%}; a plain output: {ev['example']!r}"
+    )
     if prof:
         lines.append("")
-        lines.append(f"profile of one project step, {args.profile_prompts} prompts x {G} "
-                     f"({prof['total']:.2f} s, phase timers):")
+        lines.append(
+            f"profile of one project step, {args.profile_prompts} prompts x {G} ({prof['total']:.2f} s, phase timers):"
+        )
         lines.append("")
         lines.append("| phase | s | share | of which audio encoder fwd | LM prefill fwd | LM decode fwd |")
         lines.append("|---|---|---|---|---|---|")
@@ -626,8 +691,11 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
         names = [k for k in ph if isinstance(k, str)]
         for n in sorted(names, key=lambda k: -ph[k]):
             sub = [ph.get((n, t), 0.0) for t in ("audio encoder", "LM prefill", "LM decode")]
-            lines.append(f"| {n} | {ph[n]:.2f} | {ph[n] / prof['total']:.0%} | " +
-                         " | ".join(f"{x:.2f}" if x else "" for x in sub) + " |")
+            lines.append(
+                f"| {n} | {ph[n]:.2f} | {ph[n] / prof['total']:.0%} | "
+                + " | ".join(f"{x:.2f}" if x else "" for x in sub)
+                + " |"
+            )
         rest = prof["total"] - sum(ph[k] for k in names)
         lines.append(f"| rest (rewards, decoding text, bookkeeping) | {rest:.2f} | {rest / prof['total']:.0%} | | | |")
         lines.append("")
@@ -640,18 +708,24 @@ def report(info: dict, steps: dict, ev: dict, prof: dict | None, args) -> str:
     ev_ratio = ev["project"]["items_s"] / ev["plain"]["items_s"]
     lines.append("")
     lines.append("goals:")
-    lines.append(f"  step >= 5x faster at {goal_B} x {G}: {speed:.1f}x (repetitions {_spread(r['paired'])}, "
-                 f"CPU s {r['reference']['cpu'] / r['project']['cpu']:.1f}x) -> {'met' if speed >= 5 else 'NOT met'}")
+    lines.append(
+        f"  step >= 5x faster at {goal_B} x {G}: {speed:.1f}x (repetitions {_spread(r['paired'])}, "
+        f"CPU s {r['reference']['cpu'] / r['project']['cpu']:.1f}x) -> {'met' if speed >= 5 else 'NOT met'}"
+    )
     lines.append(f"  peak memory <= 0.5x: {memr:.2f}x -> {'met' if memr <= 0.5 else 'NOT met'}")
     ok = c["loss_rel_diff"] <= 1e-5 and c["grad_rel_diff"] <= 1e-5
-    lines.append(f"  same loss and gradients within 1e-5 relative: loss {c['loss_rel_diff']:.1e}, "
-                 f"gradients {c['grad_rel_diff']:.1e} -> {'met' if ok else 'NOT met'}")
+    lines.append(
+        f"  same loss and gradients within 1e-5 relative: loss {c['loss_rel_diff']:.1e}, "
+        f"gradients {c['grad_rel_diff']:.1e} -> {'met' if ok else 'NOT met'}"
+    )
     lines.append(f"  evaluation >= 5x items/s: {ev_ratio:.1f}x -> {'met' if ev_ratio >= 5 else 'NOT met'}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the bench's reference figures use 2)")
     ap.add_argument("--prompts", type=int, nargs="+", default=[1, 4], help="prompts per step")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per variant, after one warm-up")
@@ -664,8 +738,12 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--family", default="qwen2_audio", help="the bench policy's family (r1aqa_pl.models.FAMILIES)")
     ap.add_argument("--device", default="cpu", help="cuda: time the steps on a GPU (fp32; peak = allocated GPU memory)")
-    ap.add_argument("--hidden", type=int, default=GEOMETRY["hidden_size"],
-                    help="the language model's width (8 heads); wider models spend less of a step on per-call overhead")
+    ap.add_argument(
+        "--hidden",
+        type=int,
+        default=GEOMETRY["hidden_size"],
+        help="the language model's width (8 heads); wider models spend less of a step on per-call overhead",
+    )
     ap.add_argument("--encoder-dim", type=int, default=GEOMETRY["encoder_dim"], help="the audio encoder's width")
     args = ap.parse_args(argv)
     global DEVICE
@@ -689,22 +767,29 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or tmp
         print(f"building and fitting the bench policy in {work} ...", flush=True)
-        policy_dir, ref_dir, info = build_bench_policy(work, args.fit_steps, args.seed, args.family,
-                                                       hidden_size=args.hidden, encoder_dim=args.encoder_dim)
+        policy_dir, ref_dir, info = build_bench_policy(
+            work, args.fit_steps, args.seed, args.family, hidden_size=args.hidden, encoder_dim=args.encoder_dim
+        )
         h = Harness(policy_dir, ref_dir)
         qs, audio = questions(1, seed=args.seed)
         enc = h.module.encode(qs, audio)
-        info.update(load=load, prompt_tokens=int(enc["input_ids"].shape[1]),
-                    audio_tokens=int((enc["input_ids"] == h.module.processor.audio_token_id).sum()),
-                    encoder_positions=h.module.family.arch(h.model.config).audio_positions)
+        info.update(
+            load=load,
+            prompt_tokens=int(enc["input_ids"].shape[1]),
+            audio_tokens=int((enc["input_ids"] == h.module.processor.audio_token_id).sum()),
+            encoder_positions=h.module.family.arch(h.model.config).audio_positions,
+        )
         steps = {}
         for B in args.prompts:
             print(f"GRPO step, {B} prompt(s) x {G} ...", flush=True)
             steps[B] = bench_step(h, B, args.reps, seed=args.seed + B)
             for name in ("project", "reference"):
                 r = steps[B][name]
-                print(f"  {name}: wall s {[round(x, 2) for x in r['all_s']]}, median CPU s {r['cpu']:.2f}, "
-                      f"peak {r['mib']:.0f} MiB", flush=True)
+                print(
+                    f"  {name}: wall s {[round(x, 2) for x in r['all_s']]}, median CPU s {r['cpu']:.2f}, "
+                    f"peak {r['mib']:.0f} MiB",
+                    flush=True,
+                )
         print("evaluation ...", flush=True)
         ev = bench_eval(h, args.eval_items, args.eval_batch, args.eval_reps, seed=args.seed + 77)
         prof = None
@@ -715,9 +800,11 @@ def main(argv=None) -> None:
     print()
     print(report(info, steps, ev, prof, args))
     if max(os.getloadavg()[:2]) > (os.cpu_count() or 1):
-        print("\nWARNING: other processes kept the machine busy (load average above the core count): with "
-              "several threads per process, every parallel operator waits for descheduled threads and wall "
-              "times become noise. Rerun on a quiet machine, or compare the CPU-seconds column.")
+        print(
+            "\nWARNING: other processes kept the machine busy (load average above the core count): with "
+            "several threads per process, every parallel operator waits for descheduled threads and wall "
+            "times become noise. Rerun on a quiet machine, or compare the CPU-seconds column."
+        )
     print(f"\n(make bench wall time {time.perf_counter() - t_start:.0f} s)")
 
 

@@ -152,28 +152,46 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     selection = ["--data.init_args.audio_contribution", str(labels)]
     extra = {
         "grpo": [],
-        "grpo_noaudio": ["--model.init_args.policy.with_audio", "false"],  # the data's with_audio follows the model's (linked)
+        "grpo_noaudio": [
+            "--model.init_args.policy.with_audio",
+            "false",
+        ],  # the data's with_audio follows the model's (linked)
         # a step's batch may take more than one batch of prompts: validate on the same optimizer steps anyway
         "grpo_ds": ["--model.init_args.selection.dynamic_sampling", "true"],
         "grpo_curriculum": [*selection, "--data.init_args.curriculum_epochs", "1"],
         "grpo_filtered": [*selection, "--data.init_args.label_weights", json.dumps(FILTER_WEIGHTS)],
     }
-    runs = {name: {**grpo, "overrides": common(name, accum) + args, "with_audio": name != "grpo_noaudio"}
-            for name, args in extra.items()}
-    runs["sft"] = {"configs": [str(grpo_config), str(sft_config)],  # the SFT overlay on the GRPO config
-                   "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
-                   "prompts_seen": prompts, "completions_seen": prompts, "batch_size": batch * accum,
-                   "with_audio": True}
+    runs = {
+        name: {**grpo, "overrides": common(name, accum) + args, "with_audio": name != "grpo_noaudio"}
+        for name, args in extra.items()
+    }
+    runs["sft"] = {
+        "configs": [str(grpo_config), str(sft_config)],  # the SFT overlay on the GRPO config
+        "overrides": common("sft", 1) + ["--data.init_args.batch_size", str(batch * accum)],
+        "prompts_seen": prompts,
+        "completions_seen": prompts,
+        "batch_size": batch * accum,
+        "with_audio": True,
+    }
     for name in chosen:
         configs = [a for c in runs[name]["configs"] for a in ("--config", c)]
         runs[name]["command"] = [sys.executable, "-m", "r1aqa_pl", "fit", *configs, *runs[name]["overrides"]]
         runs[name]["log_dir"] = str(out / name / "version_0")
-    return {"steps": steps, "eval_every": every, "G": G, "gradient_accumulation_steps": accum,
-            "grpo_batch_size": batch, "demo_dir": str(demo_dir), "out": str(out), "seed": seed,
-            "runs": {name: runs[name] for name in chosen}}
+    return {
+        "steps": steps,
+        "eval_every": every,
+        "G": G,
+        "gradient_accumulation_steps": accum,
+        "grpo_batch_size": batch,
+        "demo_dir": str(demo_dir),
+        "out": str(out),
+        "seed": seed,
+        "runs": {name: runs[name] for name in chosen},
+    }
 
 
 # ---------------------------------------------------------------- results
+
 
 def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
     """Per-domain accuracy at the first and last validation, the best total, and the curves (x: optimizer
@@ -185,9 +203,15 @@ def summarize(scalars: dict[str, list[tuple[int, float]]]) -> dict:
     best = max(total, key=lambda p: p[1]) if total else None
     steps = [p[0] for p in total]
     reached = next((p[0] for p in total if p[1] >= TARGET), None)
-    out = {"start": start, "end": end, "start_step": steps[0] if steps else None,
-           "end_step": steps[-1] if steps else None, "steps_to_target": reached,
-           "best_total": None if best is None else {"step": best[0], "acc": best[1]}, "curves": curves}
+    out = {
+        "start": start,
+        "end": end,
+        "start_step": steps[0] if steps else None,
+        "end_step": steps[-1] if steps else None,
+        "steps_to_target": reached,
+        "best_total": None if best is None else {"step": best[0], "acc": best[1]},
+        "curves": curves,
+    }
     for tag in ("train/reward", "train/loss"):
         pts = scalars.get(tag)
         if pts:
@@ -216,8 +240,11 @@ def table(results: dict) -> str:
     head = ["run", "steps", "prompts seen", *(f"{c} (%)" for c in COLUMNS), "wall (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name, r in results["runs"].items():
-        cells = [ARMS.get(name, name), str(r.get("end_step", results.get("steps", "?"))),
-                 str(r.get("prompts_seen", "?"))]
+        cells = [
+            ARMS.get(name, name),
+            str(r.get("end_step", results.get("steps", "?"))),
+            str(r.get("prompts_seen", "?")),
+        ]
         cells += [f"{_pct(r['start'].get(c))} → {_pct(r['end'].get(c))}" for c in COLUMNS]
         wall = r.get("wall_s")
         cells.append("–" if wall is None else f"{wall:.0f}")
@@ -247,21 +274,38 @@ def seeds_table(results: dict) -> str:
     to reach ``TARGET`` (over the seeds that reached it) and wall time; each ``mean ± sd [min–max]``."""
     seeds = results["seeds"]
     arms = list(next(iter(seeds.values()))["runs"])
-    head = ["run", "start total (%)", "end total (%)", "best total (%)", f"reached {100 * TARGET:.0f} %",
-            f"steps to {100 * TARGET:.0f} %", "wall (s)"]
+    head = [
+        "run",
+        "start total (%)",
+        "end total (%)",
+        "best total (%)",
+        f"reached {100 * TARGET:.0f} %",
+        f"steps to {100 * TARGET:.0f} %",
+        "wall (s)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for arm in arms:
         rs = [seeds[k]["runs"][arm] for k in seeds]
 
-        def pct(get):
+        def pct(get, rs=rs):
             return [None if get(r) is None else 100 * get(r) for r in rs]
 
         reached = [r.get("steps_to_target") for r in rs]
-        lines.append("| " + " | ".join([
-            ARMS.get(arm, arm), _spread(pct(lambda r: r["start"]["total"])), _spread(pct(lambda r: r["end"]["total"])),
-            _spread(pct(lambda r: (r.get("best_total") or {}).get("acc"))),
-            f"{sum(x is not None for x in reached)}/{len(rs)}",
-            _spread(reached, 0), _spread([r.get("wall_s") for r in rs], 0)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    ARMS.get(arm, arm),
+                    _spread(pct(lambda r: r["start"]["total"])),
+                    _spread(pct(lambda r: r["end"]["total"])),
+                    _spread(pct(lambda r: (r.get("best_total") or {}).get("acc"))),
+                    f"{sum(x is not None for x in reached)}/{len(rs)}",
+                    _spread(reached, 0),
+                    _spread([r.get("wall_s") for r in rs], 0),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -283,8 +327,16 @@ def plot_comparison(results: dict, title: str | None = None):
             if not pts:
                 continue
             color, ls = _STYLE.get(name, ("black", "-"))
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=color, ls=ls, marker="o", ms=3,
-                    lw=2 if col == "total" else 1.4, label=ARMS.get(name, name))
+            ax.plot(
+                [p[0] for p in pts],
+                [100 * p[1] for p in pts],
+                color=color,
+                ls=ls,
+                marker="o",
+                ms=3,
+                lw=2 if col == "total" else 1.4,
+                label=ARMS.get(name, name),
+            )
         if results.get("chance") and results["chance"].get(col) is not None:
             ax.axhline(100 * results["chance"][col], color="black", lw=0.8, ls="-.", alpha=0.5, label="chance")
         ax.set(title=col, xlabel="optimizer step")
@@ -297,6 +349,7 @@ def plot_comparison(results: dict, title: str | None = None):
 
 
 # ---------------------------------------------------------------- running
+
 
 def _weights_hash(folder: Path) -> str:
     """sha256 of a Hugging Face folder's weight files: the start every run must share."""
@@ -311,9 +364,23 @@ def _weights_hash(folder: Path) -> str:
 def _labels_job(demo_dir: Path, seed: int) -> dict:
     """The job that writes the training set's audio-contribution labels from the warm start (beside the data)."""
     path = demo_dir / "data" / "train.audio_contribution.jsonl"
-    return {"command": [sys.executable, "-m", "r1aqa_pl", "audio-contribution", str(demo_dir / "warm"),
-                        str(demo_dir / "data" / "train.jsonl"), "--k", "8", "--seed", str(seed), "--out", str(path)],
-            "path": str(path)}
+    return {
+        "command": [
+            sys.executable,
+            "-m",
+            "r1aqa_pl",
+            "audio-contribution",
+            str(demo_dir / "warm"),
+            str(demo_dir / "data" / "train.jsonl"),
+            "--k",
+            "8",
+            "--seed",
+            str(seed),
+            "--out",
+            str(path),
+        ],
+        "path": str(path),
+    }
 
 
 def _run_all(jobs: list[tuple[str, dict, Path, str | None]], parallel: int) -> None:
@@ -334,8 +401,16 @@ def _run_all(jobs: list[tuple[str, dict, Path, str | None]], parallel: int) -> N
             name, r, log_file, _ = job
             print(f"[compare] {name}: {' '.join(r['command'])}\n[compare]   log: {log_file}", flush=True)
             f = open(log_file, "w")
-            active.append((name, r, log_file, f, time.time(),
-                           subprocess.Popen(r["command"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)))
+            active.append(
+                (
+                    name,
+                    r,
+                    log_file,
+                    f,
+                    time.time(),
+                    subprocess.Popen(r["command"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env),
+                )
+            )
         time.sleep(1)
         for item in list(active):
             name, r, log_file, f, t0, proc = item
@@ -353,11 +428,21 @@ def _run_all(jobs: list[tuple[str, dict, Path, str | None]], parallel: int) -> N
             print(f"[compare]   {name} done in {r['wall_s']:.0f} s", flush=True)
 
 
-def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir: str = "checkpoints/demo",
-            eval_every: int | None = None, arms: list[str] | None = None, seeds: list[int] | None = None,
-            jobs: int = 1, grpo_config: str = "configs/demo.yaml", sft_config: str = "configs/demo_sft.yaml",
-            n_train: int | None = None, n_test: int | None = None, warm_steps: int | None = None,
-            dry_run: bool = False) -> dict:
+def compare(
+    out: str = "checkpoints/compare",
+    steps: int | None = None,
+    demo_dir: str = "checkpoints/demo",
+    eval_every: int | None = None,
+    arms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    jobs: int = 1,
+    grpo_config: str = "configs/demo.yaml",
+    sft_config: str = "configs/demo_sft.yaml",
+    n_train: int | None = None,
+    n_test: int | None = None,
+    warm_steps: int | None = None,
+    dry_run: bool = False,
+) -> dict:
     """Arms (default: GRPO with audio, SFT on the same prompts, GRPO without audio) from one warm start per
     seed; per-seed tables and, over several seeds, a table of means and spreads; JSON and PNG.
 
@@ -377,8 +462,8 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
         warm_steps: SFT warm-start steps (default: the prepared cache's, else demo.prepare's).
         dry_run: print the commands only.
     """
-    from r1aqa_pl.recipes.demo import prepare
     from r1aqa_pl.eval import runs
+    from r1aqa_pl.recipes.demo import prepare
 
     out_p = Path(out).resolve()  # the runs' cwd is the repository
     seeds = list(seeds) if seeds else None
@@ -423,22 +508,26 @@ def compare(out: str = "checkpoints/compare", steps: int | None = None, demo_dir
     md = []
     for seed, (p, d) in plans.items():
         if _weights_hash(d / "warm") != p["warm_sha256"]:
-            raise RuntimeError(f"{d}/warm changed during the comparison (rebuilt by another process?): "
-                               "the runs no longer share their start; run again")
+            raise RuntimeError(
+                f"{d}/warm changed during the comparison (rebuilt by another process?): "
+                "the runs no longer share their start; run again"
+            )
         for r in p["runs"].values():
             r.update(summarize(runs.load_scalars(r["log_dir"], version=r["log_dir"])))
         md.append(f"### seed {seed}\n\n" + table(p) + "\n")
         fig = plot_comparison(p, title=f"seed {seed}: synthetic set, {p['steps']} steps")
         fig.savefig(out_p / f"compare_seed{seed}.png", dpi=110)
     p = next(iter(plans.values()))[0]
-    note = (f"Prompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
-            f"{p['gradient_accumulation_steps']} accumulation, each with G={p['G']} completions; SFT: the same "
-            f"prompts, one right answer each). Accuracy on each seed's synthetic test-mini.json, start = step 0 "
-            f"(before training), end = step {p['steps']}. {len(jobs_list)} jobs, {max(1, jobs)} side by side; total "
-            f"wall time {results['wall_s']:.0f} s.\n")
+    note = (
+        f"Prompts seen = optimizer steps × prompts per step (GRPO: {p['grpo_batch_size']} prompts × "
+        f"{p['gradient_accumulation_steps']} accumulation, each with G={p['G']} completions; SFT: the same "
+        f"prompts, one right answer each). Accuracy on each seed's synthetic test-mini.json, start = step 0 "
+        f"(before training), end = step {p['steps']}. {len(jobs_list)} jobs, {max(1, jobs)} side by side; total "
+        f"wall time {results['wall_s']:.0f} s.\n"
+    )
     text = "\n".join(md)
     if len(plans) > 1:
-        text = (f"### over seeds {list(plans)} (mean ± sd [min–max])\n\n" + seeds_table(results) + "\n\n" + text)
+        text = f"### over seeds {list(plans)} (mean ± sd [min–max])\n\n" + seeds_table(results) + "\n\n" + text
     (out_p / "compare.json").write_text(json.dumps(results, indent=1))
     (out_p / "compare.md").write_text(text + "\n" + note)
     print("\n" + text + "\n" + note)

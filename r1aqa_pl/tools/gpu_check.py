@@ -3,15 +3,16 @@
     r1aqa gpu-check                       # Qwen2-Audio-7B's geometry, bf16, on the GPU
     r1aqa gpu-check --scale tiny --device cpu   # the same code at tiny widths (the CPU test)
 
-No hub: the policy is the real class built from the real geometry (``QWEN2_AUDIO_7B``: LM 32 × 4096, MLP
-11008, 32 heads, vocabulary 156,032; Whisper-large encoder 32 × 1280, 128 mel bins) with random weights,
-directly on the device, and a word-level tokenizer of the real vocabulary size. For 1 and 4 prompts × G
-completions of 10 s clips it times the project's rollout (``HFEngine``, prompt shared by the group) for
-1 and for ``new_tokens`` new tokens (EOS suppressed, so every row decodes them all); one decode step is
-the difference over the extra tokens. The bound is the bytes one decode step must read — the language
-model's weights and LM head, plus the key/value cache at mid-decode (the prompt's once per group, as the
-project's grouped attention reads it, or G times, as a cache repeated per row would; plus the completions'
-own) — divided by the card's copy bandwidth, measured on a large tensor (read + write).
+No hub: the policy is the real class built from the real geometry (``QWEN2_AUDIO_7B`` of
+:mod:`r1aqa_pl.models.sizes`: LM 32 × 4096, MLP 11008, 32 heads, vocabulary 156,032; Whisper-large encoder
+32 × 1280, 128 mel bins) with random weights, directly on the device, and a word-level tokenizer of the
+real vocabulary size. For 1 and 4 prompts × G completions of 10 s clips it times the project's rollout
+(``HFEngine``, prompt shared by the group) for 1 and for ``new_tokens`` new tokens (EOS suppressed, so
+every row decodes them all); one decode step is the difference over the extra tokens. The bound is the
+bytes one decode step must read — the language model's weights and LM head, plus the key/value cache at
+mid-decode (the prompt's once per group, as the project's grouped attention reads it, or G times, as a
+cache repeated per row would; plus the completions' own) — divided by the card's copy bandwidth, measured
+on a large tensor (read + write).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, SPECIAL, Qwen2Audio
-from r1aqa_pl.models.tiny import word_tokenizer
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+from r1aqa_pl.models.sizes import QWEN2_AUDIO_7B
+from r1aqa_pl.models.tiny import QWEN2_AUDIO_SPECIAL, word_tokenizer
 from r1aqa_pl.rollout.hf import HFEngine
 from r1aqa_pl.tools.bench import questions, vocabulary_words  # the bench's MMAU-style items, 10 s clips
 
@@ -44,15 +46,19 @@ def geometry(scale: str) -> dict:
 
 def build(g: dict, device: torch.device, dtype: torch.dtype):
     """(model, processor) of the real classes at geometry ``g``, random weights made on ``device`` in ``dtype``."""
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
-    from transformers import WhisperFeatureExtractor
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
 
-    tokenizer = word_tokenizer(SPECIAL, vocabulary_words(g["vocab"]), pad_token="<|endoftext|>",
+    tokenizer = word_tokenizer(QWEN2_AUDIO_SPECIAL, vocabulary_words(g["vocab"]), pad_token="<|endoftext|>",
                                eos_token="<|im_end|>")
     fe = WhisperFeatureExtractor(feature_size=g["mel_bins"], sampling_rate=16000, hop_length=160, chunk_length=30,
                                  n_fft=400)
     processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2_AUDIO_SPECIAL}
     config = Qwen2AudioConfig(
         audio_config={"num_mel_bins": g["mel_bins"], "encoder_layers": g["audio_layers"], "d_model": g["audio_dim"],
                       "encoder_attention_heads": g["audio_heads"], "encoder_ffn_dim": g["audio_ffn"],

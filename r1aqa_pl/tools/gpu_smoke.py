@@ -38,7 +38,9 @@ def make_strategy(name: str):
         return DDPStrategy()
     stage = 2 if name == "deepspeed_stage_2" else 3
     offload = name.endswith("offload")
-    return DeepSpeedStrategy(config=deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload))
+    return DeepSpeedStrategy(
+        config=deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload)
+    )
 
 
 def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "gpu") -> dict:
@@ -72,17 +74,44 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
 
     t0 = time.time()
     L.seed_everything(0)
-    dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
-                           feature_extractor=warm, batch_size=2, val_batch_size=8, seed=0)
-    module = GRPOModule(dict(model_name_or_path=warm, dtype="bfloat16"), sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=1), evaluation=dict(max_new_tokens=8), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    dm = AudioQADataModule(
+        train_file=f"{root}/data/train.jsonl",
+        val_file=f"{root}/data/test-mini.json",
+        feature_extractor=warm,
+        batch_size=2,
+        val_batch_size=8,
+        seed=0,
+    )
+    module = GRPOModule(
+        dict(model_name_or_path=warm, dtype="bfloat16"),
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=1),
+        evaluation=dict(max_new_tokens=8),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+    )
     stats = StepStats()
-    ckpt = HFCheckpoint(dirpath=str(out_dir / "checkpoints"), every_n_train_steps=steps, save_top_k=-1,
-                        filename="step{step}", auto_insert_metric_name=False)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision="bf16-true",
-                        strategy=make_strategy(strategy) if accelerator == "gpu" else "auto",
-                        max_steps=steps, val_check_interval=2 * steps, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(out_dir), callbacks=[BenchmarkEvaluation(write_predictions=False), stats, ckpt])
+    ckpt = HFCheckpoint(
+        dirpath=str(out_dir / "checkpoints"),
+        every_n_train_steps=steps,
+        save_top_k=-1,
+        filename="step{step}",
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision="bf16-true",
+        strategy=make_strategy(strategy) if accelerator == "gpu" else "auto",
+        max_steps=steps,
+        val_check_interval=2 * steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+        callbacks=[BenchmarkEvaluation(write_predictions=False), stats, ckpt],
+    )
     if accelerator == "gpu":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, dm)
@@ -106,8 +135,14 @@ def run(strategy: str, root: str, out: str, steps: int = 3, accelerator: str = "
     if res.returncode != 0:
         last = ((res.stderr or res.stdout).strip().splitlines() or ["no output"])[-1]
         problems.append(f"HF export at {hf}: {last}")
-    summary = {"strategy": strategy, "steps": stats.steps, "peak_memory_mb": peak / 2**20, "val": val,
-               "seconds": time.time() - t0, "problems": problems}
+    summary = {
+        "strategy": strategy,
+        "steps": stats.steps,
+        "peak_memory_mb": peak / 2**20,
+        "val": val,
+        "seconds": time.time() - t0,
+        "problems": problems,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if problems:
         raise SystemExit(f"[gpu_smoke] {strategy} FAILED:\n  " + "\n  ".join(problems))
@@ -137,14 +172,19 @@ def compare(run_dir: str) -> int:
         p = Path(run_dir) / name / "summary.json"
         if p.is_file():
             rows[name] = json.loads(p.read_text())
-    print(f"{'engine':28s} {'step s (median)':>16s} {'peak MB':>9s} {'loss 1..n':>28s} {'grad norm 1':>12s} "
-          f"{'reward 1':>9s} {'val acc':>8s}")
+    print(
+        f"{'engine':28s} {'step s (median)':>16s} {'peak MB':>9s} {'loss 1..n':>28s} {'grad norm 1':>12s} "
+        f"{'reward 1':>9s} {'val acc':>8s}"
+    )
     for name, r in rows.items():
         steps = r["steps"]
         times = [s["seconds"] for s in steps[1:]] or [s["seconds"] for s in steps]
         losses = " ".join(f"{s['train/loss']:.4f}" for s in steps)
-        print(f"{name:28s} {statistics.median(times):16.2f} {r['peak_memory_mb']:9.1f} {losses:>28s} "
-              f"{steps[0]['train/grad_norm']:12.4f} {steps[0]['train/reward']:9.3f} {r['val'].get('val/acc/total', -1):8.3f}")
+        print(
+            f"{name:28s} {statistics.median(times):16.2f} {r['peak_memory_mb']:9.1f} {losses:>28s} "
+            f"{steps[0]['train/grad_norm']:12.4f} {steps[0]['train/reward']:9.3f} "
+            f"{r['val'].get('val/acc/total', -1):8.3f}"
+        )
     failures = []
     ref = rows.get("ddp")
     for name, r in rows.items():
@@ -152,18 +192,24 @@ def compare(run_dir: str) -> int:
             continue
         a, b = ref["steps"][0], r["steps"][0]
         if abs(a["train/reward"] - b["train/reward"]) > 1e-6:
-            print(f"note: {name} sampled other completions than ddp at step 1 (reward {b['train/reward']:.3f} vs "
-                  f"{a['train/reward']:.3f}); gradient norms not compared")
+            print(
+                f"note: {name} sampled other completions than ddp at step 1 (reward {b['train/reward']:.3f} vs "
+                f"{a['train/reward']:.3f}); gradient norms not compared"
+            )
             continue
         if a["train/grad_norm"] < 1e-3:
-            print(f"note: step-1 gradient norm {a['train/grad_norm']:.1e} is rounding noise (no reward variance at "
-                  f"step 1: KL only, zero at the start); {name} not compared")
+            print(
+                f"note: step-1 gradient norm {a['train/grad_norm']:.1e} is rounding noise (no reward variance at "
+                f"step 1: KL only, zero at the start); {name} not compared"
+            )
             continue
         ratio = b["train/grad_norm"] / a["train/grad_norm"]
         print(f"{name}: step-1 gradient norm / ddp's = {ratio:.3f}")
         if not 0.8 < ratio < 1.25:
-            failures.append(f"{name}: step-1 gradient norm {b['train/grad_norm']:.4f} vs ddp {a['train/grad_norm']:.4f} "
-                            "for the same completions: micro-batch gradients not accumulated correctly?")
+            failures.append(
+                f"{name}: step-1 gradient norm {b['train/grad_norm']:.4f} vs ddp {a['train/grad_norm']:.4f} "
+                "for the same completions: micro-batch gradients not accumulated correctly?"
+            )
     if failures:
         print("[gpu_smoke] FAILED:\n  " + "\n  ".join(failures))
         return 1

@@ -1,5 +1,5 @@
 """``make memory``: peak GPU memory per device for GRPO on Qwen2-Audio, by configuration, a
-back-of-the-envelope model (the architecture numbers come from the policy family's ``Arch``).
+back-of-the-envelope model (the architecture numbers: an ``Arch`` of :mod:`r1aqa_pl.models.sizes`).
 
 Symbols: P parameters in all, T trainable (P, or the LoRA adapters), N GPUs sharding the model
 (ZeRO-3; N = 1 otherwise), G completions per prompt, L = prompt tokens (text + audio) + max completion
@@ -37,7 +37,7 @@ Update, one micro-batch of b prompts × G completions (with gradients):
 Peak = resident + max(rollout, update). Host memory (per GPU; the node needs N times it): with
 offload_optimizer the fp32 master weights, moments and gradients, T·16 / N; with offload_param the
 bf16 weights, P·2 / N. It is an estimate, not a measurement: allocator fragmentation, CUDA
-context (~0.5-1 GB) and framework buffers come on top. ``tests/test_memory.py`` checks the
+context (~0.5-1 GB) and framework buffers come on top. ``tests/tools/test_memory.py`` checks the
 parameter, gradient, optimizer, cache and logits terms against real tensors of the tiny model.
 """
 
@@ -45,12 +45,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B  # noqa: E402
-from r1aqa_pl.models.base import Arch  # noqa: E402
-from r1aqa_pl.models.phi4_multimodal import PHI4_MULTIMODAL  # noqa: E402
-from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_3B, QWEN2_5_OMNI_7B  # noqa: E402
-from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B  # noqa: E402
-from r1aqa_pl.models.qwen3_omni import QWEN3_OMNI_30B_A3B  # noqa: E402
+from r1aqa_pl.models.sizes import (  # noqa: E402
+    AUDIO_FLAMINGO3_7B,
+    PHI4_MULTIMODAL,
+    QWEN2_5_OMNI_3B,
+    QWEN2_5_OMNI_7B,
+    QWEN2_AUDIO_7B,
+    QWEN3_OMNI_30B_A3B,
+    Arch,
+)
 
 GB = 1e9
 

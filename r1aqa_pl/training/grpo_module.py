@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -106,15 +106,18 @@ class GRPOModule(PolicyModule):
             dm = getattr(self.trainer, "datamodule", None)
             prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1
             self.prompts_per_batch = prompts
-            strategy.configure_deepspeed(self, prompts * self.optimization.gradient_accumulation_steps * self.sampling.G)
+            strategy.configure_deepspeed(
+                self, prompts * self.optimization.gradient_accumulation_steps * self.sampling.G
+            )
 
     def configure_model(self) -> None:
         super().configure_model()
         if self.optimization.router_aux_loss_coef:  # a dense family fails here, not at the first update
             with self.family.collect_router_logits(self.policy):
                 pass
-        if self.beta > 0 and self.ref_policy is None and not self.policy_config.lora \
-                and strategy.zero_stage(self) != 3:  # ZeRO-3: loaded unsharded in on_fit_start
+        if (
+            self.beta > 0 and self.ref_policy is None and not self.policy_config.lora and strategy.zero_stage(self) != 3
+        ):  # ZeRO-3: loaded unsharded in on_fit_start
             # kept out of the module tree: never trained, never checkpointed
             ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
             object.__setattr__(self, "ref_policy", ref)
@@ -175,9 +178,18 @@ class GRPOModule(PolicyModule):
         inputs = self.encode_rollout(questions, audio)
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
             completion_ids = self.engine.sample(
-                self.family, self.policy, inputs, s.G, share_prompt=self.policy_config.share_prompt, do_sample=True,
-                temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                suppress_tokens=self.suppress_ids, **sync, **({} if s.top_k is None else {"top_k": s.top_k}),
+                self.family,
+                self.policy,
+                inputs,
+                s.G,
+                share_prompt=self.policy_config.share_prompt,
+                do_sample=True,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_new_tokens=s.max_new_tokens,
+                suppress_tokens=self.suppress_ids,
+                **sync,
+                **({} if s.top_k is None else {"top_k": s.top_k}),
             )
         mask = completion_mask(completion_ids, self.eos_ids)
         texts = self.decode(completion_ids)
@@ -229,14 +241,23 @@ class GRPOModule(PolicyModule):
         return ro.micro_batches(self.sampling.G, self.optimization.micro_batch_prompts)
 
     def micro_logprobs(self, model, inputs: dict[str, Tensor], ro: Rollout, rows: slice) -> Tensor:
-        return completion_logprobs(self.family, model, inputs, ro.completion_ids[rows], ro.mask[rows], self.sampling.G,
-                                   self.sampling.temperature, self.policy_config.share_prompt)
+        return completion_logprobs(
+            self.family,
+            model,
+            inputs,
+            ro.completion_ids[rows],
+            ro.mask[rows],
+            self.sampling.G,
+            self.sampling.temperature,
+            self.policy_config.share_prompt,
+        )
 
     def logprobs(self, model, ro: Rollout, grad: bool) -> Tensor:
         """Completion log-probs of a whole rollout, micro-batch by micro-batch (no graph kept)."""
         with torch.set_grad_enabled(grad):
-            return torch.cat([self.micro_logprobs(model, inputs, ro, rows).detach()
-                              for inputs, rows in self.micro_batches(ro)])
+            return torch.cat(
+                [self.micro_logprobs(model, inputs, ro, rows).detach() for inputs, rows in self.micro_batches(ro)]
+            )
 
     def ref_logprobs(self, ro: Rollout) -> Tensor:
         model, ctx = self.reference()
@@ -301,15 +322,22 @@ class GRPOModule(PolicyModule):
             self.bad_steps += 1
             self.skipped_steps += 1
             if self.bad_steps >= o.max_bad_steps:
-                raise RuntimeError(f"{self.bad_steps} optimizer steps in a row had a non-finite loss or gradient "
-                                   f"(loss {loss_sum.item()}, grad norm {grad_norm.item()}); stopping before a "
-                                   "broken checkpoint is written. Lower lr, check dtype, inspect the data.")
+                raise RuntimeError(
+                    f"{self.bad_steps} optimizer steps in a row had a non-finite loss or gradient "
+                    f"(loss {loss_sum.item()}, grad norm {grad_norm.item()}); stopping before a "
+                    "broken checkpoint is written. Lower lr, check dtype, inspect the data."
+                )
         opt.zero_grad(set_to_none=True)
         log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
-        log.update({"train/loss": loss_sum, "train/grad_norm": grad_norm.float(),
-                    "train/lr": torch.tensor(sched.get_last_lr()[0]),
-                    "train/skipped_steps": torch.tensor(float(self.skipped_steps)),
-                    "step": torch.tensor(float(self.global_step))})  # the loggers' x: optimizer steps
+        log.update(
+            {
+                "train/loss": loss_sum,
+                "train/grad_norm": grad_norm.float(),
+                "train/lr": torch.tensor(sched.get_last_lr()[0]),
+                "train/skipped_steps": torch.tensor(float(self.skipped_steps)),
+                "step": torch.tensor(float(self.global_step)),
+            }
+        )  # the loggers' x: optimizer steps
         self.log_dict(log, prog_bar=False)
 
     def log_rollouts(self, rollouts: list[Rollout]) -> None:

@@ -11,10 +11,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from r1aqa_pl.task import answer_format, prompts
 from r1aqa_pl.models import PolicyFamily, load_policy
 from r1aqa_pl.registry import spec
 from r1aqa_pl.rollout import ENGINES, EngineName, RolloutEngine
+from r1aqa_pl.task import answer_format, prompts
 from r1aqa_pl.task.question import Question
 from r1aqa_pl.training import strategy
 from r1aqa_pl.training.config import Evaluation, Optimization, Policy, group

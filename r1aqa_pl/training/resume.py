@@ -1,8 +1,8 @@
 """Exact resume: what Lightning does not checkpoint for GRPO.
 
 Every rank's RNG state (rollouts sample from it), every rank's rollouts still waiting for their
-optimizer step and, under dynamic sampling, every rank's pool of groups mid-refill, saved in the checkpoint's ``grpo_resume`` entry and restored right before the first
-rollout after a resume.
+optimizer step and, under dynamic sampling, every rank's pool of groups mid-refill, saved in the
+checkpoint's ``grpo_resume`` entry and restored right before the first rollout after a resume.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import logging
 
 import torch
 
+from r1aqa_pl.rollout.base import Rollout, ScoredGroup
 from r1aqa_pl.task.question import Question
-from r1aqa_pl.rollout.base import ScoredGroup, Rollout
 
 log = logging.getLogger(__name__)
 
 # dataclasses a checkpoint may hold, stored as plain dicts (what torch.load(weights_only=True) reads)
-_TYPES = {"Question": Question, "Rollout": Rollout, "ScoredGroup": ScoredGroup, "Group": ScoredGroup}  # "Group": its earlier name
+_TYPES = {
+    "Question": Question,
+    "Rollout": Rollout,
+    "ScoredGroup": ScoredGroup,
+    "Group": ScoredGroup,
+}  # "Group": its earlier name
 
 
 def rng_state() -> dict:
@@ -105,8 +110,12 @@ def load_resume_state(module, state: dict) -> tuple[dict | None, list, dict | No
     trainer = getattr(module, "_trainer", None)
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     if state["world_size"] != world:
-        log.warning("resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
-                    "are not restored (the run continues, but not bit-for-bit)", world, state["world_size"])
+        log.warning(
+            "resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
+            "are not restored (the run continues, but not bit-for-bit)",
+            world,
+            state["world_size"],
+        )
         return None, [], None
     mine = state["ranks"][rank]
     return mine["rng"], to_device(mine["buffer"], "cpu"), to_device(mine.get("pool"), "cpu")

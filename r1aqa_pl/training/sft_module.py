@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from r1aqa_pl.task import answer_format
 from r1aqa_pl.algo.logprobs import completion_logprobs
+from r1aqa_pl.rollout import EngineName, RolloutEngine
+from r1aqa_pl.task import answer_format
 from r1aqa_pl.task.question import Question
 from r1aqa_pl.training import strategy
-from r1aqa_pl.rollout import EngineName, RolloutEngine
 from r1aqa_pl.training.config import Evaluation, Optimization, Policy
 from r1aqa_pl.training.policy_module import PolicyModule
 

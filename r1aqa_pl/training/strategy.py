@@ -128,18 +128,24 @@ def check_deepspeed_config(cfg: dict[str, Any], max_grad_norm: float | None = No
     Raises ValueError on a setting that would silently change the algorithm.
     """
     if "gradient_accumulation_steps" in cfg:
-        raise ValueError("do not set gradient_accumulation_steps in the DeepSpeed config: GRPO accumulates "
-                         "inside one optimizer step itself (model optimization.gradient_accumulation_steps) and the engine "
-                         "must not rescale the loss; Lightning sets it to 1")
+        raise ValueError(
+            "do not set gradient_accumulation_steps in the DeepSpeed config: GRPO accumulates "
+            "inside one optimizer step itself (model optimization.gradient_accumulation_steps) and the engine "
+            "must not rescale the loss; Lightning sets it to 1"
+        )
     for key in ("optimizer", "scheduler"):
         if key in cfg:
-            raise ValueError(f"remove the '{key}' section from the DeepSpeed config: the optimizer and the "
-                             "paper's linear decay come from the module (lr, weight_decay, warmup_steps)")
+            raise ValueError(
+                f"remove the '{key}' section from the DeepSpeed config: the optimizer and the "
+                "paper's linear decay come from the module (lr, weight_decay, warmup_steps)"
+            )
     if max_grad_norm is not None:
         cfg.setdefault("gradient_clipping", float(max_grad_norm or 0.0))
         if float(cfg["gradient_clipping"]) != float(max_grad_norm or 0.0):
-            raise ValueError(f"DeepSpeed gradient_clipping={cfg['gradient_clipping']} but the module's "
-                             f"max_grad_norm={max_grad_norm}: the engine clips, so they must agree")
+            raise ValueError(
+                f"DeepSpeed gradient_clipping={cfg['gradient_clipping']} but the module's "
+                f"max_grad_norm={max_grad_norm}: the engine clips, so they must agree"
+            )
     if micro_batch_size is not None:
         cfg.setdefault("train_micro_batch_size_per_gpu", int(micro_batch_size))
     cfg.setdefault("zero_allow_untested_optimizer", True)
@@ -176,13 +182,17 @@ def adamw(module, params, lr: float, weight_decay: float) -> torch.optim.Optimiz
 
                 return DeepSpeedCPUAdam(params, lr=lr, weight_decay=weight_decay, adamw_mode=True)
             except Exception as e:  # the op is compiled on first use; no compiler -> torch's AdamW on the CPU
-                log.warning("DeepSpeedCPUAdam unavailable (%s); using torch.optim.AdamW on the offloaded "
-                            "fp32 partitions (slower optimizer step)", e)
+                log.warning(
+                    "DeepSpeedCPUAdam unavailable (%s); using torch.optim.AdamW on the offloaded "
+                    "fp32 partitions (slower optimizer step)",
+                    e,
+                )
                 cfg["zero_force_ds_cpu_optimizer"] = False
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 # ---------------------------------------------------------------- the GRPO step under DeepSpeed
+
 
 def begin_micro_batch(module, last: bool) -> None:
     """Before each micro-batch forward of an optimizer step: DeepSpeed's per-forward bookkeeping
@@ -194,7 +204,7 @@ def begin_micro_batch(module, last: bool) -> None:
 
 def mark_micro_batch(engine, last: bool) -> None:
     """:func:`begin_micro_batch` on a DeepSpeedEngine (without this, ZeRO 2/3 keep only the last
-    micro-batch's gradient when forwards bypass ``engine.forward``; tests/test_scaleout.py shows it)."""
+    micro-batch's gradient when forwards bypass ``engine.forward``; tests/training/test_scaleout.py shows it)."""
     if hasattr(engine.optimizer, "clear_backward_seen_flag"):  # what engine.forward does first
         engine.optimizer.clear_backward_seen_flag()
     engine.set_gradient_accumulation_boundary(last)
@@ -216,6 +226,7 @@ def all_ranks(module, flag: bool) -> bool:
 
 
 # ---------------------------------------------------------------- generation and the reference model
+
 
 @contextlib.contextmanager
 def generation_context(module):
@@ -265,14 +276,16 @@ def reference_copy(module, load_kwargs: dict | None = None):
     keep = hf_ds._hf_deepspeed_config_weak_ref
     hf_ds.unset_hf_deepspeed_config()
     try:
-        ref, _, _ = load_policy(h.model_name_or_path, h.dtype, h.attn_implementation, family=h.family,
-                                **(load_kwargs or {}))
+        ref, _, _ = load_policy(
+            h.model_name_or_path, h.dtype, h.attn_implementation, family=h.family, **(load_kwargs or {})
+        )
     finally:
         hf_ds._hf_deepspeed_config_weak_ref = keep
     return ref.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------- export under ZeRO-3
+
 
 def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.dtype | None = None) -> dict:
     """Consolidated weights (``prefix`` stripped) from a Lightning DeepSpeed checkpoint folder, on one
@@ -281,7 +294,7 @@ def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.
 
     sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir)
     sd = {k.removeprefix("_forward_module."): v for k, v in sd.items()}  # Lightning < 2.1 wrapped the module
-    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     if not out:
         raise ValueError(f"{checkpoint_dir}: no '{prefix}*' weights in this DeepSpeed checkpoint")
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out

@@ -17,7 +17,9 @@ from r1aqa_pl.training.sft_module import SFTModule
 def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tiny_dir):
     """Row b·G+g of a batched rollout has the log-probs it gets when prompt b is alone."""
     torch.manual_seed(0)
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
+    m = GRPOModule(
+        str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}}
+    )
     m.configure_model()
     dm = datamodule(synth_dir, tiny_dir)
     batch = batch_of(dm, 3)
@@ -26,11 +28,11 @@ def test_each_completion_is_scored_under_its_own_prompt_and_audio(synth_dir, tin
     together = m.logprobs(m.policy, ro, grad=False)
     for b in range(3):
         rows = slice(3 * b, 3 * b + 3)
-        alone = m.encode(batch["questions"][b:b + 1], batch["audio"][b:b + 1])
+        alone = m.encode(batch["questions"][b : b + 1], batch["audio"][b : b + 1])
         lp = completion_logprobs(m.family, m.policy, alone, ro.completion_ids[rows], ro.mask[rows], 3)
         mask = ro.mask[rows].bool()
         assert torch.allclose(lp[mask], together[rows][mask], atol=1e-5)
-        other = m.encode(batch["questions"][b:b + 1], batch["audio"][(b + 1) % 3:(b + 1) % 3 + 1])
+        other = m.encode(batch["questions"][b : b + 1], batch["audio"][(b + 1) % 3 : (b + 1) % 3 + 1])
         lp_other = completion_logprobs(m.family, m.policy, other, ro.completion_ids[rows], ro.mask[rows], 3)
         assert not torch.allclose(lp_other[mask], together[rows][mask], atol=1e-4)
     # rewards follow the same layout: row b·G+g is judged against question b's answer
@@ -44,7 +46,9 @@ def test_a_micro_batch_runs_without_the_rollouts_padding(synth_dir, tiny_dir):
     from r1aqa_pl.algo import logprobs
 
     torch.manual_seed(0)
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
+    m = GRPOModule(
+        str(tiny_dir), sampling=dict(G=3, max_new_tokens=6), loss={"class_path": "grpo", "init_args": {"beta": 0.0}}
+    )
     m.configure_model()
     batch = batch_of(datamodule(synth_dir, tiny_dir), 3)
     batch["questions"][1].question += " and a much longer question to be padded against"
@@ -52,13 +56,14 @@ def test_a_micro_batch_runs_without_the_rollouts_padding(synth_dir, tiny_dir):
     lengths = inputs["attention_mask"].sum(1)
     b = int(lengths.argmin())
     assert int(lengths[b]) < inputs["input_ids"].shape[1]  # left padding to drop
-    one = {k: v[b:b + 1] for k, v in inputs.items()}
+    one = {k: v[b : b + 1] for k, v in inputs.items()}
     ids = torch.randint(10, 40, (3, 6))
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
     seen = []
     core = m.family.backbone(m.policy)[0]
     hook = m.family.language_model(core).register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+        lambda mod, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
     with torch.no_grad():
         lp = completion_logprobs(m.family, m.policy, one, ids, mask, 3)
         hook.remove()
@@ -92,7 +97,12 @@ def test_all_equal_rewards_give_zero_advantage_and_no_update(synth_dir, tiny_dir
         return r, {k: r for k in weights}
 
     monkeypatch.setattr(rewards, "score_completions", constant)
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=4, max_new_tokens=6), optimization=dict(lr=1e-2, weight_decay=0.0), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    m = GRPOModule(
+        str(tiny_dir),
+        sampling=dict(G=4, max_new_tokens=6),
+        optimization=dict(lr=1e-2, weight_decay=0.0),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+    )
     m.configure_model()
     before = {k: v.clone() for k, v in m.policy.state_dict().items()}
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
@@ -135,10 +145,17 @@ def test_seeded_run_is_deterministic(synth_dir, tiny_dir):
     assert torch.equal(w1, w2)
 
 
-@pytest.mark.parametrize("think,target,text", [
-    (False, "<answer>{answer}</answer>", "<answer>{answer}</answer>"),
-    (True, "<think> {choices} </think> <answer>{answer}</answer>", "<think> {choices} </think> <answer>{answer}</answer>"),
-])
+@pytest.mark.parametrize(
+    "think,target,text",
+    [
+        (False, "<answer>{answer}</answer>", "<answer>{answer}</answer>"),
+        (
+            True,
+            "<think> {choices} </think> <answer>{answer}</answer>",
+            "<think> {choices} </think> <answer>{answer}</answer>",
+        ),
+    ],
+)
 def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, text):
     """Hand check: the loss is the mean NLL of the target tokens (then <|im_end|>), the prompt masked out."""
     m = SFTModule(dict(model_name_or_path=str(tiny_dir), think=think), target=target)
@@ -157,11 +174,15 @@ def test_sft_loss_counts_only_answer_tokens(synth_dir, tiny_dir, think, target, 
     # the same number by a plain full forward over prompt + target, reading only target positions
     full_ids = torch.cat([inputs["input_ids"], ids], 1)
     full_mask = torch.cat([inputs["attention_mask"], mask], 1)
-    logits = m.policy(input_ids=full_ids, attention_mask=full_mask, position_ids=position_ids(full_mask),
-                      input_features=inputs["input_features"],
-                      feature_attention_mask=inputs["feature_attention_mask"]).logits
+    logits = m.policy(
+        input_ids=full_ids,
+        attention_mask=full_mask,
+        position_ids=position_ids(full_mask),
+        input_features=inputs["input_features"],
+        feature_attention_mask=inputs["feature_attention_mask"],
+    ).logits
     P = inputs["input_ids"].shape[1]
-    logp = logits[:, P - 1:-1].log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    logp = logits[:, P - 1 : -1].log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     expected_loss = -(logp * mask).sum() / mask.sum()
     assert torch.allclose(m.sft_loss(batch), expected_loss, atol=1e-5)
 
@@ -177,10 +198,14 @@ def test_engine_hears_of_every_optimizer_step(synth_dir, tiny_dir):
             Counting.steps += 1
             assert model is m.policy
 
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3, gradient_accumulation_steps=2))
+    m = GRPOModule(
+        str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3, gradient_accumulation_steps=2)
+    )
     m.engine = Counting()
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)  # max_steps counts optimizer steps: 4 batches
-    assert Counting.steps == trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.current.processed == 4
+    assert (
+        Counting.steps == trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.current.processed == 4
+    )
 
 
 @pytest.mark.parametrize("top_k", [None, 0])

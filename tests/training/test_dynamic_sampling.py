@@ -10,8 +10,8 @@ import torch
 from helpers import datamodule, fit
 
 from r1aqa_pl.algo import rewards
-from r1aqa_pl.task.question import Question
 from r1aqa_pl.rollout.base import ScoredGroup
+from r1aqa_pl.task.question import Question
 from r1aqa_pl.training.dynamic_sampling import GroupPool
 from r1aqa_pl.training.grpo_module import GRPOModule
 
@@ -82,11 +82,17 @@ def capture_updates(module):
 
 def test_steps_have_no_zero_variance_group_and_are_full(synth_dir, tiny_dir, monkeypatch):
     G, steps = 2, 4
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=G, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=4), rewards=[stub(speech_constant)])
+    m = GRPOModule(
+        str(tiny_dir),
+        sampling=dict(G=G, max_new_tokens=6),
+        optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2),
+        selection=dict(dynamic_sampling=True, max_extra_draws=4),
+        rewards=[stub(speech_constant)],
+    )
     seen, counter = capture_updates(m), Steps()
     trainer = fit(m, datamodule(synth_dir, tiny_dir, batch_size=3), steps=steps, callbacks=[counter])
     assert trainer.global_step == steps and len(seen) == steps
-    for (questions, r, A), in seen:
+    for ((questions, r, A),) in seen:
         assert len(questions) == 3 * 2  # batch_size x gradient_accumulation_steps prompts
         assert not any(q.domain == "speech" for q in questions)
         groups = r.view(-1, G)
@@ -99,7 +105,13 @@ def test_steps_have_no_zero_variance_group_and_are_full(synth_dir, tiny_dir, mon
 
 def test_bounded_draws_then_step_anyway(synth_dir, tiny_dir, monkeypatch):
     """Every group constant: each step stops after 1 + max_extra_draws batches and steps (KL only)."""
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=2), rewards=[stub(all_constant)])
+    m = GRPOModule(
+        str(tiny_dir),
+        sampling=dict(G=2, max_new_tokens=6),
+        optimization=dict(lr=1e-3, micro_batch_prompts=2),
+        selection=dict(dynamic_sampling=True, max_extra_draws=2),
+        rewards=[stub(all_constant)],
+    )
     seen, counter = capture_updates(m), Steps()
     trainer = fit(m, datamodule(synth_dir, tiny_dir, batch_size=2), steps=2, callbacks=[counter])
     assert trainer.global_step == 2 and counter.batches == 2 * 3
@@ -131,17 +143,33 @@ class Record(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step != self._last:
             self._last = trainer.global_step
-            self.train[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                                               if k.startswith("train/")}
+            self.train[trainer.global_step] = {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+            }
 
 
 def run_dynamic(synth_dir, tiny_dir, steps, callbacks=(), ckpt_path=None):
     L.seed_everything(0)
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), selection=dict(dynamic_sampling=True, max_extra_draws=4), loss={"class_path": "grpo", "init_args": {"beta": 0.04}}, rewards=[stub(speech_constant)])
+    m = GRPOModule(
+        str(tiny_dir),
+        sampling=dict(G=2, max_new_tokens=6),
+        optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2),
+        selection=dict(dynamic_sampling=True, max_extra_draws=4),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+        rewards=[stub(speech_constant)],
+    )
     rec = Record()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        deterministic=True, callbacks=[rec, *callbacks])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        deterministic=True,
+        callbacks=[rec, *callbacks],
+    )
     trainer.fit(m, datamodule(synth_dir, tiny_dir, batch_size=3), ckpt_path=ckpt_path)
     return rec, {k: v.detach().clone() for k, v in m.policy.state_dict().items()}
 

@@ -5,10 +5,10 @@ activations saved for backward, and the LM head only ever seeing completion posi
 import pytest
 import torch
 
+from r1aqa_pl.models.qwen2_audio import Qwen2Audio
+from r1aqa_pl.models.sizes import QWEN2_AUDIO_7B
 from r1aqa_pl.tools import memory
 from r1aqa_pl.tools.memory import RunConfig, estimate_memory
-
-from r1aqa_pl.models.qwen2_audio import QWEN2_AUDIO_7B, Qwen2Audio
 
 FP32 = dict(weight_bytes=4, grad_bytes=4, state_bytes=4, master_weights=False, reference=False, activation_bytes=4)
 

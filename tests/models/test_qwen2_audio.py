@@ -8,75 +8,23 @@ lengths, so that left padding, attention masks and position ids all matter.
 import numpy as np
 import pytest
 import torch
+from tiny_qwen2_audio import (
+    FAMILY,
+    G,
+    batch,
+    completion_logprobs,
+    eos_ids,
+    rel_err,
+    rollout,
+    sampled,
+    structural_token_ids,
+)
 
-from r1aqa_pl.algo import logprobs
 from r1aqa_pl.algo import losses as grpo
 from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import build_tiny_model, load_policy
 from r1aqa_pl.models.base import position_ids
-from r1aqa_pl.models.qwen2_audio import Qwen2Audio
-from r1aqa_pl.task.question import Question
 from r1aqa_pl.rollout.hf import HFEngine, StopAfterText
-
-WORDS = [f"w{i}" for i in range(40)]
-G = 3
-FAMILY = Qwen2Audio()
-
-
-def rollout(model, inputs, G, share_prompt=True, **kw):
-    return HFEngine().sample(FAMILY, model, inputs, G, share_prompt=share_prompt, **kw)
-
-
-def completion_logprobs(model, *args, **kw):
-    return logprobs.completion_logprobs(FAMILY, model, *args, **kw)
-
-
-def structural_token_ids(processor):
-    return FAMILY.structural_token_ids(processor)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> str:
-    return build_tiny_model(str(tmp_path_factory.mktemp("tiny_policy")), words=WORDS, seed=0)
-
-
-@pytest.fixture()
-def tiny(tiny_dir):
-    """A fresh (model, processor) per test: some tests rewrite the head."""
-    model, processor, family = load_policy(tiny_dir)
-    assert isinstance(family, Qwen2Audio)  # from the folder's config.model_type
-    return model.eval(), processor
-
-
-def batch(processor, lengths=((0.6, 2), (2.0, 9), (1.3, 5))):
-    """Prompts with different audio seconds and question words: rows need left padding."""
-    rng = np.random.default_rng(0)
-    sr = processor.feature_extractor.sampling_rate
-    qs = [Question(id=str(i), audio_path=None, question=" ".join(WORDS[3:3 + n]), choices=["w1", "w2"], answer="w1")
-          for i, (_, n) in enumerate(lengths)]
-    audio = [0.1 * rng.standard_normal(int(s * sr)).astype(np.float32) for s, _ in lengths]
-    inputs = FAMILY.encode(processor, qs, audio)
-    assert len(set(inputs["attention_mask"].sum(1).tolist())) == len(lengths)  # really different lengths
-    assert (inputs["attention_mask"][:, -1] == 1).all()  # left padding
-    assert len(lengths) == 1 or (inputs["attention_mask"][:, 0] == 0).any()
-    return qs, inputs
-
-
-def eos_ids(model) -> list[int]:
-    e = model.generation_config.eos_token_id
-    return [e] if isinstance(e, int) else list(e)
-
-
-def sampled(model, processor, inputs, T=7, seed=0):
-    torch.manual_seed(seed)
-    ids = rollout(model, inputs, G, do_sample=True, max_new_tokens=T,
-                  suppress_tokens=structural_token_ids(processor))
-    return ids
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
-
 
 # ------------------------------------------------------------------ shared == unshared
 
@@ -379,20 +327,26 @@ def test_family_comes_from_model_type_or_config(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown policy family 'nope'; known: qwen2_audio"):
         family_for(tiny_dir, "nope")
     (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
-    with pytest.raises(ValueError, match=r"model_type 'whisper' has no policy family; known: qwen2_audio \(qwen2_audio\)"):
+    with pytest.raises(ValueError,
+                       match=r"model_type 'whisper' has no policy family; known: qwen2_audio \(qwen2_audio\)"):
         family_for(str(tmp_path))
 
 
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni", "audio_flamingo3", "phi4_multimodal"])
 def test_tiny_init_std_reaches_every_sub_model(tmp_path, family):
     """``init_std`` sets the initial weight scale of the language model and the audio encoder alike (the demo's
-    0.125 ≈ 1/sqrt(64)); without it the config's 0.02 stays. Measured on the q and k (or fused qkv) projections, outside the
-    image encoders (never run for audio; Phi-4's SigLIP draws its own at std 1)."""
+    0.125 ≈ 1/sqrt(64)); without it the config's 0.02 stays. Measured on the q and k (or fused qkv)
+    projections, outside the image encoders (never run for audio; Phi-4's SigLIP draws its own at std 1)."""
 
     def stds(folder):
         model, _, _ = load_policy(folder)
-        return {n: p.std().item() for n, p in model.named_parameters()
-                if n.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight")) and "image" not in n and "visual" not in n}
+        return {
+            n: p.std().item()
+            for n, p in model.named_parameters()
+            if n.endswith(("q_proj.weight", "k_proj.weight", "qkv_proj.weight"))
+            and "image" not in n
+            and "visual" not in n
+        }
 
     default = stds(build_tiny_model(str(tmp_path / "default"), family=family))
     wide = stds(build_tiny_model(str(tmp_path / "wide"), family=family, init_std=0.125))

@@ -23,11 +23,24 @@ def test_grpo_raises_the_accuracy_reward(tmp_path_factory):
     warm = prepare(str(out), n_train=300, n_test=30, warm_steps=150)
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=str(out / "data" / "train.jsonl"), feature_extractor=warm, batch_size=16, seed=0)
-    module = GRPOModule(warm, sampling=dict(G=16, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=4), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    module = GRPOModule(
+        warm,
+        sampling=dict(G=16, max_new_tokens=8),
+        optimization=dict(lr=1e-3, micro_batch_prompts=4),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+    )
     rec = Rewards()
-    trainer = L.Trainer(accelerator="cpu", max_steps=100, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        deterministic=True, callbacks=[rec])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        deterministic=True,
+        callbacks=[rec],
+    )
     trainer.fit(module, dm)
     first, last = rec.accuracy[:20], rec.accuracy[-20:]
     assert sum(last) / 20 > sum(first) / 20 + 0.05, (first, last)

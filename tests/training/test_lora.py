@@ -8,13 +8,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import datamodule, fit
 
 from r1aqa_pl.algo import rewards
 from r1aqa_pl.models import build_tiny_model
 from r1aqa_pl.models.base import AUDIO_EMBEDS
 from r1aqa_pl.task.question import Question
 from r1aqa_pl.training.grpo_module import GRPOModule
-from helpers import datamodule, fit
 
 WORDS = [f"w{i}" for i in range(40)]
 G = 3
@@ -52,7 +52,12 @@ def rel(a, b) -> float:
 
 
 def test_a_lora_step_runs_the_audio_encoder_once(family_dir):
-    module = GRPOModule(dict(model_name_or_path=family_dir, lora={"r": 4, "lora_alpha": 8}), sampling=dict(G=G, max_new_tokens=5), optimization=dict(micro_batch_prompts=1), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    module = GRPOModule(
+        dict(model_name_or_path=family_dir, lora={"r": 4, "lora_alpha": 8}),
+        sampling=dict(G=G, max_new_tokens=5),
+        optimization=dict(micro_batch_prompts=1),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+    )
     module.configure_model()
     assert module.frozen_shared_encoder()
     calls, encode_audio = [], module.family.encode_audio
@@ -83,7 +88,9 @@ def test_a_lora_step_runs_the_audio_encoder_once(family_dir):
 
 def test_full_fine_tuning_encodes_in_every_pass(family_dir):
     """The encoder trains (and the reference keeps its own copy): nothing is shared."""
-    module = GRPOModule(family_dir, sampling=dict(G=G, max_new_tokens=5), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    module = GRPOModule(
+        family_dir, sampling=dict(G=G, max_new_tokens=5), loss={"class_path": "grpo", "init_args": {"beta": 0.04}}
+    )
     module.configure_model()
     assert not module.frozen_shared_encoder()
     qs, audio = prompts(module.processor.feature_extractor.sampling_rate)
@@ -100,7 +107,13 @@ class Alternating(rewards.Reward):
 def test_lora_fit_with_gradient_checkpointing_trains_only_the_adapter(synth_dir, tiny_dir, monkeypatch):
     """The one-GPU recipe's way (LoRA, gradient checkpointing, the KL to the adapter-free policy) through Lightning:
     the adapter moves, the base weights and the encoder do not, the rollouts carry the encoder's output."""
-    module = GRPOModule(dict(model_name_or_path=str(tiny_dir), lora={"r": 4, "lora_alpha": 8}, gradient_checkpointing=True), sampling=dict(G=4, max_new_tokens=6), optimization=dict(lr=1e-2, micro_batch_prompts=1), loss={"class_path": "grpo", "init_args": {"beta": 0.04}}, rewards=[Alternating()])
+    module = GRPOModule(
+        dict(model_name_or_path=str(tiny_dir), lora={"r": 4, "lora_alpha": 8}, gradient_checkpointing=True),
+        sampling=dict(G=4, max_new_tokens=6),
+        optimization=dict(lr=1e-2, micro_batch_prompts=1),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+        rewards=[Alternating()],
+    )
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
     seen, update = [], module.update

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from r1aqa_pl.task.answer_format import extract_answer
 from r1aqa_pl.benchmarks.mmau import MMAU, is_correct, tokenize
 from r1aqa_pl.eval.score import score
+from r1aqa_pl.task.answer_format import extract_answer
 
 score_records, format_table = MMAU().score_records, MMAU().format_table
 
-REPO = Path(__file__).resolve().parents[1]
-MMAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
+REPO = Path(__file__).resolve().parents[2]
+MMAU = Path(__file__).resolve().parents[3] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
 needs_mmau = pytest.mark.skipif(not MMAU.exists(), reason=f"{MMAU} not present")
 
 VOICE = ["Man", "Woman", "Child", "Robot"]

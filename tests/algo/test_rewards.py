@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from r1aqa_pl.task.question import Question
 from r1aqa_pl.algo.rewards import (
     REWARDS,
     Format,
@@ -15,10 +14,13 @@ from r1aqa_pl.algo.rewards import (
     score_completions,
     think_format,
 )
+from r1aqa_pl.task.question import Question
 
 
 def q(answer="Sailboat set sail", choices=("motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car")):
-    return Question(id="1", audio_path=None, question="What happened in the audio?", choices=list(choices), answer=answer)
+    return Question(
+        id="1", audio_path=None, question="What happened in the audio?", choices=list(choices), answer=answer
+    )
 
 
 def test_accuracy_exact_match_inside_first_answer_tag():
@@ -136,7 +138,10 @@ def test_majority_vote_hand_cases():
     # answers outside the choices abstain: "boat" x2 does not beat "motorboat" x1
     assert majority_vote([A("boat"), A("boat"), A("motorboat")], [a] * 3) == [0.0, 0.0, 1.0]
     assert majority_vote(["", "<answer></answer>"], [a] * 2) == [0.0, 0.0]  # all abstain
-    assert majority_vote([A("x"), A("x")], [Question("3", None, "?", [], "")] * 2) == [1.0, 1.0]  # no choices: any answer votes
+    assert majority_vote([A("x"), A("x")], [Question("3", None, "?", [], "")] * 2) == [
+        1.0,
+        1.0,
+    ]  # no choices: any answer votes
     assert REWARDS["majority_vote"].score is majority_vote
 
 

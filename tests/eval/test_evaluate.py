@@ -23,12 +23,11 @@ from r1aqa_pl.eval import checkpoints as ck
 from r1aqa_pl.eval import evaluate as ev
 from r1aqa_pl.eval import runs
 from r1aqa_pl.eval.ask import ask
-
 from r1aqa_pl.task.files import read_records
 
 score_records = MMAU().score_records
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 
 
 # ---------------------------------------------------------------- helpers
@@ -270,7 +269,8 @@ def test_missing_default_data_says_where_it_comes_from(tmp_path, tiny_run, monke
 def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
-    rows = ev.evaluate_all(run=str(run), data=str(tiny_run.data), batch_size=tiny_run.val_batch_size)[str(tiny_run.data)]
+    rows = ev.evaluate_all(run=str(run), data=str(tiny_run.data),
+                           batch_size=tiny_run.val_batch_size)[str(tiny_run.data)]
     found = ev.find_checkpoints(run)
     assert all(p.name.endswith("_hf") for p in found) and len(rows) == len(found) == len(tiny_run.ckpts) + 1
     assert all((p / "eval" / "results.json").is_file() for p in found)
@@ -297,8 +297,13 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
 def test_ask(tiny_run, capsys):
     rec = read_records(tiny_run.data)[0]
     hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
-    answer = ask(model=str(hf), audio=str(tiny_run.data.parent / rec["audio_id"]), question=rec["question"],
-                    choices=rec["choices"], max_new_tokens=8)
+    answer = ask(
+        model=str(hf),
+        audio=str(tiny_run.data.parent / rec["audio_id"]),
+        question=rec["question"],
+        choices=rec["choices"],
+        max_new_tokens=8,
+    )
     printed = capsys.readouterr().out
     assert isinstance(answer, str) and f"answer: {answer}" in printed and "output: " in printed
     # the same text the run's validation produced for this record

@@ -21,11 +21,11 @@ from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import read_questions
 from r1aqa_pl.data.synth import synth
 from r1aqa_pl.eval import runs
-from r1aqa_pl.task.question import DataError
 from r1aqa_pl.task.files import read_records
+from r1aqa_pl.task.question import DataError
 
 mmar = get("mmar")
-ORIGINAL = Path(__file__).parents[1].parent / "shared" / "data" / "mmau" / "mmau-test-mini-original.json"
+ORIGINAL = Path(__file__).parents[2].parent / "shared" / "data" / "mmau" / "mmau-test-mini-original.json"
 
 
 def mmar_record(i, modality, category, sub, answer, choices, pred=None, **extra):
@@ -97,10 +97,16 @@ def test_mmau_versions_recognised(mmau_json, tmp_path):
     assert mmau.version(shuffled) == "test-mini v05.15.25"
     assert mmau.version(current[:999]) == "unknown"
     edited = [dict(r) for r in current]
-    edited[5]["answer"] = edited[5]["choices"][-1] if edited[5]["answer"] != edited[5]["choices"][-1] else edited[5]["choices"][0]
+    edited[5]["answer"] = (
+        edited[5]["choices"][-1] if edited[5]["answer"] != edited[5]["choices"][-1] else edited[5]["choices"][0]
+    )
     assert mmau.version(edited) == "unknown" and mmau.version(edited, "my-fix") == "my-fix"
     ids = {r["id"]: r for r in current}
-    changed = [r for r in original if r["id"] in ids and any(r[k] != ids[r["id"]][k] for k in ("question", "choices", "answer"))]
+    changed = [
+        r
+        for r in original
+        if r["id"] in ids and any(r[k] != ids[r["id"]][k] for k in ("question", "choices", "answer"))
+    ]
     assert len([r for r in original if r["id"] in ids]) == 894 and len(changed) == 258
 
 
@@ -114,13 +120,15 @@ def test_check_data_knows_each_benchmark(tmp_path, mmau_json, capsys):
     assert check_data(val=str(ORIGINAL), decode=False) == 1  # its audio is not shipped
     assert "benchmark: MMAU, version test-mini (original, before v05.15.25)" in capsys.readouterr().out
     test_split = tmp_path / "mmau-test.json"
-    test_split.write_text(json.dumps([{k: v for k, v in r.items() if k != "answer"}
-                                      for r in json.loads(mmau_json.read_text())[:3]]))
+    test_split.write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "answer"} for r in json.loads(mmau_json.read_text())[:3]])
+    )
     check_data(val=str(test_split), decode=False)
     assert "answers withheld" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- several benchmarks in one run
+
 
 class Oracle(LightningModule):
     """Right on every question whose number is not a multiple of 3 (a hand-countable accuracy)."""
@@ -134,8 +142,10 @@ class Oracle(LightningModule):
         return int(re.findall(r"\d+", q.id)[-1]) % 3 != 0
 
     def answer(self, questions, audio):
-        return [f"<answer>{q.answer if self.right(q) else next(c for c in q.choices if c != q.answer)}</answer>"
-                for q in questions]
+        return [
+            f"<answer>{q.answer if self.right(q) else next(c for c in q.choices if c != q.answer)}</answer>"
+            for q in questions
+        ]
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         pass
@@ -145,12 +155,20 @@ def test_two_benchmarks_in_one_validation(tmp_path):
     synth(str(tmp_path / "data"), n_train=0, n_test=12, seconds=0.5, n_mmar=20)
     files = {"mmau": str(tmp_path / "data" / "test-mini.json"), "mmar": str(tmp_path / "data" / "mmar.jsonl")}
     dm = AudioQADataModule(val_file=files, with_audio=False, val_batch_size=5)
-    trainer = Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="run"),
-                      enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[BenchmarkEvaluation(monitor="mmar")])
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path), name="run"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BenchmarkEvaluation(monitor="mmar")],
+    )
     (logged, _) = trainer.validate(Oracle(), datamodule=dm, verbose=False)  # one dict per dataloader
 
-    expected: dict[str, dict[str, list[int]]] = {"mmau": defaultdict(lambda: [0, 0]), "mmar": defaultdict(lambda: [0, 0])}
+    expected: dict[str, dict[str, list[int]]] = {
+        "mmau": defaultdict(lambda: [0, 0]),
+        "mmar": defaultdict(lambda: [0, 0]),
+    }
     for label, path in files.items():
         for q in read_questions(path):
             for name in (q.domain, "total"):
@@ -169,33 +187,49 @@ def test_two_benchmarks_in_one_validation(tmp_path):
 
     events = EventAccumulator(trainer.log_dir, size_guidance={"tensors": 0}).Reload()
     texts = {t: events.Tensors(t)[0].tensor_proto.string_val[0].decode() for t in events.Tags()["tensors"]}
-    assert texts["benchmarks/mmar/text_summary"].startswith("mmar unknown (") and "benchmarks/mmau/text_summary" in texts
+    assert (
+        texts["benchmarks/mmar/text_summary"].startswith("mmar unknown (") and "benchmarks/mmau/text_summary" in texts
+    )
 
     pred_dir = Path(trainer.log_dir) / "predictions"
     mmar_file = pred_dir / "mmar" / "val_step0.jsonl"
     lines = mmar_file.read_text().splitlines()
     assert len(lines) == 20 and all("answer_prediction" in json.loads(x) for x in lines)
-    assert mmar.score_records([json.loads(x) for x in lines])["total"]["acc"] == pytest.approx(logged["val/mmar/acc/total"])
+    assert mmar.score_records([json.loads(x) for x in lines])["total"]["acc"] == pytest.approx(
+        logged["val/mmar/acc/total"]
+    )
     assert (pred_dir / "mmau" / "val_step0.json").is_file()
     assert runs.prediction_files(tmp_path / "run") == [pred_dir / "mmau" / "val_step0.json"]
     assert runs.latest_predictions(tmp_path / "run", label="mmar") == mmar_file
     record = json.loads((pred_dir / "mmar" / "val_step0.provenance.json").read_text())
-    assert record["benchmark"] == "mmar" and record["version"] == "unknown" and record["prediction_key"] == "answer_prediction"
+    assert (
+        record["benchmark"] == "mmar"
+        and record["version"] == "unknown"
+        and record["prediction_key"] == "answer_prediction"
+    )
     assert record["packages"]["torch"] == torch.__version__.split("+")[0] or record["packages"]["torch"].startswith(
-        torch.__version__.split("+")[0])
+        torch.__version__.split("+")[0]
+    )
     assert "<answer>" in record["answer_extraction"]
 
 
 def test_monitor_must_name_a_set_and_test_splits_are_refused(tmp_path, mmau_json):
     synth(str(tmp_path / "data"), n_train=0, n_test=6, seconds=0.5, n_mmar=7)
     files = {"mmau": str(tmp_path / "data" / "test-mini.json"), "mmar": str(tmp_path / "data" / "mmar.jsonl")}
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[BenchmarkEvaluation(monitor="mmau-v2")])
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BenchmarkEvaluation(monitor="mmau-v2")],
+    )
     with pytest.raises(ValueError, match=r"monitor='mmau-v2'.*\['mmau', 'mmar'\]"):
         trainer.validate(Oracle(), datamodule=AudioQADataModule(val_file=files, with_audio=False), verbose=False)
     test_split = tmp_path / "mmau-test.json"
-    test_split.write_text(json.dumps([{k: v for k, v in r.items() if k != "answer"}
-                                      for r in json.loads(mmau_json.read_text())[:4]]))
+    test_split.write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "answer"} for r in json.loads(mmau_json.read_text())[:4]])
+    )
     with pytest.raises(DataError, match=r"mmau-test.json:file:.*no record has an answer.*r1aqa eval"):
         AudioQADataModule(val_file=str(test_split), with_audio=False).setup("validate")
     assert benchmark_for(test_split).name == "mmau" and [q.answer for q in read_questions(test_split)] == [""] * 4
@@ -207,8 +241,9 @@ def test_submission_for_a_test_split(tiny_run, tmp_path, capsys):
 
     source = json.loads(tiny_run.data.read_text())[:10]
     test_split = tiny_run.data.parent / "test-split.json"
-    test_split.write_text(json.dumps([{**{k: v for k, v in r.items() if k != "answer"}, "split": "test"}
-                                      for r in source]))
+    test_split.write_text(
+        json.dumps([{**{k: v for k, v in r.items() if k != "answer"}, "split": "test"} for r in source])
+    )
     hf = tiny_run.ckpts[2].with_name(tiny_run.ckpts[2].stem + "_hf")
     results = ev.evaluate(checkpoint=str(hf), data=str(test_split), out=str(tmp_path / "ev"), batch_size=5)
     out = capsys.readouterr().out

@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
-from r1aqa_pl.training.checkpointing import HFCheckpoint
 from r1aqa_pl.benchmarks.mmau import MMAU
 from r1aqa_pl.task.question import Question
+from r1aqa_pl.training.checkpointing import HFCheckpoint
 
 score_records = MMAU().score_records
 

@@ -17,12 +17,37 @@ def test_bench_runs_end_to_end_and_the_two_steps_agree(tmp_path, family):
 
     profile = "1" if family == "qwen2_audio" else "0"  # the profile times the encoder through encode_audio
     widths = ["--hidden", "128", "--encoder-dim", "64"] if family == "phi4_multimodal" else []  # the width knobs
-    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "bench", "--prompts", "1", "--reps", "1", "--fit-steps", "2",
-                          "--eval-items", "2", "--eval-batch", "2", "--profile-prompts", profile, "--work", str(tmp_path),
-                          "--family", family, *widths], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1aqa_pl",
+            "bench",
+            "--prompts",
+            "1",
+            "--reps",
+            "1",
+            "--fit-steps",
+            "2",
+            "--eval-items",
+            "2",
+            "--eval-batch",
+            "2",
+            "--profile-prompts",
+            profile,
+            "--work",
+            str(tmp_path),
+            "--family",
+            family,
+            *widths,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert ("LM width 128, encoder width 64;" if widths else "LM width 256, encoder width 128;") in res.stdout
-    goals = res.stdout[res.stdout.index("goals:"):]
+    goals = res.stdout[res.stdout.index("goals:") :]
     assert "same loss and gradients within 1e-5 relative" in goals
     assert goals.split("same loss and gradients")[1].splitlines()[0].endswith("-> met"), goals
     # one repetition: its back-to-back ratio is the medians' ratio

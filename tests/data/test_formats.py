@@ -107,7 +107,10 @@ def test_avqa_train_qa_json(tmp_path):
     f.write_text(json.dumps(recs))
     assert detect_format(f) == "avqa_json"
     qs, counts = load_questions(f, audio_dir=audio)
-    assert not counts and [q.audio_path for q in qs] == [str(audio / "-HG3Omg_89c_30.wav"), str(audio / "ZZZ_000007.wav")]
+    assert not counts and [q.audio_path for q in qs] == [
+        str(audio / "-HG3Omg_89c_30.wav"),
+        str(audio / "ZZZ_000007.wav"),
+    ]
     assert [q.answer for q in qs] == ["Yacht consignment", "motorboat"]
     assert (qs[0].dataset, qs[0].domain, qs[0].source) == ("AVQA", "sound", f"{f}[0]")
     with pytest.raises(DataError) as e:  # naming="video_name" looks for -HG3Omg_89c_000030.wav: not there
@@ -116,6 +119,7 @@ def test_avqa_train_qa_json(tmp_path):
 
 
 # ------------------------------------------------------------------ validation
+
 
 def _nan_wav(p):
     x = np.full(8000, 0.1, np.float32)
@@ -162,12 +166,23 @@ def test_bad_record_raise_and_skip(tmp_path, caplog, reason):
 
 def test_mmau_answer_not_in_choices(tmp_path):
     wav(tmp_path / "a.wav")
-    good = {"id": "x", "audio_id": "./a.wav", "question": "q?", "choices": ["yes", "no"], "answer": "yes", "task": "music"}
+    good = {
+        "id": "x",
+        "audio_id": "./a.wav",
+        "question": "q?",
+        "choices": ["yes", "no"],
+        "answer": "yes",
+        "task": "music",
+    }
     f = tmp_path / "mmau.json"
     f.write_text(json.dumps([good, dict(good, id="y", answer="maybe")]))
     with pytest.raises(DataError) as e:
         read_questions(f)
-    assert e.value.reason == "answer_not_in_choices" and str(e.value).startswith(f"{f}:record 1:") and "maybe" in str(e.value)
+    assert (
+        e.value.reason == "answer_not_in_choices"
+        and str(e.value).startswith(f"{f}:record 1:")
+        and "maybe" in str(e.value)
+    )
     qs, counts = load_questions(f, on_error="skip", max_skip_fraction=0.5)
     assert [q.id for q in qs] == ["x"] and qs[0].domain == "music" and counts == {"answer_not_in_choices": 1}
 
@@ -206,6 +221,7 @@ def test_non_finite_audio_found_while_reading(tmp_path):
 
 # ------------------------------------------------------------------ dataset + datamodule
 
+
 def test_dataset_and_collate(synth_dir):
     qs = read_questions(synth_dir / "test-mini.json")
     ds = AudioQADataset(qs[:3], 16000, max_samples=16000)
@@ -220,8 +236,13 @@ def _train_ids(dm):
 
 
 def test_datamodule(synth_dir):
-    kw = dict(train_file=str(synth_dir / "train.jsonl"), val_file=str(synth_dir / "test-mini.json"),
-              max_audio_seconds=1.5, batch_size=4, val_batch_size=5)
+    kw = dict(
+        train_file=str(synth_dir / "train.jsonl"),
+        val_file=str(synth_dir / "test-mini.json"),
+        max_audio_seconds=1.5,
+        batch_size=4,
+        val_batch_size=5,
+    )
     dm = AudioQADataModule(**kw)
     dm.setup("fit")
     assert (dm.sampling_rate, dm.max_samples) == (16000, 24000)
@@ -240,8 +261,13 @@ def test_datamodule(synth_dir):
 
 
 def test_datamodule_no_audio_limit_val_and_startup_failure(synth_dir, mmau_json):
-    dm = AudioQADataModule(train_file=str(synth_dir / "train.jsonl"), val_file=str(mmau_json), with_audio=False,
-                           limit_val=10, val_batch_size=4)
+    dm = AudioQADataModule(
+        train_file=str(synth_dir / "train.jsonl"),
+        val_file=str(mmau_json),
+        with_audio=False,
+        limit_val=10,
+        val_batch_size=4,
+    )
     dm.setup("fit")  # the audio-free ablation needs no clips, so MMAU's missing audio is no problem
     batches = list(dm.val_dataloader())
     assert sum(len(b["questions"]) for b in batches) == 10 and all(a is None for b in batches for a in b["audio"])
@@ -260,14 +286,19 @@ def test_datamodule_window_from_feature_extractor(tmp_path, synth_dir):
     from transformers import WhisperFeatureExtractor
 
     WhisperFeatureExtractor(feature_size=16, sampling_rate=8000, chunk_length=1).save_pretrained(tmp_path / "fe")
-    dm = AudioQADataModule(val_file=str(synth_dir / "test-mini.json"), feature_extractor=str(tmp_path / "fe"),
-                           max_audio_seconds=30.0, sampling_rate=16000)
+    dm = AudioQADataModule(
+        val_file=str(synth_dir / "test-mini.json"),
+        feature_extractor=str(tmp_path / "fe"),
+        max_audio_seconds=30.0,
+        sampling_rate=16000,
+    )
     dm.setup("validate")
     assert (dm.sampling_rate, dm.max_samples) == (8000, 8000)
     assert next(iter(dm.val_dataloader()))["audio"][0].shape == (8000,)
 
 
 # ------------------------------------------------------------------ check-data
+
 
 def test_check_data_synthetic_ok(synth_dir, capsys):
     assert check_data(train=str(synth_dir / "train.jsonl"), val=str(synth_dir / "test-mini.json")) == 0
@@ -297,8 +328,11 @@ def test_check_data_cli(synth_dir, mmau_json, capsys):
 
 def test_hide_train_answers_blanks_training_answers_only(synth_dir):
     """Test-time RL: no training record carries its answer; validation keeps them for scoring."""
-    dm = AudioQADataModule(train_file=str(synth_dir / "test-mini.json"), val_file=str(synth_dir / "test-mini.json"),
-                           hide_train_answers=True)
+    dm = AudioQADataModule(
+        train_file=str(synth_dir / "test-mini.json"),
+        val_file=str(synth_dir / "test-mini.json"),
+        hide_train_answers=True,
+    )
     dm.setup("fit")
     train, val = dm.datasets["train"].questions, dm.datasets["val"].questions
     assert len(train) == len(val) == 24 and all(q.answer == "" and q.raw == {} for q in train)

@@ -11,7 +11,7 @@ template, the hub processor's windowing arithmetic, the memory rows and ZeRO-3.
 import numpy as np
 import pytest
 import torch
-from test_family_qwen2_5_omni import (  # noqa: F401 — the fixture and the tests run here with this module's family
+from test_omni import (  # noqa: F401 — the fixture and the tests run here with this module's family
     WORDS,
     G,
     batch,
@@ -35,7 +35,8 @@ from r1aqa_pl.algo import logprobs
 from r1aqa_pl.algo import losses as grpo
 from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import FAMILIES, build_tiny_model, load_policy
-from r1aqa_pl.models.audio_flamingo3 import AUDIO_FLAMINGO3_7B, tokens_per_window
+from r1aqa_pl.models.audio_flamingo3 import tokens_per_window
+from r1aqa_pl.models.sizes import AUDIO_FLAMINGO3_7B
 from r1aqa_pl.task.question import Question
 
 FAMILY_NAMES = ["audio_flamingo3", "phi4_multimodal"]
@@ -155,12 +156,11 @@ def test_hub_windowing_10s_and_60s():
     """The hub processor's geometry (30 s windows, 128 mel bins): 10 s → 250 tokens, 60 s → 2 × 750."""
     from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
 
-    from r1aqa_pl.models.audio_flamingo3 import CHAT_TEMPLATE, SPECIAL
-    from r1aqa_pl.models.tiny import word_tokenizer
+    from r1aqa_pl.models.tiny import AUDIO_FLAMINGO3_CHAT_TEMPLATE, AUDIO_FLAMINGO3_SPECIAL, word_tokenizer
 
     processor = AudioFlamingo3Processor(WhisperFeatureExtractor(feature_size=128, return_attention_mask=True),
-                                        word_tokenizer(SPECIAL, pad_token="<|endoftext|>"),
-                                        chat_template=CHAT_TEMPLATE)
+                                        word_tokenizer(AUDIO_FLAMINGO3_SPECIAL, pad_token="<|endoftext|>"),
+                                        chat_template=AUDIO_FLAMINGO3_CHAT_TEMPLATE)
     family = FAMILIES["audio_flamingo3"]
     qs = [Question(id=str(i), audio_path=None, question="a", choices=["b", "c"], answer="b") for i in range(2)]
     inputs = family.encode(processor, qs, [np.zeros(10 * 16000, np.float32), np.zeros(60 * 16000, np.float32)])
@@ -225,10 +225,7 @@ def test_phi4_memory_row_is_the_hub_geometry():
     """The Phi-4-multimodal row = a real model of that geometry on the meta device (tied head): 4.74 B."""
     from transformers import Phi4MultimodalConfig
 
-    from r1aqa_pl.models.phi4_multimodal import (
-        PHI4_MULTIMODAL,
-        PHI4_MULTIMODAL_GEOMETRY,
-    )
+    from r1aqa_pl.models.sizes import PHI4_MULTIMODAL, PHI4_MULTIMODAL_GEOMETRY
 
     family = FAMILIES["phi4_multimodal"]
     with torch.device("meta"):
@@ -256,13 +253,27 @@ def test_grpo_under_zero3_on_the_cpu_matches_single_process(tmp_path_factory, na
     # the warm start hears the audio and the weights start at the hub's scale: after 20 warm steps some groups
     # then disagree, so two GRPO steps move the weights (a text-only warm start can leave every group tied)
     warm = prepare(out=str(root), family=name, n_train=48, n_test=24, warm_steps=20, warm_audio=True, init_std=None)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     results = {}
     for engine in ("single", "z3"):
         out = root / engine
-        proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "lightning_deepspeed", str(out), str(root),
-                               warm, engine], check=False, cwd=repo, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "tests/training/test_scaleout.py",
+                "lightning_deepspeed",
+                str(out),
+                str(root),
+                warm,
+                engine,
+            ],
+            check=False,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.returncode == 0, engine + proc.stdout[-3000:] + proc.stderr[-6000:]
         results[engine] = json.loads((out / "result.json").read_text())
     single, z3 = results["single"]["steps"], results["z3"]["steps"]
@@ -294,8 +305,9 @@ def test_phi4_speech_adapter_is_merged_at_load(tmp_path):
     assert not family.has_speech_adapter(d)
     torch.manual_seed(1)
     donor, _, _ = load_policy(d)
-    adapted = get_peft_model(donor, LoraConfig(r=4, lora_alpha=8, target_modules=family.lora_target_modules,
-                                               init_lora_weights=False))  # random B: the adapter changes the output
+    adapted = get_peft_model(
+        donor, LoraConfig(r=4, lora_alpha=8, target_modules=family.lora_target_modules, init_lora_weights=False)
+    )  # random B: the adapter changes the output
     adapted.save_pretrained(str(tmp_path / "phi4" / "speech-lora"))
     inputs = family.model_inputs(batch(family, processor))
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""BenchmarkAccuracy on MMAU: hand-computed buckets, agreement with the offline scorer, exactness under 2-process DDP."""
+"""BenchmarkAccuracy on MMAU: hand-computed buckets, agreement with the offline scorer, exactness under 2-process
+DDP."""
 
 from __future__ import annotations
 
@@ -15,17 +16,25 @@ import torch.multiprocessing as mp
 
 from r1aqa_pl.benchmarks.metric import BenchmarkAccuracy
 from r1aqa_pl.benchmarks.mmau import MMAU
+from r1aqa_pl.task.question import Question
 
 mmau = MMAU()
 score_records = mmau.score_records
-from r1aqa_pl.task.question import Question
 
-MMAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
+MMAU = Path(__file__).resolve().parents[3] / "shared" / "data" / "mmau" / "mmau-test-mini.json"
 
 
 def q(task, difficulty, sub, answer="Man", choices=("Man", "Woman")):
-    return Question(id="x", audio_path=None, question="?", choices=list(choices), answer=answer,
-                    domain=task, difficulty=difficulty, sub_category=sub)
+    return Question(
+        id="x",
+        audio_path=None,
+        question="?",
+        choices=list(choices),
+        answer=answer,
+        domain=task,
+        difficulty=difficulty,
+        sub_category=sub,
+    )
 
 
 def mmau_questions() -> list[Question]:
@@ -34,14 +43,33 @@ def mmau_questions() -> list[Question]:
         records = json.loads(MMAU.read_text())
     else:
         rng = random.Random(0)
-        records = [{"id": str(i), "question": "?", "choices": ["a b", "a c", "d"],
-                    "answer": rng.choice(["a b", "d"]), "task": rng.choice(["sound", "music", "speech"]),
-                    "difficulty": rng.choice(["easy", "medium", "hard"]), "sub-category": f"S{rng.randrange(5)}"}
-                   for i in range(300)]
+        records = [
+            {
+                "id": str(i),
+                "question": "?",
+                "choices": ["a b", "a c", "d"],
+                "answer": rng.choice(["a b", "d"]),
+                "task": rng.choice(["sound", "music", "speech"]),
+                "difficulty": rng.choice(["easy", "medium", "hard"]),
+                "sub-category": f"S{rng.randrange(5)}",
+            }
+            for i in range(300)
+        ]
     records[1]["task"], records[2]["difficulty"], records[3]["sub-category"] = "animal", "", "Brand New"
-    return [Question(id=r["id"], audio_path=None, question=r["question"], choices=r["choices"], answer=r["answer"],
-                     domain=r["task"], difficulty=r["difficulty"], sub_category=r["sub-category"], raw=r)
-            for r in records]
+    return [
+        Question(
+            id=r["id"],
+            audio_path=None,
+            question=r["question"],
+            choices=r["choices"],
+            answer=r["answer"],
+            domain=r["task"],
+            difficulty=r["difficulty"],
+            sub_category=r["sub-category"],
+            raw=r,
+        )
+        for r in records
+    ]
 
 
 def predictions(questions: list[Question]) -> list[str]:
@@ -56,8 +84,13 @@ def predictions(questions: list[Question]) -> list[str]:
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_hand_computed_buckets():
     m = BenchmarkAccuracy(mmau, {"sub-category": ["A", "B"]})
-    qs = [q("sound", "easy", "A"), q("sound", "hard", "A"), q("music", "easy", "B"),
-          q("bird", "extreme", "Z"), q("speech", "", "")]
+    qs = [
+        q("sound", "easy", "A"),
+        q("sound", "hard", "A"),
+        q("music", "easy", "B"),
+        q("bird", "extreme", "Z"),
+        q("speech", "", ""),
+    ]
     m.update(["man", "woman", "Man.", "the man", ""], qs)
     out = {k: v.item() for k, v in m.compute().items()}
     assert out["acc/sound"] == 0.5 and out["count/sound"] == 2
@@ -86,8 +119,11 @@ def test_from_questions_and_agreement_with_scorer():
     expected = score_records(records)
     result = m.result()
     chance = {(g, n): c.pop("chance") for g in ("task", "difficulty", "sub-category") for n, c in result[g].items()}
-    assert chance == {(g, n): pytest.approx(c.pop("chance")) for g in ("task", "difficulty", "sub-category")
-                      for n, c in expected[g].items()}
+    assert chance == {
+        (g, n): pytest.approx(c.pop("chance"))
+        for g in ("task", "difficulty", "sub-category")
+        for n, c in expected[g].items()
+    }
     assert result["total"].pop("chance") == pytest.approx(expected["total"].pop("chance"))
     assert result == expected
     assert m.compute()["acc/total"].item() == pytest.approx(expected["total"]["acc"])
@@ -122,5 +158,9 @@ def test_ddp_two_processes_equals_single(tmp_path):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert got.keys() == expected.keys()
         for k in expected:  # counts exactly; the chance sums (floats) up to the order of the additions
-            same = torch.allclose(got[k], expected[k], rtol=1e-12) if k.startswith("chance/") else torch.equal(got[k], expected[k])
+            same = (
+                torch.allclose(got[k], expected[k], rtol=1e-12)
+                if k.startswith("chance/")
+                else torch.equal(got[k], expected[k])
+            )
             assert same, k

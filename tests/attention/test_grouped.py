@@ -2,19 +2,25 @@
 its room, and the attention implementation switched on only inside its block.
 
 That decoding and scoring through it equal the family's own generate and forward is tested per family
-(tests/test_policy.py, test_family_qwen2_5_omni.py, test_families_beyond_qwen.py).
+(tests/models/).
 """
 
 import pytest
-import test_policy
 import torch
-from test_policy import FAMILY, G, batch, completion_logprobs, eos_ids, rel_err, rollout, structural_token_ids
+from tiny_qwen2_audio import (
+    FAMILY,
+    G,
+    batch,
+    completion_logprobs,
+    eos_ids,
+    rel_err,
+    rollout,
+    structural_token_ids,
+)
 
-from r1aqa_pl.attention.grouped import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
 from r1aqa_pl.algo.logprobs import completion_mask
+from r1aqa_pl.attention.grouped import NAME, GroupedCache, PackedGroups, grouped_attention, grouped_attention_on, sdpa
 from r1aqa_pl.rollout.hf import FIRST_ROOM, HFEngine
-
-tiny_dir, tiny = test_policy.tiny_dir, test_policy.tiny  # the tiny Qwen2-Audio policy's fixtures
 
 
 def test_packed_mask_by_hand():

@@ -52,7 +52,9 @@ def test_formats_balance_and_vocabulary(synth_dir):
         assert all(q.dataset == f"synthetic-{q.domain}" for q in qs)
     info = sf.info(str(synth_dir / "audios" / "train_00000.wav"))
     assert (info.samplerate, info.frames, info.subtype) == (16000, 32000, "PCM_16")
-    assert json.loads((synth_dir / "train.jsonl").read_text().splitlines()[0])["audio_path"] == "./audios/train_00000.wav"
+    assert (
+        json.loads((synth_dir / "train.jsonl").read_text().splitlines()[0])["audio_path"] == "./audios/train_00000.wav"
+    )
     assert json.loads((synth_dir / "test-mini.json").read_text())[0]["audio_id"] == "./audios/test_0000.wav"
     # answers balanced within each sub-task (counts differ by at most one)
     per_task = Counter((q.sub_category, q.answer) for q in train)
@@ -66,6 +68,7 @@ def test_formats_balance_and_vocabulary(synth_dir):
 
 
 # ---- simple signal checks: each answer must be recoverable from the waveform alone
+
 
 def frame_rms(x, sr, hop=0.01):
     f = int(hop * sr)
@@ -118,9 +121,9 @@ def solve(sub, x, sr):
         return "fast" if len(spans) >= 7 else "slow"
     ((a, b),) = spans
     if sub == "speaker pitch":
-        return "high" if f0_hz(x[a + (b - a) // 4:][:2048], sr) > 165 else "low"
+        return "high" if f0_hz(x[a + (b - a) // 4 :][:2048], sr) > 165 else "low"
     if sub == "intonation":
-        start, end = f0_hz(x[a + 800:][:1024], sr), f0_hz(x[: b - 800][-1024:], sr)
+        start, end = f0_hz(x[a + 800 :][:1024], sr), f0_hz(x[: b - 800][-1024:], sr)
         return "rising" if start < end else "falling"
     raise AssertionError(sub)
 

@@ -21,11 +21,24 @@ def test_summary_table_start_best_end():
 
 def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_path, capsys):
     bar, summary = StepProgressBar(), RunSummary()
-    m = GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=6), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), evaluation=dict(max_new_tokens=6))
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=4, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=-1, logger=L.pytorch.loggers.CSVLogger(str(tmp_path)),
-                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                        callbacks=[BenchmarkEvaluation(write_predictions=False, log_before_training=True), bar, summary])
+    m = GRPOModule(
+        str(tiny_dir),
+        sampling=dict(G=2, max_new_tokens=6),
+        optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2),
+        evaluation=dict(max_new_tokens=6),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        val_check_interval=4,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=-1,
+        logger=L.pytorch.loggers.CSVLogger(str(tmp_path)),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[BenchmarkEvaluation(write_predictions=False, log_before_training=True), bar, summary],
+    )
     trainer.fit(m, datamodule(synth_dir, tiny_dir, val_batch_size=24))
     assert bar.train_progress_bar.total == 2 and bar.train_progress_bar.n == 2  # steps, not 4 batches
     written = json.loads((tmp_path / "lightning_logs" / "version_0" / "summary.json").read_text())
@@ -44,10 +57,13 @@ def test_summary_names_the_monitored_set_and_one_eval_command_per_set(tmp_path, 
     summary.curve = {0: {"total": 0.5}, 100: {"total": 0.9}}
     sets = {"mmau": "d/test-mini.json", "mmar": "d/mmar.jsonl"}
     trainer = SimpleNamespace(
-        is_global_zero=True, global_step=100, log_dir=str(tmp_path),
+        is_global_zero=True,
+        global_step=100,
+        log_dir=str(tmp_path),
         checkpoint_callback=SimpleNamespace(best_model_path="run/best.ckpt"),
         datamodule=SimpleNamespace(hparams={"val_file": sets}),
-        callbacks=[BenchmarkEvaluation(monitor="mmar"), summary])
+        callbacks=[BenchmarkEvaluation(monitor="mmar"), summary],
+    )
     summary.on_fit_end(trainer, None)
     out = capsys.readouterr().out
     assert "validation accuracy on d/mmar.jsonl:" in out and "{" not in out

@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import batch_of, datamodule, fit
 
-from r1aqa_pl.task import prompts
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
+from r1aqa_pl.task import prompts
 from r1aqa_pl.training.grpo_module import GRPOModule
 
 AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
@@ -70,7 +70,11 @@ def test_think_swaps_format_for_think_format():
 
 def test_think_grpo_fit_logs_think_and_answer_lengths(synth_dir, tiny_dir):
     L.seed_everything(0)
-    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), think=True), sampling=dict(G=4, max_new_tokens=12), optimization=dict(lr=1e-3))
+    m = GRPOModule(
+        dict(model_name_or_path=str(tiny_dir), think=True),
+        sampling=dict(G=4, max_new_tokens=12),
+        optimization=dict(lr=1e-3),
+    )
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=2)
     assert trainer.global_step == 2
     metrics = trainer.callback_metrics
@@ -81,7 +85,11 @@ def test_think_grpo_fit_logs_think_and_answer_lengths(synth_dir, tiny_dir):
 
 def test_think_lengths_and_reward_on_known_completions(synth_dir, tiny_dir):
     """Completions fixed by hand: 3 words of thinking, 1 of answer, think format satisfied."""
-    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), think=True), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3))
+    m = GRPOModule(
+        dict(model_name_or_path=str(tiny_dir), think=True),
+        sampling=dict(G=2, max_new_tokens=4),
+        optimization=dict(lr=1e-3),
+    )
     m.configure_model()
     m.decode = lambda ids: ["<think> a b c </think>\n<answer> one </answer>"] * ids.shape[0]
     trainer = fit(m, datamodule(synth_dir, tiny_dir), steps=1)
@@ -92,6 +100,7 @@ def test_think_lengths_and_reward_on_known_completions(synth_dir, tiny_dir):
 
 
 # ---------------------------------------------------------------- audio-free ablation
+
 
 def test_audio_free_inputs_carry_no_audio(synth_dir, tiny_dir):
     dm = datamodule(synth_dir, tiny_dir, with_audio=False)
@@ -128,7 +137,12 @@ def _count_audio_tower_calls(module):
 
 def test_audio_free_grpo_fit_and_evaluation_never_run_the_audio_encoder(synth_dir, tiny_dir):
     L.seed_everything(0)
-    m = GRPOModule(dict(model_name_or_path=str(tiny_dir), with_audio=False), sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3), evaluation=dict(max_new_tokens=8))
+    m = GRPOModule(
+        dict(model_name_or_path=str(tiny_dir), with_audio=False),
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3),
+        evaluation=dict(max_new_tokens=8),
+    )
     m.configure_model()
     calls = _count_audio_tower_calls(m)
     dm = datamodule(synth_dir, tiny_dir, with_audio=False)

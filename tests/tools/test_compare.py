@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from r1aqa_pl.eval import runs
 from r1aqa_pl.tools import compare
 
-from r1aqa_pl.eval import runs
-
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def demo_overrides(demo_root: Path, out: Path, name: str) -> list[str]:
@@ -102,8 +101,14 @@ def test_plan_gives_sft_the_same_prompts(tmp_path):
 
 def test_plan_recipe_arms_and_seed(tmp_path):
     labels = tmp_path / "labels.jsonl"
-    p = compare.plan(tmp_path / "out", tmp_path / "demo", grpo_config=_fake_config(tmp_path), arms=list(compare.RECIPE_ARMS),
-                     seed=3, labels=labels)
+    p = compare.plan(
+        tmp_path / "out",
+        tmp_path / "demo",
+        grpo_config=_fake_config(tmp_path),
+        arms=list(compare.RECIPE_ARMS),
+        seed=3,
+        labels=labels,
+    )
     r = p["runs"]
     assert list(r) == ["grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered"] and p["seed"] == 3
     for run in r.values():  # one seed drives the run's sampling and the data order
@@ -112,7 +117,9 @@ def test_plan_recipe_arms_and_seed(tmp_path):
     assert _value(r["grpo_ds"]["overrides"], "--model.init_args.selection.dynamic_sampling") == "true"
     assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.audio_contribution") == str(labels)
     assert _value(r["grpo_curriculum"]["overrides"], "--data.init_args.curriculum_epochs") == "1"
-    assert json.loads(_value(r["grpo_filtered"]["overrides"], "--data.init_args.label_weights")) == compare.FILTER_WEIGHTS
+    assert (
+        json.loads(_value(r["grpo_filtered"]["overrides"], "--data.init_args.label_weights")) == compare.FILTER_WEIGHTS
+    )
     assert "--data.init_args.audio_contribution" not in r["grpo"]["overrides"] + r["grpo_ds"]["overrides"]
     with pytest.raises(ValueError, match="audio-contribution labels"):
         compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["grpo_curriculum"])
@@ -154,8 +161,10 @@ def test_summarize_and_table_on_fake_metrics():
     assert grpo["train_loss_last"] == 1.5
     sft = compare.summarize(_fake_scalars([acc(0.5, 0.5, 0.5), acc(0.55, 0.5, 0.45), acc(0.6, 0.5, 0.5)]))
     assert sft["curves"]["total"][1][0] == 10 and sft["best_total"]["step"] == 20
-    results = {"steps": 20, "runs": {"grpo": {**grpo, "prompts_seen": 80, "wall_s": 12.3},
-                                     "sft": {**sft, "prompts_seen": 80}}}
+    results = {
+        "steps": 20,
+        "runs": {"grpo": {**grpo, "prompts_seen": 80, "wall_s": 12.3}, "sft": {**sft, "prompts_seen": 80}},
+    }
     lines = compare.table(results).splitlines()
     assert lines[0] == "| run | steps | prompts seen | sound (%) | music (%) | speech (%) | total (%) | wall (s) |"
     assert lines[2] == "| GRPO (audio) | 20 | 80 | 50.0 → 90.0 | 50.0 → 80.0 | 50.0 → 70.0 | 50.0 → 80.0 | 12 |"
@@ -171,15 +180,20 @@ def test_seeds_table_means_spreads_and_steps_to_target():
         r = compare.summarize({"val/acc/total": [(0, start)] + [(100 * (i + 1), v) for i, v in enumerate(curve)]})
         return {**r, "wall_s": wall}
 
-    seeds = {0: {"runs": {"grpo": run(0.5, [0.7, 0.8, 0.9], 100.0)}},
-             1: {"runs": {"grpo": run(0.4, [0.6, 0.74, 0.7], 120.0)}}}
+    seeds = {
+        0: {"runs": {"grpo": run(0.5, [0.7, 0.8, 0.9], 100.0)}},
+        1: {"runs": {"grpo": run(0.4, [0.6, 0.74, 0.7], 120.0)}},
+    }
     assert seeds[0]["runs"]["grpo"]["steps_to_target"] == 200 and seeds[1]["runs"]["grpo"]["steps_to_target"] is None
     lines = compare.seeds_table({"seeds": seeds}).splitlines()
-    assert lines[0] == ("| run | start total (%) | end total (%) | best total (%) | reached 75 % | steps to 75 % "
-                        "| wall (s) |")
+    assert lines[0] == (
+        "| run | start total (%) | end total (%) | best total (%) | reached 75 % | steps to 75 % | wall (s) |"
+    )
     # start 50, 40: mean 45, sd 7.07; end 90, 70; best 90, 74; only seed 0 reached 75 % (at step 200)
-    assert lines[2] == ("| GRPO (audio) | 45.0 ± 7.1 [40.0–50.0] | 80.0 ± 14.1 [70.0–90.0] | 82.0 ± 11.3 [74.0–90.0] "
-                        "| 1/2 | 200 (1/2) | 110 ± 14 [100–120] |")
+    assert lines[2] == (
+        "| GRPO (audio) | 45.0 ± 7.1 [40.0–50.0] | 80.0 ± 14.1 [70.0–90.0] | 82.0 ± 11.3 [74.0–90.0] "
+        "| 1/2 | 200 (1/2) | 110 ± 14 [100–120] |"
+    )
 
 
 def test_chance_per_domain(synth_dir):
@@ -192,8 +206,10 @@ def test_plot_comparison_one_panel_per_domain(tmp_path):
     def curves(v):
         return {c: [[0, 0.5], [10, v]] for c in ("sound", "music", "speech", "total")}
 
-    results = {"steps": 10, "runs": {name: {"curves": curves(v)} for name, v in
-                                     (("grpo", 0.9), ("sft", 0.6), ("grpo_noaudio", 0.5))}}
+    results = {
+        "steps": 10,
+        "runs": {name: {"curves": curves(v)} for name, v in (("grpo", 0.9), ("sft", 0.6), ("grpo_noaudio", 0.5))},
+    }
     (tmp_path / "compare.json").write_text(json.dumps(results))
     fig = compare.plot_comparison(compare.load(tmp_path))
     axes = fig.get_axes()
@@ -205,11 +221,30 @@ def test_plot_comparison_one_panel_per_domain(tmp_path):
 
 # ---------------------------------------------------------------- compare: a tiny real run
 
+
 @pytest.mark.slow  # three `fit` subprocesses: ~1.5 min on 2 busy cores
 def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "cmp"
-    res = subprocess.run([sys.executable, "-m", "r1aqa_pl", "compare", "--out", str(out), "--steps", "2",
-                          "--demo_dir", str(tiny_run.root), "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1aqa_pl",
+            "compare",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--demo_dir",
+            str(tiny_run.root),
+            "--jobs",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "compare.json").read_text())
     assert list(results["seeds"]) == ["0"]  # the cache's seed
@@ -226,8 +261,9 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     table = (out / "compare.md").read_text()
     assert "| GRPO (no audio) |" in table and "| GRPO (audio) |" in res.stdout
     # the audio-free run really ran without audio: every validation question was answered from text alone
-    pred = json.loads(next((out / "seed0" / "grpo_noaudio" / "version_0" / "predictions").glob("val_step2.json"))
-                      .read_text())
+    pred = json.loads(
+        next((out / "seed0" / "grpo_noaudio" / "version_0" / "predictions").glob("val_step2.json")).read_text()
+    )
     assert len(pred) == 24
     noaudio_scalars = runs.load_scalars(out / "seed0" / "grpo_noaudio")
     assert noaudio_scalars["val/count/no_audio"][-1][1] == 24
@@ -235,33 +271,55 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
 
 # ---------------------------------------------------------------- the real-model SFT config
 
+
 def test_sft_overlay_keeps_grpo_engine_and_prompts_per_step():
     """configs/sft.yaml on top of configs/grpo.yaml: GRPO's engine (strategy, precision, devices, dtype) and
     data, the same prompts per optimizer step and the same number of steps; it resolves through the CLI."""
     grpo = yaml.safe_load((ROOT / "configs/grpo.yaml").read_text())
     overlay = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
     assert "data" not in overlay and not {"strategy", "precision", "devices", "max_steps"} & set(overlay["trainer"])
-    assert overlay["trainer"]["accumulate_grad_batches"] == grpo["model"]["init_args"]["optimization"]["gradient_accumulation_steps"]
+    assert (
+        overlay["trainer"]["accumulate_grad_batches"]
+        == grpo["model"]["init_args"]["optimization"]["gradient_accumulation_steps"]
+    )
     assert "gradient_clip_val" not in overlay["trainer"]  # DeepSpeed clips (the JSON's gradient_clipping)
     ds = json.loads((ROOT / grpo["trainer"]["strategy"]["init_args"]["config"]).read_text())
     assert ds["gradient_clipping"] == grpo["model"]["init_args"]["optimization"]["max_grad_norm"]
     assert "gradient_accumulation_steps" not in ds
-    out = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/grpo.yaml",
-                          "--config", "configs/sft.yaml", "--print_config"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1aqa_pl",
+            "fit",
+            "--config",
+            "configs/grpo.yaml",
+            "--config",
+            "configs/sft.yaml",
+            "--print_config",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    sft = yaml.safe_load(out.stdout[out.stdout.index("# lightning"):])  # DeepSpeed may print a CUDA warning first
+    sft = yaml.safe_load(out.stdout[out.stdout.index("# lightning") :])  # DeepSpeed may print a CUDA warning first
     assert sft["model"]["class_path"] == "r1aqa_pl.training.sft_module.SFTModule"
     assert sft["model"]["init_args"]["target"] == "<answer>{answer}</answer>"
     assert "sampling" not in sft["model"]["init_args"]  # GRPO's own groups are dropped with the class
-    for group, key in (("policy", "model_name_or_path"), ("policy", "dtype"), ("policy", "attn_implementation"),
-                       ("optimization", "max_grad_norm"), ("evaluation", "max_new_tokens")):
+    for group, key in (
+        ("policy", "model_name_or_path"),
+        ("policy", "dtype"),
+        ("policy", "attn_implementation"),
+        ("optimization", "max_grad_norm"),
+        ("evaluation", "max_new_tokens"),
+    ):
         assert sft["model"]["init_args"][group][key] == grpo["model"]["init_args"][group][key], key
     for key in ("accelerator", "devices", "num_nodes", "precision", "max_steps", "val_check_interval"):
         assert sft["trainer"][key] == grpo["trainer"][key], key
     assert sft["trainer"]["strategy"]["init_args"]["config"] == grpo["trainer"]["strategy"]["init_args"]["config"]
     assert sft["data"]["init_args"]["batch_size"] == grpo["data"]["init_args"]["batch_size"]
-
 
 
 def test_demo_warm_start_reads_the_question_text_alone_unless_told(tmp_path, monkeypatch):

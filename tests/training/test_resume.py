@@ -57,19 +57,49 @@ def run(demo, out, steps, ckpt_path=None, every=None, batch_size=4, val_every=8)
     L.seed_everything(0)
     torch.set_num_threads(1)
     # 48 questions / 4 per batch = 12 batches = 6 optimizer steps per epoch: 8 steps cross an epoch
-    dm = AudioQADataModule(train_file=str(root / "data" / "train.jsonl"), val_file=str(root / "data" / "test-mini.json"),
-                           feature_extractor=warm, batch_size=batch_size, val_batch_size=12, seed=0)
-    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2), evaluation=dict(max_new_tokens=8), loss={"class_path": "grpo", "init_args": {"beta": 0.04}})
+    dm = AudioQADataModule(
+        train_file=str(root / "data" / "train.jsonl"),
+        val_file=str(root / "data" / "test-mini.json"),
+        feature_extractor=warm,
+        batch_size=batch_size,
+        val_batch_size=12,
+        seed=0,
+    )
+    module = GRPOModule(
+        warm,
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3, gradient_accumulation_steps=2, micro_batch_prompts=2),
+        evaluation=dict(max_new_tokens=8),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.04}},
+    )
     rec = BenchmarkEvaluation(write_predictions=False)
     recorder = Recorder()
     callbacks = [rec, recorder]
     if every:
-        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), filename="step{step}", save_top_k=-1,
-                                                             every_n_train_steps=every, auto_insert_metric_name=False))
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, val_check_interval=val_every,  # in batches
-                        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
-                        enable_checkpointing=bool(every), enable_progress_bar=False, enable_model_summary=False,
-                        deterministic=True, default_root_dir=str(out), callbacks=callbacks)
+        callbacks.append(
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=str(out),
+                filename="step{step}",
+                save_top_k=-1,
+                every_n_train_steps=every,
+                auto_insert_metric_name=False,
+            )
+        )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        val_check_interval=val_every,  # in batches
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=bool(every),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        default_root_dir=str(out),
+        callbacks=callbacks,
+    )
     trainer.fit(module, dm, ckpt_path=ckpt_path)
     weights = {k: v.detach().clone() for k, v in module.policy.state_dict().items()}
     return recorder, weights, trainer
@@ -111,23 +141,34 @@ def test_resume_without_rng_restore_differs(demo, tmp_path, monkeypatch):
     """The check above has teeth: without the saved RNG streams the resumed rollouts differ."""
     full, w_full, _ = run(demo, tmp_path / "full", steps=3, every=2, batch_size=2, val_every=6)
     monkeypatch.setattr("r1aqa_pl.training.resume.set_rng_state", lambda state: torch.manual_seed(12345))
-    resumed, w_res, _ = run(demo, tmp_path / "resumed", steps=3, batch_size=2, val_every=6,
-                            ckpt_path=str(tmp_path / "full" / "step2.ckpt"))
+    resumed, w_res, _ = run(
+        demo, tmp_path / "resumed", steps=3, batch_size=2, val_every=6, ckpt_path=str(tmp_path / "full" / "step2.ckpt")
+    )
     assert resumed.prompts[3] == full.prompts[3]  # same data ...
     assert any(not torch.equal(w_full[k], w_res[k]) for k in w_full)  # ... other samples, other update
 
 
 def test_buffered_rollouts_survive_a_checkpoint(tmp_path):
     """A checkpoint written between the rollouts of one optimizer step keeps them (weights_only-safe)."""
-    from r1aqa_pl.task.question import Question
     from r1aqa_pl.rollout import Rollout
+    from r1aqa_pl.task.question import Question
     from r1aqa_pl.training import resume
 
     q = Question("7", "/a.wav", "What?", ["x", "y"], "y", domain="music", raw={"id": 7})
     ids = torch.tensor([[5, 6], [5, 7], [8, 9], [8, 8]])
-    buffer = [Rollout([q], {"input_ids": torch.tensor([[1, 2, 3]])}, ids, torch.ones_like(ids), ["a", "b", "c", "d"],
-                      torch.ones(4), {"accuracy": torch.zeros(4)}, torch.tensor([1.0, -1.0, 0.5, -0.5]),
-                      ref_logp=torch.full((4, 2), -0.25))]
+    buffer = [
+        Rollout(
+            [q],
+            {"input_ids": torch.tensor([[1, 2, 3]])},
+            ids,
+            torch.ones_like(ids),
+            ["a", "b", "c", "d"],
+            torch.ones(4),
+            {"accuracy": torch.zeros(4)},
+            torch.tensor([1.0, -1.0, 0.5, -0.5]),
+            ref_logp=torch.full((4, 2), -0.25),
+        )
+    ]
     module = GRPOModule("unused", sampling=dict(G=4))
     torch.save({"grpo_resume": resume.resume_state(module, buffer)}, tmp_path / "c.pt")
     state = torch.load(tmp_path / "c.pt", weights_only=True)["grpo_resume"]

@@ -50,9 +50,17 @@ def make_mp4(path, freq=440.0, seconds=1.0, sr=44100, amp=0.5, audio=True):
 
 
 def avqa(i, video_name, **kw):
-    return {"id": i, "video_name": video_name, "video_id": i, "question_text": "What happened in the video?",
-            "multi_choice": CHOICES, "answer": i % 4, "question_relation": "View", "question_type": kw.pop("qt", "Happening"),
-            **kw}
+    return {
+        "id": i,
+        "video_name": video_name,
+        "video_id": i,
+        "question_text": "What happened in the video?",
+        "multi_choice": CHOICES,
+        "answer": i % 4,
+        "question_relation": "View",
+        "question_type": kw.pop("qt", "Happening"),
+        **kw,
+    }
 
 
 @pytest.fixture
@@ -65,9 +73,16 @@ def avqa_download(tmp_path):
     make_mp4(videos / "mute_000010.mp4", audio=False)
     make_mp4(videos / "silent_000000.mp4", amp=0.0)
     (videos / "corrupt_000020.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
-    train = [avqa(0, "tone440_000030"), avqa(1, "tone880_000004", qt="Which"), avqa(2, "mute_000010"),
-             avqa(3, "corrupt_000020"), avqa(4, "gone_000001"), avqa(5, "silent_000000"),
-             avqa(6, "tone440_000030", qt="Come From"), avqa(7, "tone880_000004", answer=9)]
+    train = [
+        avqa(0, "tone440_000030"),
+        avqa(1, "tone880_000004", qt="Which"),
+        avqa(2, "mute_000010"),
+        avqa(3, "corrupt_000020"),
+        avqa(4, "gone_000001"),
+        avqa(5, "silent_000000"),
+        avqa(6, "tone440_000030", qt="Come From"),
+        avqa(7, "tone880_000004", answer=9),
+    ]
     val = [avqa(10, "tone880_000004"), avqa(11, "gone_000002")]
     (tmp_path / "train_qa.json").write_text(json.dumps(train))
     (tmp_path / "val_qa.json").write_text(json.dumps(val))
@@ -75,8 +90,14 @@ def avqa_download(tmp_path):
 
 
 def _prepare(d, out, **kw):
-    return prepare_avqa(qa=str(d / "train_qa.json"), videos=str(d / "videos"), out=str(out),
-                        val_qa=str(d / "val_qa.json"), max_missing_fraction=1.0, **kw)
+    return prepare_avqa(
+        qa=str(d / "train_qa.json"),
+        videos=str(d / "videos"),
+        out=str(out),
+        val_qa=str(d / "val_qa.json"),
+        max_missing_fraction=1.0,
+        **kw,
+    )
 
 
 def _snapshot(out):
@@ -101,8 +122,12 @@ def test_prepare_avqa_writes_r1aqa_jsonl_tone_wavs_and_reports_every_loss(avqa_d
         assert 0.45 < np.abs(x).max() < 0.56  # amplitude 0.5 on both channels -> mono (L + R) / 2
     report = json.loads((out / "report.json").read_text())
     assert [(p.get("id"), p["reason"]) for p in report["train"]] == [
-        (2, "no_audio_track"), (3, "unreadable_video"), (4, "missing_video"), (5, "silent_audio"),
-        (None, "answer_index_out_of_range")]
+        (2, "no_audio_track"),
+        (3, "unreadable_video"),
+        (4, "missing_video"),
+        (5, "silent_audio"),
+        (None, "answer_index_out_of_range"),
+    ]
     assert report["train"][4]["where"] == "record 7" and "id=7: answer index 9" in report["train"][4]["message"]
     assert "no audio track" in report["train"][0]["message"] and "silent" in report["train"][3]["message"]
     assert report["train"][2]["message"] == "no file named gone_000001.* under videos/"
@@ -112,16 +137,25 @@ def test_prepare_avqa_writes_r1aqa_jsonl_tone_wavs_and_reports_every_loss(avqa_d
     card = json.loads((out / "data_card.json").read_text())
     t = card["splits"]["train"]
     assert (t["records"], t["usable"], t["file"]) == (8, 3, "train.jsonl")
-    assert t["missing_by_reason"] == {"answer_index_out_of_range": 1, "missing_video": 1, "no_audio_track": 1,
-                                      "silent_audio": 1, "unreadable_video": 1}
+    assert t["missing_by_reason"] == {
+        "answer_index_out_of_range": 1,
+        "missing_video": 1,
+        "no_audio_track": 1,
+        "silent_audio": 1,
+        "unreadable_video": 1,
+    }
     assert t["domains"] == {"sound": 3} and t["question_types"] == {"Come From": 1, "Happening": 1, "Which": 1}
     assert t["audio"]["clips"] == 2 and t["audio"]["sample_rates"] == {"16000": 2}
     assert abs(t["audio"]["seconds"]["total"] - 3.0) < 0.1
     assert card["splits"]["val"]["missing_by_reason"] == {"missing_video": 1}
     import hashlib
-    assert card["sources"][0] == {"role": "train questions", "file": "train_qa.json",
-                                  "bytes": (avqa_download / "train_qa.json").stat().st_size,
-                                  "sha256": hashlib.sha256((avqa_download / "train_qa.json").read_bytes()).hexdigest()}
+
+    assert card["sources"][0] == {
+        "role": "train questions",
+        "file": "train_qa.json",
+        "bytes": (avqa_download / "train_qa.json").stat().st_size,
+        "sha256": hashlib.sha256((avqa_download / "train_qa.json").read_bytes()).hexdigest(),
+    }
     assert "records: 8; usable: 3; without audio: 5" in (out / "data_card.md").read_text()
     assert "train: 3 of 8 records usable" in capsys.readouterr().out
 
@@ -152,13 +186,40 @@ def test_prepare_commands_on_the_command_line(avqa_download, tmp_path):
     from r1aqa_pl.cli import main
 
     d, out = avqa_download, avqa_download / "cli"
-    main(["prepare-avqa", "--qa", str(d / "train_qa.json"), "--videos", str(d / "videos"), "--out", str(out),
-          "--val_qa", str(d / "val_qa.json"), "--workers", "1", "--max_missing_fraction", "1.0"])
-    assert (out / "val.jsonl").is_file() and json.loads((out / "data_card.json").read_text())["splits"]["train"]["usable"] == 3
+    main(
+        [
+            "prepare-avqa",
+            "--qa",
+            str(d / "train_qa.json"),
+            "--videos",
+            str(d / "videos"),
+            "--out",
+            str(out),
+            "--val_qa",
+            str(d / "val_qa.json"),
+            "--workers",
+            "1",
+            "--max_missing_fraction",
+            "1.0",
+        ]
+    )
+    assert (out / "val.jsonl").is_file() and json.loads((out / "data_card.json").read_text())["splits"]["train"][
+        "usable"
+    ] == 3
     archive = _tar(tmp_path / "a.tar.gz", [("test-mini-audios/q0.wav", _wav_bytes())])
     (tmp_path / "m.json").write_text(json.dumps([mmau(0), mmau(1)]))
     with pytest.raises(SystemExit) as e:  # q1's clip is missing: exit status 1
-        main(["prepare-mmau", "--archive", str(archive), "--json", str(tmp_path / "m.json"), "--out", str(tmp_path / "m")])
+        main(
+            [
+                "prepare-mmau",
+                "--archive",
+                str(archive),
+                "--json",
+                str(tmp_path / "m.json"),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
     assert e.value.code == 1
 
 
@@ -176,11 +237,20 @@ def test_prepared_avqa_trains_and_check_data_shows_the_card(avqa_download, tiny_
     out = avqa_download / "prepared"
     assert _prepare(avqa_download, out) == 0
     qs = read_questions(out / "train.jsonl", check_audio_files=True)
-    assert [q.audio_path for q in qs] == [str(out / "audio" / n) for n in ("tone440_30.wav", "tone880_4.wav", "tone440_30.wav")]
+    assert [q.audio_path for q in qs] == [
+        str(out / "audio" / n) for n in ("tone440_30.wav", "tone880_4.wav", "tone440_30.wav")
+    ]
     assert [q.answer for q in qs] == [CHOICES[0], CHOICES[1], CHOICES[2]]
-    dm = AudioQADataModule(train_file=str(out / "train.jsonl"), val_file=str(synth_dir / "test-mini.json"),
-                           feature_extractor=str(tiny_dir), batch_size=2, seed=0)
-    trainer = fit(GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3)), dm, steps=1)
+    dm = AudioQADataModule(
+        train_file=str(out / "train.jsonl"),
+        val_file=str(synth_dir / "test-mini.json"),
+        feature_extractor=str(tiny_dir),
+        batch_size=2,
+        seed=0,
+    )
+    trainer = fit(
+        GRPOModule(str(tiny_dir), sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3)), dm, steps=1
+    )
     assert trainer.global_step == 1
     capsys.readouterr()
     assert check_data(train=str(out / "train.jsonl")) == 0
@@ -190,6 +260,7 @@ def test_prepared_avqa_trains_and_check_data_shows_the_card(avqa_download, tiny_
 
 
 # ------------------------------------------------------------------ MMAU / MMAR
+
 
 def _wav_bytes(seconds=0.5, sr=16000, value=0.1):
     buf = io.BytesIO()
@@ -208,15 +279,30 @@ def _tar(path, members):
 
 
 def mmau(i, task="sound", sub="Acoustic Source Inference"):
-    return {"id": f"q{i}", "audio_id": f"./test-mini-audios/q{i}.wav", "question": "Which source?",
-            "choices": ["Man", "Woman"], "answer": "Man", "dataset": "AudioSet", "task": task, "split": "test-mini",
-            "category": "Reasoning", "sub-category": sub, "difficulty": "easy"}
+    return {
+        "id": f"q{i}",
+        "audio_id": f"./test-mini-audios/q{i}.wav",
+        "question": "Which source?",
+        "choices": ["Man", "Woman"],
+        "answer": "Man",
+        "dataset": "AudioSet",
+        "task": task,
+        "split": "test-mini",
+        "category": "Reasoning",
+        "sub-category": sub,
+        "difficulty": "easy",
+    }
 
 
 def test_prepare_mmau_unpacks_checks_and_reports_missing(tmp_path, capsys):
-    archive = _tar(tmp_path / "test-mini-audios.tar.gz", [
-        ("test-mini-audios/q0.wav", _wav_bytes(0.5)), ("test-mini-audios/q1.wav", _wav_bytes(1.5, sr=32000)),
-        ("test-mini-audios/q3.wav", b"RIFF not really a wav")])
+    archive = _tar(
+        tmp_path / "test-mini-audios.tar.gz",
+        [
+            ("test-mini-audios/q0.wav", _wav_bytes(0.5)),
+            ("test-mini-audios/q1.wav", _wav_bytes(1.5, sr=32000)),
+            ("test-mini-audios/q3.wav", b"RIFF not really a wav"),
+        ],
+    )
     src = tmp_path / "mmau-test-mini.json"
     src.write_text(json.dumps([mmau(0), mmau(1, "music", "Genre"), mmau(2, "speech"), mmau(3)]))
     out = tmp_path / "mmau"
@@ -267,9 +353,20 @@ def test_prepare_mmar_from_the_download_folder(tmp_path, capsys):
     for i in (0, 1):
         (audio / f"m{i}.wav").write_bytes(_wav_bytes(1.0))
     meta = tmp_path / "download" / "MMAR-meta.jsonl"
-    recs = [{"id": f"m{i}", "audio_path": f"./audio/m{i}.wav", "question": "Q?", "choices": ["a", "b"], "answer": "a",
-             "modality": mod, "category": "Signal Layer", "sub-category": "x", "language": None}
-            for i, mod in ((0, "sound"), (1, "mix-sound-music"), (2, "speech"))]
+    recs = [
+        {
+            "id": f"m{i}",
+            "audio_path": f"./audio/m{i}.wav",
+            "question": "Q?",
+            "choices": ["a", "b"],
+            "answer": "a",
+            "modality": mod,
+            "category": "Signal Layer",
+            "sub-category": "x",
+            "language": None,
+        }
+        for i, mod in ((0, "sound"), (1, "mix-sound-music"), (2, "speech"))
+    ]
     meta.write_text("".join(json.dumps(r) + "\n" for r in recs))
     for source in (tmp_path / "download", audio):  # the download's root or its audio folder itself
         out = tmp_path / f"mmar_{source.name}"
@@ -277,8 +374,11 @@ def test_prepare_mmar_from_the_download_folder(tmp_path, capsys):
         assert sorted(p.name for p in (out / "audio").iterdir()) == ["m0.wav", "m1.wav"]
         assert (out / "MMAR-meta.jsonl").read_bytes() == meta.read_bytes()
         s = json.loads((out / "data_card.json").read_text())["splits"]["MMAR-meta"]
-        assert (s["usable"], s["missing_by_reason"], s["domains"]) == (2, {"missing_audio": 1},
-                                                                       {"mix-sound-music": 1, "sound": 1})
+        assert (s["usable"], s["missing_by_reason"], s["domains"]) == (
+            2,
+            {"missing_audio": 1},
+            {"mix-sound-music": 1, "sound": 1},
+        )
     assert "2 of 3 records have their clip" in capsys.readouterr().out
 
 
@@ -292,15 +392,23 @@ def test_prepare_mmau_on_the_real_test_mini_json(mmau_json, tmp_path):
     assert (s["records"], s["usable"], s["missing_by_reason"]) == (1000, 1, {"missing_audio": 999})
     assert s["domains"] == {"sound": 1} and s["question_types"] == {"Acoustic Source Inference": 1}
     assert s["audio"]["sample_rates"] == {"32000": 1} and s["audio"]["seconds"]["total"] == 10.0
-    assert read_questions(out / "mmau-test-mini.json", on_error="skip", max_skip_fraction=1.0,
-                          check_audio_files=True)[0].audio_path == str(out / "test-mini-audios" / clip.name)
+    assert read_questions(out / "mmau-test-mini.json", on_error="skip", max_skip_fraction=1.0, check_audio_files=True)[
+        0
+    ].audio_path == str(out / "test-mini-audios" / clip.name)
 
 
 def test_prepare_mmar_from_an_archive_and_a_broken_meta_line(tmp_path):
     archive = _tar(tmp_path / "mmar-audio.tar.gz", [("audio/m0.wav", _wav_bytes(1.0))])
     meta = tmp_path / "MMAR-meta.jsonl"
-    rec = {"id": "m0", "audio_path": "./audio/m0.wav", "question": "Q?", "choices": ["a", "b"], "answer": "a",
-           "modality": "speech", "category": "Semantic Layer"}
+    rec = {
+        "id": "m0",
+        "audio_path": "./audio/m0.wav",
+        "question": "Q?",
+        "choices": ["a", "b"],
+        "answer": "a",
+        "modality": "speech",
+        "category": "Semantic Layer",
+    }
     meta.write_text(json.dumps(rec) + "\n")
     assert prepare_mmar(audio=str(archive), meta=str(meta), out=str(tmp_path / "out")) == 0
     assert json.loads((tmp_path / "out" / "data_card.json").read_text())["splits"]["MMAR-meta"]["usable"] == 1

@@ -5,7 +5,7 @@ gradients are synchronised (both replicas hold identical weights after the updat
 MMAU validation accuracy computed across the 2 ranks equals a single-process validation of the
 same weights on the same data.
 
-The DDP run happens in a subprocess running this file as a script (``python tests/test_scaleout.py
+The DDP run happens in a subprocess running this file as a script (``python tests/training/test_scaleout.py
 worker ...``): Lightning's "ddp" launcher starts rank 1 by re-running that same command line, as it
 does for ``lightning fit`` (``ddp_spawn`` would have to pickle the module back to the test).
 The DeepSpeed configuration is checked without a GPU here (Lightning's DeepSpeedStrategy needs CUDA);
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- the DDP worker (a script)
@@ -75,7 +75,13 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
 
         stub = type("Stub", (rewards.Reward,), {"name": "stub", "score": staticmethod(speech_constant)})()
         extra = {"selection": dict(dynamic_sampling=True, max_extra_draws=6), "rewards": [stub]}
-    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, micro_batch_prompts=1, gradient_accumulation_steps=1), evaluation=dict(max_new_tokens=8), **extra)
+    module = GRPOModule(
+        warm,
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3, micro_batch_prompts=1, gradient_accumulation_steps=1),
+        evaluation=dict(max_new_tokens=8),
+        **extra,
+    )
     updates, update = [], module.update
 
     def recording(rollouts):  # the domains each optimizer step was built from, on this rank
@@ -83,13 +89,24 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
         update(rollouts)
 
     module.update = recording
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
-                        max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=out,
-                        callbacks=[BenchmarkEvaluation(write_predictions=False), Seen(),
-                                   L.pytorch.callbacks.ModelCheckpoint(dirpath=f"{out}/ckpt", filename="last",
-                                                                       every_n_train_steps=steps)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(process_group_backend="gloo"),
+        max_steps=steps,
+        val_check_interval=steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+        callbacks=[
+            BenchmarkEvaluation(write_predictions=False),
+            Seen(),
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=f"{out}/ckpt", filename="last", every_n_train_steps=steps),
+        ],
+    )
     trainer.fit(module, dm)
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
@@ -102,8 +119,14 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
 def deepspeed_worker(out: str) -> None:
     """Real DeepSpeed engines on the CPU (gloo, one process): GRPO's micro-batch accumulation, the
     engine's clipping, and gathering ZeRO-3 partitions for generation. Results go to ``out`` as JSON."""
-    for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(29500 + os.getpid() % 1000)), ("RANK", "0"),
-                 ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("DS_ACCELERATOR", "cpu")):
+    for k, v in (
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", str(29500 + os.getpid() % 1000)),
+        ("RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("LOCAL_RANK", "0"),
+        ("DS_ACCELERATOR", "cpu"),
+    ):
         os.environ.setdefault(k, v)
     import deepspeed
     import torch
@@ -125,8 +148,13 @@ def deepspeed_worker(out: str) -> None:
 
     xs = [torch.randn(3, 8, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     results = {}
-    for name, stage, offload, mark in (("z2", 2, False, True), ("z3", 3, False, True), ("z3_offload", 3, True, True),
-                                       ("z2_unmarked", 2, False, False), ("z3_unmarked", 3, False, False)):
+    for name, stage, offload, mark in (
+        ("z2", 2, False, True),
+        ("z3", 3, False, True),
+        ("z3_offload", 3, True, True),
+        ("z2_unmarked", 2, False, False),
+        ("z3_unmarked", 3, False, False),
+    ):
         torch.manual_seed(0)
         model, ref = Net(), Net()
         ref.load_state_dict(model.state_dict())
@@ -134,8 +162,15 @@ def deepspeed_worker(out: str) -> None:
             ref(x).pow(2).mean().backward()
         grad = torch.cat([p.grad.flatten() for p in ref.parameters()])
         clip = 0.5 * grad.norm().item()  # so that the engine's clipping bites
-        cfg = deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload, bf16=False,
-                               max_grad_norm=clip, micro_batch_size=1, pin_memory=False)
+        cfg = deepspeed_config(
+            stage=stage,
+            offload_optimizer=offload,
+            offload_parameters=offload,
+            bf16=False,
+            max_grad_norm=clip,
+            micro_batch_size=1,
+            pin_memory=False,
+        )
         cfg["gradient_accumulation_steps"] = 1  # what Lightning sets under manual optimization
         cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition even these tiny weights
         if offload:
@@ -187,8 +222,13 @@ def watch_generation() -> list[dict]:
         with plain(module) as sync:
             idle = {id(p) for m in module.family.idle_modules(module.policy) for p in m.parameters()}
             params = list(module.policy.parameters())
-            seen.append({"idle_numel": sum(p.numel() for p in params if id(p) in idle),
-                         "idle_params": len(idle), "empty_others": sum(p.numel() == 0 for p in params if id(p) not in idle)})
+            seen.append(
+                {
+                    "idle_numel": sum(p.numel() for p in params if id(p) in idle),
+                    "idle_params": len(idle),
+                    "empty_others": sum(p.numel() == 0 for p in params if id(p) not in idle),
+                }
+            )
             yield sync
 
     strategy.generation_context = watched
@@ -206,11 +246,10 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
-
-    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.data.datamodule import AudioQADataModule
-    from r1aqa_pl.training.strategy import deepspeed_config
+    from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.training.grpo_module import GRPOModule
+    from r1aqa_pl.training.strategy import deepspeed_config
 
     torch.set_num_threads(1)
 
@@ -236,19 +275,37 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step != self._last:
                 self._last = trainer.global_step
-                self.steps[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                                                   if k.startswith("train/")}
+                self.steps[trainer.global_step] = {
+                    k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+                }
 
     L.seed_everything(0)
-    dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
-                           feature_extractor=warm, batch_size=2, val_batch_size=12, seed=0)
-    module = GRPOModule(warm, sampling=dict(G=4, max_new_tokens=8), optimization=dict(lr=1e-3, max_grad_norm=0.5, micro_batch_prompts=1, gradient_accumulation_steps=2), evaluation=dict(max_new_tokens=8))
+    dm = AudioQADataModule(
+        train_file=f"{root}/data/train.jsonl",
+        val_file=f"{root}/data/test-mini.json",
+        feature_extractor=warm,
+        batch_size=2,
+        val_batch_size=12,
+        seed=0,
+    )
+    module = GRPOModule(
+        warm,
+        sampling=dict(G=4, max_new_tokens=8),
+        optimization=dict(lr=1e-3, max_grad_norm=0.5, micro_batch_prompts=1, gradient_accumulation_steps=2),
+        evaluation=dict(max_new_tokens=8),
+    )
     if engine == "single":
         strategy = "auto"
     else:
         stage, offload = (2 if engine == "z2" else 3), engine.endswith("offload")
-        cfg = deepspeed_config(stage=stage, offload_optimizer=offload, offload_parameters=offload, bf16=False,
-                               max_grad_norm=None, pin_memory=False)
+        cfg = deepspeed_config(
+            stage=stage,
+            offload_optimizer=offload,
+            offload_parameters=offload,
+            bf16=False,
+            max_grad_norm=None,
+            pin_memory=False,
+        )
         cfg.pop("gradient_clipping")  # filled in from the module's max_grad_norm
         # partition even these tiny weights (below the threshold ZeRO-3 keeps them whole on every rank, as it keeps a
         # 7B's norms and biases): what is gathered when is then observable
@@ -256,21 +313,51 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
         strategy = CPUDeepSpeed(config=cfg, process_group_backend="gloo")
     rec = Steps()
     generation = watch_generation()
-    trainer = L.Trainer(accelerator="cpu", devices=1, strategy=strategy, max_steps=steps, val_check_interval=2 * steps,
-                        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=out,
-                        callbacks=[BenchmarkEvaluation(write_predictions=False), rec,
-                                   HFCheckpoint(dirpath=f"{out}/ckpt", every_n_train_steps=steps, save_top_k=-1,
-                                                filename="step{step}", auto_insert_metric_name=False)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy=strategy,
+        max_steps=steps,
+        val_check_interval=2 * steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+        callbacks=[
+            BenchmarkEvaluation(write_predictions=False),
+            rec,
+            HFCheckpoint(
+                dirpath=f"{out}/ckpt",
+                every_n_train_steps=steps,
+                save_top_k=-1,
+                filename="step{step}",
+                auto_insert_metric_name=False,
+            ),
+        ],
+    )
     trainer.fit(module, dm)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/acc/")}
     ds_cfg = trainer.strategy.config if engine != "single" else {}
-    Path(out, "result.json").write_text(json.dumps({"steps": rec.steps, "val": val, "generation": generation, "config": {
-        "gradient_clipping": ds_cfg.get("gradient_clipping"), "micro": ds_cfg.get("train_micro_batch_size_per_gpu"),
-        "accumulation": ds_cfg.get("gradient_accumulation_steps")}}))
+    Path(out, "result.json").write_text(
+        json.dumps(
+            {
+                "steps": rec.steps,
+                "val": val,
+                "generation": generation,
+                "config": {
+                    "gradient_clipping": ds_cfg.get("gradient_clipping"),
+                    "micro": ds_cfg.get("train_micro_batch_size_per_gpu"),
+                    "accumulation": ds_cfg.get("gradient_accumulation_steps"),
+                },
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- the test
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -302,8 +389,14 @@ def test_ddp_two_processes(demo, tmp_path, tmp_path_factory, family):
     steps = 2
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "worker", str(tmp_path), str(root), warm,
-                           str(steps)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "tests/training/test_scaleout.py", "worker", str(tmp_path), str(root), warm, str(steps)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     t_ddp = time.time() - t0
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -329,8 +422,14 @@ def test_ddp_two_processes(demo, tmp_path, tmp_path_factory, family):
     torch.set_num_threads(1)
     dm = AudioQADataModule(val_file=str(root / "data" / "test-mini.json"), feature_extractor=warm, val_batch_size=1)
     module = GRPOModule(str(tmp_path / "final"), sampling=dict(G=4), evaluation=dict(max_new_tokens=8))
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[BenchmarkEvaluation(write_predictions=False)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BenchmarkEvaluation(write_predictions=False)],
+    )
     (single,) = trainer.validate(module, dm)
     val_ddp = {k: v for k, v in ddp.items() if k.startswith("val/acc/")}
     val_single = {k: v for k, v in single.items() if k.startswith("val/acc/")}
@@ -344,8 +443,23 @@ def test_ddp_dynamic_sampling_every_rank_fills_its_own_batch_and_steps_together(
     root, warm = demo
     steps = 3
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "worker", str(tmp_path), str(root), warm,
-                           str(steps), "dynamic"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tests/training/test_scaleout.py",
+            "worker",
+            str(tmp_path),
+            str(root),
+            warm,
+            str(steps),
+            "dynamic",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["steps"] for r in ranks] == [steps, steps] and ranks[0]["batches"] == ranks[1]["batches"]
@@ -365,8 +479,14 @@ def test_deepspeed_engine_accumulates_clips_and_gathers_on_cpu(tmp_path):
     inside generation_context's gather and partitioned again after it."""
     pytest.importorskip("deepspeed")
     out = tmp_path / "ds.json"
-    proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "deepspeed", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "tests/training/test_scaleout.py", "deepspeed", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     r = json.loads(out.read_text())
     for name in ("z2", "z3", "z3_offload"):
@@ -394,9 +514,22 @@ def test_grpo_under_lightning_deepspeed_matches_single_process(demo, tmp_path):
     results = {}
     for engine in ("single", "z2", "z3", "z3_offload"):
         out = tmp_path / engine
-        proc = subprocess.run([sys.executable, "tests/test_scaleout.py", "lightning_deepspeed", str(out), str(root),
-                               warm, engine], cwd=REPO, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "tests/training/test_scaleout.py",
+                "lightning_deepspeed",
+                str(out),
+                str(root),
+                warm,
+                engine,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.returncode == 0, engine + proc.stdout[-3000:] + proc.stderr[-6000:]
         results[engine] = json.loads((out / "result.json").read_text())
     single = results["single"]["steps"]
@@ -459,8 +592,14 @@ def test_paper_configs_resolve(configs):
     import yaml
 
     args = [a for c in configs for a in ("--config", c)]
-    proc = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", *args, "--print_config"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "r1aqa_pl", "fit", *args, "--print_config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # DeepSpeed prints an accelerator warning on stdout when imported on a machine without a GPU
     cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
@@ -503,12 +642,20 @@ def test_zero3_export_reads_a_real_sharded_checkpoint(tmp_path, tiny_run):
     from r1aqa_pl.training.strategy import zero3_state_dict
 
     src, ds = tiny_run.ckpts[2], tmp_path / "step2.ckpt"
-    res = subprocess.run([sys.executable, str(REPO / "tests" / "_make_deepspeed_ckpt.py"), str(src), str(ds), "3"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "_make_deepspeed_ckpt.py"), str(src), str(ds), "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     sd = zero3_state_dict(str(ds), dtype=torch.float32)
-    expected = {k[len("policy."):]: v for k, v in torch.load(src, map_location="cpu", weights_only=False)
-                ["state_dict"].items() if k.startswith("policy.")}
+    expected = {
+        k[len("policy.") :]: v
+        for k, v in torch.load(src, map_location="cpu", weights_only=False)["state_dict"].items()
+        if k.startswith("policy.")
+    }
     assert sd.keys() == expected.keys()
     assert all(torch.equal(sd[k], expected[k].float()) for k in sd)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(str(tiny_run.warm))
@@ -534,8 +681,11 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
 
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":
-    worker(*sys.argv[2:5], steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2,
-           dynamic=len(sys.argv) > 6 and sys.argv[6] == "dynamic")
+    worker(
+        *sys.argv[2:5],
+        steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2,
+        dynamic=len(sys.argv) > 6 and sys.argv[6] == "dynamic",
+    )
 elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "deepspeed":
     deepspeed_worker(sys.argv[2])
 elif __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "lightning_deepspeed":

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1aqa_pl.recipes import audio_contribution as ac
 from r1aqa_pl.data import selection
 from r1aqa_pl.data.datamodule import AudioQADataModule, ResumableSampler
+from r1aqa_pl.recipes import audio_contribution as ac
 from r1aqa_pl.task.question import DataError
 
 

@@ -18,8 +18,8 @@ from r1aqa_pl.algo import losses as grpo
 from r1aqa_pl.algo.logprobs import completion_mask
 from r1aqa_pl.models import FAMILIES, build_tiny_model, load_policy
 from r1aqa_pl.models.base import position_ids
-from r1aqa_pl.task.question import Question
 from r1aqa_pl.rollout.hf import HFEngine
+from r1aqa_pl.task.question import Question
 
 WORDS = [f"w{i}" for i in range(40)]
 G = 3
@@ -380,7 +380,7 @@ def test_memory_rows_are_the_hub_geometries():
     """The 7B row's parameter count = a real thinker of that geometry, built on the meta device."""
     from transformers import Qwen2_5OmniThinkerConfig
 
-    from r1aqa_pl.models.qwen2_5_omni import QWEN2_5_OMNI_7B
+    from r1aqa_pl.models.sizes import QWEN2_5_OMNI_7B
 
     family = FAMILIES["qwen2_5_omni"]
     with torch.device("meta"):
@@ -394,10 +394,7 @@ def test_memory_row_of_qwen3_omni_30b_a3b():
     """All 128 experts of every layer count as resident weights; 31.7 B parameters in the thinker."""
     from transformers import Qwen3OmniMoeThinkerConfig
 
-    from r1aqa_pl.models.qwen3_omni import (
-        QWEN3_OMNI_30B_A3B,
-        QWEN3_OMNI_30B_A3B_GEOMETRY,
-    )
+    from r1aqa_pl.models.sizes import QWEN3_OMNI_30B_A3B, QWEN3_OMNI_30B_A3B_GEOMETRY
 
     family = FAMILIES["qwen3_omni"]
     with torch.device("meta"):
@@ -443,9 +440,15 @@ def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     with pytest.raises(ValueError, match="qwen2_5_omni has no experts"):
-        GRPOModule(build_tiny_model(str(tmp_path / "dense"), family="qwen2_5_omni", words=WORDS), optimization=dict(router_aux_loss_coef=0.01)).configure_model()
+        dense = build_tiny_model(str(tmp_path / "dense"), family="qwen2_5_omni", words=WORDS)
+        GRPOModule(dense, optimization=dict(router_aux_loss_coef=0.01)).configure_model()
     assert GRPOModule(tiny_moe).optimization.router_aux_loss_coef == 0.0
-    module = GRPOModule(tiny_moe, sampling=dict(G=2, max_new_tokens=4), optimization=dict(router_aux_loss_coef=0.01), loss={"class_path": "grpo", "init_args": {"beta": 0.0}})
+    module = GRPOModule(
+        tiny_moe,
+        sampling=dict(G=2, max_new_tokens=4),
+        optimization=dict(router_aux_loss_coef=0.01),
+        loss={"class_path": "grpo", "init_args": {"beta": 0.0}},
+    )
     trainer = fit(module, datamodule(synth_dir, tiny_moe), steps=1)
     assert 0 < float(trainer.callback_metrics["train/router_aux_loss"]) < 4  # top-2: 2 when balanced
 
@@ -453,12 +456,29 @@ def test_router_aux_loss_knob(tiny_moe, synth_dir, tmp_path):
 # ------------------------------------------------------------------ configs
 
 
-@pytest.mark.parametrize("overlay, checks", [
-    ("configs/grpo_qwen2_5_omni.yaml", {"model_name_or_path": "Qwen/Qwen2.5-Omni-7B", "rewards": ["accuracy"],
-                                        "beta": 0.04, "router_aux_loss_coef": 0.0}),
-    ("configs/grpo_qwen3_omni.yaml", {"model_name_or_path": "Qwen/Qwen3-Omni-30B-A3B-Instruct", "beta": 0.0,
-                                      "gradient_checkpointing": True, "router_aux_loss_coef": 0.0}),
-])
+@pytest.mark.parametrize(
+    "overlay, checks",
+    [
+        (
+            "configs/grpo_qwen2_5_omni.yaml",
+            {
+                "model_name_or_path": "Qwen/Qwen2.5-Omni-7B",
+                "rewards": ["accuracy"],
+                "beta": 0.04,
+                "router_aux_loss_coef": 0.0,
+            },
+        ),
+        (
+            "configs/grpo_qwen3_omni.yaml",
+            {
+                "model_name_or_path": "Qwen/Qwen3-Omni-30B-A3B-Instruct",
+                "beta": 0.0,
+                "gradient_checkpointing": True,
+                "router_aux_loss_coef": 0.0,
+            },
+        ),
+    ],
+)
 def test_omni_configs_resolve_on_the_paper_config(overlay, checks):
     """``fit --print_config`` of the paper's config + the overlay resolves (no weights are loaded)."""
     import os
@@ -468,15 +488,36 @@ def test_omni_configs_resolve_on_the_paper_config(overlay, checks):
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/grpo.yaml", "--config", overlay,
-                           "--print_config"], check=False, cwd=repo, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1aqa_pl",
+            "fit",
+            "--config",
+            "configs/grpo.yaml",
+            "--config",
+            overlay,
+            "--print_config",
+        ],
+        check=False,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = yaml.safe_load("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("[20")))
     model = cfg["model"]["init_args"]
-    m = {**model["policy"], **model["sampling"], **model["optimization"], **model["loss"]["init_args"],
-         "rewards": model["rewards"]}
+    m = {
+        **model["policy"],
+        **model["sampling"],
+        **model["optimization"],
+        **model["loss"]["init_args"],
+        "rewards": model["rewards"],
+    }
     assert {k: m[k] for k in checks} == checks
     assert cfg["trainer"]["devices"] == 8 and m["G"] == 8 and m["lr"] == 1e-6  # the rest is the paper's
 
@@ -487,8 +528,9 @@ def test_lora_targets_only_the_language_model(tiny_dir):
     model, processor, family = load_policy(d, lora={"r": 4, "lora_alpha": 8})
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
-    wanted = {"q_proj", "k_proj", "v_proj", "o_proj"} | ({"gate_proj", "up_proj", "down_proj"}
-                                                         if name == "qwen2_5_omni" else set())
+    wanted = {"q_proj", "k_proj", "v_proj", "o_proj"} | (
+        {"gate_proj", "up_proj", "down_proj"} if name == "qwen2_5_omni" else set()
+    )
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == wanted
     inputs = batch(family, processor)
     ids = sample(family, model.eval(), processor, inputs, T=5)
