@@ -1,19 +1,20 @@
 """Audio in: any WAV/FLAC/OGG file -> mono float32 at the model's rate, cut to the model's window.
 
 soundfile needs no system libraries (``torchaudio.load`` now wants torchcodec + FFmpeg), and
-torchaudio's sinc resampler is the one the Qwen2-Audio recipes use. Every failure is a
+torchaudio's sinc resampler is the one the Qwen2-Audio recipes use (imported only when a clip needs
+resampling: scanning a data file does not load torch's ~0.7 GB). Every failure is a
 :class:`~r1aqa_pl.task.question.DataError` whose ``reason`` the data layer counts.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from r1aqa_pl.task.question import DataError
 
@@ -25,10 +26,34 @@ def _fail(path, reason: str, message: str) -> DataError:
     return DataError(str(path), "audio", reason, message)
 
 
+def _wav_cut(path: Path) -> tuple[int, int] | None:
+    """(sample bytes a WAV's header declares, sample bytes the file holds) when the file is cut short, else None.
+
+    libsndfile quietly shrinks a cut WAV's frame count to what is there, so a clip cut in half by an
+    interrupted copy would read as a clip half as long; its RIFF header still says how long it was.
+    RF64/W64 and streamed WAVs (data size 0 or 0xFFFFFFFF) declare no usable size and are not judged.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, n = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                held = size - pos - 8
+                return (n, held) if n not in (0, 0xFFFFFFFF) and n > held else None
+            pos += 8 + n + (n & 1)
+    return None
+
+
 def audio_info(path: str | Path) -> dict:
     """Header-only look at a clip (cheap start-up check): sample_rate, channels, frames, seconds, subtype.
 
-    Raises DataError ``missing_audio`` / ``unreadable_audio`` / ``empty_audio``.
+    Raises DataError ``missing_audio`` / ``unreadable_audio`` / ``empty_audio`` / ``truncated_audio``
+    (a WAV holding fewer sample bytes than its header declares).
     """
     p = Path(path)
     if not p.is_file():
@@ -39,6 +64,10 @@ def audio_info(path: str | Path) -> dict:
         raise _fail(path, "unreadable_audio", f"cannot read audio header ({e})") from None
     if info.frames <= 0:
         raise _fail(path, "empty_audio", "audio file has no samples")
+    cut = _wav_cut(p) if info.format == "WAV" else None
+    if cut:
+        raise _fail(path, "truncated_audio", f"cut short: the WAV header declares {cut[0]} bytes of samples, the "
+                    f"file holds {cut[1]} ({cut[1] / cut[0]:.0%}); copy or prepare the clip again")
     return {"sample_rate": int(info.samplerate), "channels": int(info.channels),
             "frames": int(info.frames), "seconds": info.frames / info.samplerate,
             "subtype": info.subtype}
@@ -67,6 +96,9 @@ def load_audio(path: str | Path, sampling_rate: int = 16000, max_samples: int | 
     if not np.isfinite(x).all():
         raise _fail(path, "non_finite_audio", "audio contains NaN or infinite samples")
     if sr != sampling_rate:
+        import torch
+        import torchaudio.functional as AF
+
         x = AF.resample(torch.from_numpy(x), int(sr), int(sampling_rate)).numpy()
     if max_samples is not None:
         x = x[:max_samples]

@@ -4,8 +4,10 @@ Both benchmarks give audio paths relative to their question file (MMAU ``audio_i
 ``./test-mini-audios/<id>.wav``, MMAR ``audio_path`` ``./audio/<id>.wav``). These commands put the
 question file, unchanged, and its clips into one folder so the paths resolve, decode every record's
 clip, and report what is missing (``report.json`` and the data card). An archive is unpacked only
-after every member was checked: absolute paths, ``..``, links and device files are refused before
-anything is written. Re-running skips files already in place.
+after every member was checked: absolute paths, ``..``, links and device files, and members that
+could not be written here (a name too long for the file system, a path that is a file in one member
+and a folder in another or in the output), are refused before anything is written. Re-running skips
+files already in place.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from r1aqa_pl.data.audio import audio_info, load_audio
-from r1aqa_pl.data.card import source_entry, split_summary, write_card
+from r1aqa_pl.data.card import source_entry, split_summary, write_card, write_text_atomic
 from r1aqa_pl.task.files import read_records
 from r1aqa_pl.task.question import DataError
 
@@ -30,18 +32,59 @@ def _safe_name(name: str) -> PurePosixPath | None:
     return PurePosixPath(*[part for part in p.parts if part != "."])
 
 
+PART = ".part"  # a file is written under its name + PART, then renamed
+
+
 def _write_atomic(src, dst: Path) -> None:
-    part = dst.with_name(dst.name + ".part")
+    part = dst.with_name(dst.name + PART)
     with open(part, "wb") as f:
         shutil.copyfileobj(src, f)
     os.replace(part, dst)
+
+
+def _short(name: str) -> str:
+    """A member name fit for a message: a 300-character name is shown by its two ends."""
+    return name if len(name) <= 80 else f"{name[:60]}...{name[-12:]}"
+
+
+def _unwritable(members: list, out: Path) -> tuple[str, str] | None:
+    """(member name, why) for the first member that could not be written under ``out``, else None."""
+    name_max, path_max = 255, 4096
+    try:
+        name_max, path_max = os.pathconf(out, "PC_NAME_MAX"), os.pathconf(out, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows): the common limits
+        pass
+    files, folders = set(), set()
+    for m in members:
+        rel = _safe_name(m.name)
+        if not rel or not rel.parts:
+            continue
+        dst = out / rel
+        longest = max(len(os.fsencode(p)) for p in rel.parts)
+        if longest + len(PART) > name_max:
+            return m.name, (f"name too long ({longest} bytes in one part; the file system allows {name_max}, "
+                            f"less {len(PART)} for the {PART!r} it is written under)")
+        if len(os.fsencode(str(dst))) >= path_max:
+            return m.name, f"path too long ({len(os.fsencode(str(dst)))} bytes; the file system allows {path_max})"
+        (files if m.isfile() else folders).add(rel)
+        folders.update(rel.parents)
+        if m.isfile() and dst.is_dir():
+            return m.name, f"a folder {dst} is in the way"
+        if any(p.exists() and not p.is_dir() for p in dst.parents if out in p.parents):
+            return m.name, f"a file on its path under {out} is in the way"
+    clash = next((f for f in sorted(files) if f in folders), None)
+    if clash is not None:
+        name = next(m.name for m in members if m.isfile() and _safe_name(m.name) == clash)
+        return name, "it is a file, and a folder of other members"
+    return None
 
 
 def unpack(archive: str | Path, out: str | Path) -> int:
     """Unpack a tar archive (``.tar``, ``.tar.gz``, ...) into ``out``; returns the files written.
 
     Every member is checked first; an unsafe one (absolute path, ``..``, link, device) refuses the
-    whole archive with DataError ``unsafe_archive_member``. Files already there with the same size are kept.
+    whole archive with DataError ``unsafe_archive_member``, one that could not be written here (name
+    too long, file/folder clash) with ``bad_archive_member``. Files already there with the same size are kept.
     """
     out, written = Path(out), 0
     try:
@@ -63,14 +106,26 @@ def unpack(archive: str | Path, out: str | Path) -> int:
                         "unsafe_archive_member",
                         f"refused: member {m.name!r} is {kind}; nothing was unpacked",
                     )
+            bad = _unwritable(members, out)
+            if bad:
+                name = _short(bad[0])
+                raise DataError(str(archive), name, "bad_archive_member",
+                                f"refused: member {name!r} cannot be unpacked: {bad[1]}; nothing was unpacked")
             for m in members:
                 if not m.isfile():
                     continue
                 dst = out / _safe_name(m.name)
                 if dst.is_file() and dst.stat().st_size == m.size:
                     continue
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(tar.extractfile(m), dst)
+                src = tar.extractfile(m)
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    _write_atomic(src, dst)
+                except OSError as e:  # the output's fault (disk full, permissions), unless the stream is damaged
+                    if e.errno is None:  # BadGzipFile: the archive's
+                        raise
+                    raise DataError(str(dst), "file", "unwritable_output", f"cannot write member {_short(m.name)!r} "
+                                    f"({e.strerror or e}) after {written} files were written") from None
                 written += 1
     except (tarfile.TarError, EOFError, OSError) as e:
         if isinstance(e, FileNotFoundError) and not Path(archive).is_file():
@@ -144,9 +199,8 @@ def _finish(
         shutil.copyfile(records_file, target)
     usable, problems, clips = check_clips(records, key, out)
     summary = split_summary(target.name, usable, problems, domain_key, type_key, clips)
-    (out / "report.json").write_text(
-        json.dumps({records_file.stem: problems}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    report = json.dumps({records_file.stem: problems}, indent=1, ensure_ascii=False) + "\n"
+    write_text_atomic(out / "report.json", report)
     write_card(
         out,
         name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename: an interrupted run never leaves a
+    half-written file under the final name for a later run (or reader) to trust."""
+    p = Path(path)
+    part = p.with_name(p.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, p)
 
 
 def source_entry(path: str | Path, role: str) -> dict:
@@ -81,8 +91,8 @@ def write_card(
     """Write ``data_card.json`` and its readable form ``data_card.md`` into ``out_dir``; returns the card."""
     card = {"dataset": dataset, "prepared_by": command, **(extra or {}), "splits": splits, "sources": sources}
     out = Path(out_dir)
-    (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / CARD_TEXT).write_text(format_card(card), encoding="utf-8")
+    write_text_atomic(out / CARD_JSON, json.dumps(card, indent=2) + "\n")
+    write_text_atomic(out / CARD_TEXT, format_card(card))
     return card
 
 

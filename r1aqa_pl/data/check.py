@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -30,21 +31,26 @@ def _benchmark_line(fmt: str, path: str, version: str | None) -> str | None:
 def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_skip_fraction: float,
                 domain: str, avqa_naming: str, decode: bool, examples: int, fmt: str = "auto",
                 version: str | None = None) -> int:
+    """One file's report. Records are checked as they are read and only counts and a few examples per
+    problem are kept, so a large file costs its parsed records once, not copies of them."""
     from tqdm import tqdm
 
     print(f"== {name}: {path}")
     show_card(path)  # what the set was prepared from, when a prepare-* command wrote a card beside it
     try:
         fmt = detect_format(path) if fmt == "auto" else fmt
-        items = list(iter_questions(path, audio_dir, fmt, domain, avqa_naming))
         line = _benchmark_line(fmt, path, version)
+        items = iter_questions(path, audio_dir, fmt, domain, avqa_naming)
+        first = next(items)  # file-level problems raise here
     except DataError as e:
         print(f"  FAIL: {e}")
         return 1
     if line:
         print(line)
-    domains, seconds, rates, problems = Counter(), [], Counter(), []
-    for item in tqdm(items, desc=f"check {name}", unit="rec"):
+    domains, seconds, rates, n = Counter(), [], Counter(), 0
+    by_reason: dict[str, list] = {}  # reason -> [count, first examples]
+    for item in tqdm(chain([first], items), desc=f"check {name}", unit="rec"):
+        n += 1
         if isinstance(item, Question):
             domains[item.domain] += 1
             try:
@@ -56,11 +62,14 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
             except DataError as e:
                 item = record_error(item, e)
         if isinstance(item, DataError):
-            problems.append(item)
+            seen = by_reason.setdefault(item.reason, [0, []])
+            seen[0] += 1
+            if len(seen[1]) < examples:
+                seen[1].append(item)
             if on_error == "raise":
                 break
-    n = len(items)
-    print(f"  format: {fmt}; records: {n}; usable: {n - len(problems)}; problems: {len(problems)}")
+    bad = sum(c for c, _ in by_reason.values())
+    print(f"  format: {fmt}; records: {n}; usable: {n - bad}; problems: {bad}")
     print("  domains: " + (", ".join(f"{d} {c}" for d, c in sorted(domains.items())) or "-"))
     if seconds:
         s = np.array(seconds)
@@ -68,22 +77,19 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
         print("  sample rates: " + ", ".join(f"{r} Hz x{c}" for r, c in sorted(rates.items())))
     else:
         print("  audio: no readable clips")
-    by_reason: dict[str, list[DataError]] = {}
-    for e in problems:
-        by_reason.setdefault(e.reason, []).append(e)
-    for reason, errs in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-        print(f"  {len(errs)} {reason}")
-        for e in errs[:examples]:
+    for reason, (count, errs) in sorted(by_reason.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {count} {reason}")
+        for e in errs:
             print(f"      e.g. {e}")
-    if not problems:
+    if not bad:
         print("  OK: a run with on_error=raise starts")
         return 0
     if on_error == "raise":
         print("  FAIL: stopped at the first problem (on_error=raise)")
     else:
-        frac = len(problems) / n
+        frac = bad / n
         verdict = "would start" if frac <= max_skip_fraction else "would fail"
-        print(f"  FAIL: on_error=raise stops at the first problem; on_error=skip loses {len(problems)}/{n} "
+        print(f"  FAIL: on_error=raise stops at the first problem; on_error=skip loses {bad}/{n} "
               f"({frac:.1%}) and {verdict} (max_skip_fraction={max_skip_fraction})")
     return 1
 

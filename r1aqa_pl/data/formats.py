@@ -44,7 +44,7 @@ NAMINGS = ("r1aqa", "video_name")
 # always raise.
 REASONS = ("malformed_json", "missing_field", "bad_field", "answer_index_out_of_range",
            "answer_not_in_choices", "too_few_choices", "missing_audio", "unreadable_audio",
-           "empty_audio", "non_finite_audio")
+           "empty_audio", "non_finite_audio", "truncated_audio")
 
 
 # ---------------------------------------------------------------- reading records

@@ -6,6 +6,8 @@ Writes into ``out``::
     train.jsonl (val.jsonl)                 R1-AQA's JSONL: each source record + dataset_name + audio_path
                                             (relative, so the folder can move)
     report.json                             every record left out, with its reason and message
+    manifest.json                           each finished clip's source video (name, bytes), sample rate,
+                                            frames and sha256: what a re-run checks before trusting a clip
     data_card.json, data_card.md            counts, durations, rates, sources + sha256 (see card.py); the
                                             videos are counted, not hashed (tens of GB would take longer
                                             than decoding them)
@@ -17,17 +19,22 @@ are built for one torch release each, which would tie data preparation to the tr
 FFmpeg's own resampler and downmix are used, i.e. what ``ffmpeg -i V -ac 1 -ar 16000 W`` gives.
 
 Many AVQA videos have vanished from YouTube (R1-AQA trained on ~38k of ~40k records): a record
-whose video is missing, unreadable, without an audio track or silent is left out of the JSONL,
-counted per reason and listed in ``report.json`` -- never dropped silently. A clip is written to a
-temporary name and renamed when complete, so an interrupted run resumes where it stopped and a
-re-run skips finished clips; the outputs depend only on the inputs (byte-identical on a re-run,
-for any number of workers).
+whose video is missing, unreadable, cut short (its audio decodes shorter than the stream states),
+without an audio track or silent, or whose clip name another video's maps to too, is left out of
+the JSONL, counted per reason and listed in ``report.json`` -- never dropped silently. A clip is
+written to a temporary name and renamed when complete, and recorded in ``manifest.json`` (rewritten
+atomically as the run goes), so an interrupted run resumes where it stopped; a re-run skips a clip
+only while its file still matches the manifest (a clip cut or changed since is made again). The
+outputs depend only on the inputs (byte-identical on a re-run, for any number of workers).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -35,11 +42,16 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from r1aqa_pl.data.card import source_entry, split_summary, write_card
+from r1aqa_pl.data.card import sha256, source_entry, split_summary, write_card, write_text_atomic
 from r1aqa_pl.data.formats import avqa_audio_name, iter_questions
 from r1aqa_pl.task.question import DataError, Question
 
 AUDIO_DIR = "audio"
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = ("video", "video_bytes", "sample_rate", "frames", "sha256")
+MANIFEST_EVERY = 500  # finished clips between manifest saves: what an interrupted run may have to redo
+# a track that decodes shorter than its stated duration by more than this is cut short, not a clip
+TRUNCATED_SECONDS, TRUNCATED_FRACTION = 0.1, 0.02
 
 
 def decode_video_audio(path: str | Path, sampling_rate: int = 16000) -> np.ndarray:
@@ -47,7 +59,9 @@ def decode_video_audio(path: str | Path, sampling_rate: int = 16000) -> np.ndarr
 
     Resampled and downmixed by FFmpeg's libswresample to 16-bit output, as ``ffmpeg -ac 1 -ar 16000
     out.wav`` does (stereo becomes (L + R) / 2; a float output would get a +3 dB centre gain instead).
-    Raises DataError ``no_audio_track`` or ``unreadable_video``.
+    A video cut mid-file whose index sits at the front decodes without error to a shorter track, so
+    the decoded length is compared with the stated duration (the stream's, else the container's).
+    Raises DataError ``no_audio_track``, ``unreadable_video`` or ``truncated_audio``.
     """
     import av
 
@@ -55,28 +69,42 @@ def decode_video_audio(path: str | Path, sampling_rate: int = 16000) -> np.ndarr
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise DataError(str(path), "video", "no_audio_track", "the video has no audio track")
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                stated = float(stream.duration * stream.time_base)
+            else:
+                stated = container.duration / av.time_base if container.duration else None
             resampler = av.AudioResampler(format="s16", layout="mono", rate=sampling_rate)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks, failed = [], None
+            try:
+                for frame in container.decode(stream):
+                    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            except av.FFmpegError as e:  # a file cut inside a packet fails there: judged by the length below
+                failed = e
             chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     except av.FFmpegError as e:
-        raise DataError(str(path), "video", "unreadable_video", f"cannot decode ({e.strerror or e})") from None
-    return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
+        failed, chunks, stated = e, [], None
+    x = np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
+    got = x.size / sampling_rate
+    if stated and got < stated - max(TRUNCATED_SECONDS, TRUNCATED_FRACTION * stated):
+        raise DataError(str(path), "video", "truncated_audio", f"the audio decodes to {got:.2f} s of the "
+                        f"{stated:.2f} s the video states{', then fails' if failed else ''}: the file is cut short; "
+                        "download the video again")
+    if failed:
+        raise DataError(str(path), "video", "unreadable_video", f"cannot decode ({failed.strerror or failed})")
+    return x
 
 
-def _make_clip(job: tuple[str, str, int, float]) -> dict:
-    """Worker: one video -> one WAV (skipped when a finished one is there). Returns the clip's
-    ``seconds`` and ``sample_rate``, or the ``reason`` and ``message`` it failed with."""
-    video, wav, sampling_rate, silence_peak = job
-    out = Path(wav)
-    if out.is_file():  # only complete clips carry the final name
-        try:
-            info = sf.info(wav)
-            if info.samplerate == sampling_rate and info.frames > 0:
-                return {"seconds": info.frames / sampling_rate, "sample_rate": sampling_rate, "done_before": True}
-        except sf.LibsndfileError:  # damaged since: made again
-            pass
+def _make_clip(job: tuple[str, str, int, float, dict | None]) -> dict:
+    """Worker: one video -> one WAV, or the finished WAV when it still matches its manifest ``entry``.
+
+    Returns the clip's manifest entry (video, video_bytes, sample_rate, frames, sha256) with its ``seconds``,
+    or the ``reason`` and ``message`` it failed with."""
+    video, wav, sampling_rate, silence_peak, entry = job
+    out, video_bytes = Path(wav), os.stat(video).st_size
+    made = {"video": Path(video).stem, "video_bytes": video_bytes, "sample_rate": sampling_rate}
+    if entry and all(entry.get(k) == v for k, v in made.items()) and out.is_file() and sha256(out) == entry["sha256"]:
+        return {**entry, "seconds": entry["frames"] / sampling_rate, "done_before": True}
     try:
         x = decode_video_audio(video, sampling_rate)
     except DataError as e:
@@ -85,10 +113,31 @@ def _make_clip(job: tuple[str, str, int, float]) -> dict:
     if peak < silence_peak:
         return {"reason": "silent_audio", "message": f"the audio track is silent (peak {peak:.2g} < silence_peak "
                                                      f"{silence_peak:g}, {x.size} samples)"}
-    part = out.with_name(out.name + ".part")
-    sf.write(part, x, sampling_rate, subtype="PCM_16", format="WAV")
+    buf = io.BytesIO()
+    sf.write(buf, x, sampling_rate, subtype="PCM_16", format="WAV")
+    part = out.with_name(out.name + ".part")  # only complete clips carry the final name
+    part.write_bytes(buf.getvalue())
     os.replace(part, out)
-    return {"seconds": x.size / sampling_rate, "sample_rate": sampling_rate}
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    return {**made, "frames": x.size, "sha256": digest, "seconds": x.size / sampling_rate}
+
+
+def _read_manifest(path: Path) -> dict[str, dict]:
+    """wav name -> entry of the clips an earlier run finished; {} when there is none or it is damaged
+    (then every clip is made again: a clip is never trusted unchecked)."""
+    if not path.is_file():
+        return {}
+    try:
+        clips = json.loads(path.read_text(encoding="utf-8"))["clips"]
+        return {w: e for w, e in clips.items() if isinstance(e, dict) and all(k in e for k in MANIFEST_KEYS)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        print(f"prepare-avqa: {path} is damaged ({e}): every clip is made again")
+        return {}
+
+
+def _save_manifest(path: Path, clips: dict[str, dict]) -> None:
+    entries = {w: {k: clips[w][k] for k in MANIFEST_KEYS} for w in sorted(clips)}
+    write_text_atomic(path, json.dumps({"clips": entries}, indent=1, ensure_ascii=False) + "\n")
 
 
 def _index_videos(videos: Path) -> dict[str, Path]:
@@ -125,15 +174,26 @@ def _read_split(qa: Path, naming: str) -> list[tuple[dict, str] | dict]:
     return items
 
 
-def _run(jobs: list, workers: int) -> list[dict]:
+def _run(jobs: list, workers: int) -> Iterator[dict]:
     """Every job through :func:`_make_clip`, in job order (deterministic for any ``workers``), with a progress bar."""
     from tqdm import tqdm
 
     bar = {"total": len(jobs), "desc": "prepare-avqa: decode", "unit": "clip"}
     if workers <= 1:
-        return list(tqdm(map(_make_clip, jobs), **bar))
+        yield from tqdm(map(_make_clip, jobs), **bar)
+        return
     with ProcessPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(_make_clip, jobs, chunksize=8), **bar))
+        yield from tqdm(pool.map(_make_clip, jobs, chunksize=8), **bar)
+
+
+def _collision(wav: str, videos: list[str], naming: str) -> dict:
+    both = "both" if len(videos) == 2 else "all"
+    shown = ", ".join(map(repr, videos[:-1])) + f" and {videos[-1]!r}"
+    return {
+        "reason": "audio_name_collision",
+        "message": f"videos {shown} {both} map to {AUDIO_DIR}/{wav} under naming {naming!r}, so none of them is "
+        "used (one would get another's audio); prepare with --naming video_name to keep them apart",
+    }
 
 
 def _r1aqa_record(raw: dict, wav: str) -> dict:
@@ -174,14 +234,27 @@ def prepare_avqa(
     index = _index_videos(Path(videos))
     sources = {"train": Path(qa), **({"val": Path(val_qa)} if val_qa else {})}
     splits = {name: _read_split(path, naming) for name, path in sources.items()}
-    names: dict[str, str] = {}  # wav -> video name, in first-appearance order
+    videos_of: dict[str, list[str]] = {}  # wav -> the distinct video names mapped to it, in first-appearance order
     for items in splits.values():
         for item in items:
-            if isinstance(item, tuple):
-                names.setdefault(item[1], item[0]["video_name"])
+            if isinstance(item, tuple) and item[0]["video_name"] not in videos_of.setdefault(item[1], []):
+                videos_of[item[1]].append(item[0]["video_name"])
+    clips = {w: _collision(w, v, naming) for w, v in videos_of.items() if len(v) > 1}  # found before decoding
+    names = {w: v[0] for w, v in videos_of.items() if len(v) == 1}
     found = [w for w, v in names.items() if v in index]
-    jobs = [(str(index[names[w]]), str(out_dir / AUDIO_DIR / w), sampling_rate, silence_peak) for w in found]
-    clips = dict(zip(found, _run(jobs, workers)))
+    manifest_path = out_dir / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    jobs = [(str(index[names[w]]), str(out_dir / AUDIO_DIR / w), sampling_rate, silence_peak, manifest.get(w))
+            for w in found]
+    for i, (w, clip) in enumerate(zip(found, _run(jobs, workers)), 1):
+        clips[w] = clip
+        if "sha256" in clip:
+            manifest[w] = clip
+        else:
+            manifest.pop(w, None)
+        if i % MANIFEST_EVERY == 0:  # an interrupted run keeps what it finished
+            _save_manifest(manifest_path, manifest)
+    _save_manifest(manifest_path, {w: clips[w] for w in found if "sha256" in clips[w]})
     for w, v in names.items():
         clips.setdefault(w, {"reason": "missing_video", "message": f"no file named {v}.* under {Path(videos).name}/"})
 
@@ -197,7 +270,7 @@ def prepare_avqa(
         if not s["usable"] or lost > max_missing_fraction:
             print(f"prepare-avqa: {name}: FAIL: {lost:.1%} left out (max_missing_fraction={max_missing_fraction})")
             status = 1
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     write_card(
         out_dir,
         "AVQA",
@@ -208,8 +281,8 @@ def prepare_avqa(
     )
     n_before = sum(1 for w in found if clips[w].get("done_before"))
     print(
-        f"prepare-avqa: {len(names)} clips ({n_before} finished before this run); report: {out_dir / 'report.json'}; "
-        f"card: {out_dir / 'data_card.md'}"
+        f"prepare-avqa: {len(videos_of)} clips ({n_before} finished before this run); "
+        f"report: {out_dir / 'report.json'}; card: {out_dir / 'data_card.md'}"
     )
     return status
 
@@ -234,7 +307,7 @@ def _write_split(out_dir: Path, name: str, items: list, clips: dict[str, dict]) 
         else:
             usable.append(_r1aqa_record(raw, wav))
     file = f"{name}.jsonl"
-    (out_dir / file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable), encoding="utf-8")
+    write_text_atomic(out_dir / file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable))
     used = dict.fromkeys(r["audio_path"].split("/", 1)[1] for r in usable)
     summary = split_summary(
         file, usable, problems, "task", "question_type", [clips[w] for w in used], default_domain="sound"

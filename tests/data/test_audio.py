@@ -1,5 +1,7 @@
 """Audio decoding: every rate, channel layout and sample format becomes mono 16 kHz float32 in the window."""
 
+import struct
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -74,6 +76,26 @@ def test_audio_info(tmp_path):
     sf.write(p, np.zeros((24000, 2), np.float32), 48000, "PCM_24")
     assert audio_info(p) == {"sample_rate": 48000, "channels": 2, "frames": 24000, "seconds": 0.5,
                              "subtype": "PCM_24"}
+
+
+def test_cut_wav_is_truncated_audio_not_a_shorter_clip(tmp_path):
+    """Issue 32 item 2: libsndfile reads a WAV cut in half as a clip half as long; its header says otherwise."""
+    p = tmp_path / "a.wav"
+    sf.write(p, sine(16000), 16000, "PCM_16")
+    whole = p.read_bytes()
+    p.write_bytes(whole[: len(whole) // 2])
+    assert sf.info(p).frames == 7989  # what soundfile alone reports: a shorter clip, no error
+    with pytest.raises(DataError) as e:
+        audio_info(p)
+    assert e.value.reason == "truncated_audio"
+    assert str(e.value) == (f"{p}:audio: cut short: the WAV header declares 32000 bytes of samples, the file holds "
+                            "15978 (50%); copy or prepare the clip again")
+    # whole WAVs: one with a chunk after its samples, one whose header leaves the size open (written as a stream)
+    tail = whole + b"LIST" + struct.pack("<I", 4) + b"INFO"
+    p.write_bytes(tail[:4] + struct.pack("<I", len(tail) - 8) + tail[8:])
+    assert audio_info(p)["frames"] == 16000
+    p.write_bytes(whole[:40] + struct.pack("<I", 0xFFFFFFFF) + whole[44:])
+    assert audio_info(p)["frames"] == 16000
 
 
 def _bad_files(tmp_path):

@@ -326,6 +326,39 @@ def test_check_data_cli(synth_dir, mmau_json, capsys):
     assert e.value.code == 1 and "999 missing_audio" in capsys.readouterr().out
 
 
+def test_check_data_streams_a_large_file(tmp_path, synth_dir):
+    """Issue 32: check-data on a 50 MB file took 1.2 GB: torch (~0.7 GB) loaded for a scan that resamples
+    nothing, and the records held twice (a list of every question, one of every problem, beside the parsed
+    file). Now the parsed records are the peak, and torch stays unloaded."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+    import tracemalloc
+
+    from r1aqa_pl.task.files import read_entries
+
+    big = write_jsonl(tmp_path / "big.jsonl", [avqa(i) for i in range(10000)])  # every clip missing: 10000 problems
+    tracemalloc.start()
+    try:
+        read_entries(big)
+        parsed = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.redirect_stderr(io.StringIO()):
+            assert check_data(train=str(big), decode=False) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "records: 10000; usable: 0; problems: 10000" in shown.getvalue()
+    assert "10000 missing_audio" in shown.getvalue() and shown.getvalue().count("e.g.") == 3
+    assert peak < 1.3 * parsed, (peak, parsed)  # was 1.6x
+    train = str(synth_dir / "train.jsonl")  # 16 kHz clips, fully decoded
+    code = f"import sys; from r1aqa_pl.data.check import check_data; check_data(train={train!r}); print(sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "OK: a run" in run.stdout, run.stderr[-2000:]
+    assert "'torch'" not in run.stdout.splitlines()[-1]
+
+
 def test_hide_train_answers_blanks_training_answers_only(synth_dir):
     """Test-time RL: no training record carries its answer; validation keeps them for scoring."""
     dm = AudioQADataModule(

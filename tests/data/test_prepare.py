@@ -22,9 +22,10 @@ from r1aqa_pl.task.question import DataError
 CHOICES = ["motorboat", "Yacht consignment", "Sailboat set sail", "Consignment car"]
 
 
-def make_mp4(path, freq=440.0, seconds=1.0, sr=44100, amp=0.5, audio=True):
-    """A 32x32 mpeg4 video of ``seconds`` with (optionally) a stereo AAC track of a sine tone."""
-    with av.open(str(path), "w") as c:
+def make_mp4(path, freq=440.0, seconds=1.0, sr=44100, amp=0.5, audio=True, faststart=False):
+    """A 32x32 mpeg4 video of ``seconds`` with (optionally) a stereo AAC track of a sine tone; ``faststart``
+    puts the index (moov) before the media data, as streaming-friendly downloads have it."""
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as c:
         v = c.add_stream("mpeg4", rate=10)
         v.width = v.height = 32
         v.pix_fmt = "yuv420p"
@@ -259,6 +260,173 @@ def test_prepared_avqa_trains_and_check_data_shows_the_card(avqa_download, tiny_
     assert find_card(synth_dir / "train.jsonl") is None
 
 
+def test_prepare_avqa_leaves_out_a_truncated_video_and_redoes_its_clip_once_restored(tmp_path, capsys):
+    """Issue 32 item 1 (and 2): a video cut mid-file, index at the front, decodes without error to a
+    short track; it is left out as truncated_audio, and a short clip an earlier release made from it is
+    made again once the complete video is back."""
+    import r1aqa_pl.data.prepare as prep
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_mp4(videos / "tone440_000030.mp4")
+    cut = make_mp4(videos / "cut_000005.mp4", freq=880.0, seconds=3.0, faststart=True)
+    whole = cut.read_bytes()
+    with av.open(str(cut)) as c:  # cut where a packet starts, past half the file: the rest decodes cleanly
+        at = next(p.pos for p in c.demux(c.streams.audio[0]) if p.pos and p.pos >= len(whole) // 2)
+    cut.write_bytes(whole[: len(whole) // 2 + 1])  # cut inside a packet: decoding fails at the end
+    with pytest.raises(DataError, match=r"decodes to 1\.\d\d s of the 3\.00 s the video states") as e:
+        prep.decode_video_audio(cut)
+    assert e.value.reason == "truncated_audio"
+    cut.write_bytes(whole[:at])
+    (tmp_path / "train_qa.json").write_text(json.dumps([avqa(0, "tone440_000030"), avqa(1, "cut_000005")]))
+    out = tmp_path / "prepared"
+    run = dict(qa=str(tmp_path / "train_qa.json"), videos=str(videos), out=str(out))
+
+    assert prepare_avqa(**run) == 1  # 1 of 2 left out > max_missing_fraction 0.1
+    assert "FAIL: 50.0% left out (max_missing_fraction=0.1)" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["train"] == [
+        {
+            "id": 1,
+            "video_name": "cut_000005",
+            "reason": "truncated_audio",
+            "message": "the audio decodes to 1.42 s of the 3.00 s the video states: the file is cut short; "
+            "download the video again",
+        }
+    ]
+    card = json.loads((out / "data_card.json").read_text())["splits"]["train"]
+    assert (card["usable"], card["missing_by_reason"]) == (1, {"truncated_audio": 1})
+    assert [json.loads(line)["id"] for line in (out / "train.jsonl").read_text().splitlines()] == [0]
+    assert sorted(p.name for p in (out / "audio").iterdir()) == ["tone440_30.wav"]
+    assert prepare_avqa(**run, max_missing_fraction=0.5) == 0  # within the allowed loss: exit 0, still left out
+
+    # what an earlier release wrote from the cut video: a 1.42 s clip under the final name, no manifest entry
+    sf.write(out / "audio" / "cut_5.wav", np.full(22720, 0.1, np.float32), 16000, "PCM_16")
+    cut.write_bytes(whole)
+    capsys.readouterr()
+    assert prepare_avqa(**run) == 0
+    assert "2 clips (1 finished before this run)" in capsys.readouterr().out  # the short clip was not trusted
+    x, sr = sf.read(out / "audio" / "cut_5.wav")
+    assert abs(len(x) / sr - 3.0) < 0.05
+    audio = json.loads((out / "data_card.json").read_text())["splits"]["train"]["audio"]
+    assert audio["clips"] == 2 and abs(audio["seconds"]["total"] - 4.0) < 0.1
+    assert json.loads((out / "report.json").read_text())["train"] == []
+
+
+def test_prepare_avqa_redoes_a_clip_cut_or_changed_since_and_check_data_flags_it(avqa_download, monkeypatch, capsys):
+    """Issue 32 item 2: resume trusts a clip only while it matches the manifest (sha256, frames, rate, video)."""
+    import hashlib
+
+    import r1aqa_pl.data.prepare as prep
+
+    out = avqa_download / "prepared"
+    assert _prepare(avqa_download, out) == 0
+    first = _snapshot(out)
+    manifest = json.loads((out / "manifest.json").read_text())["clips"]
+    assert sorted(manifest) == ["tone440_30.wav", "tone880_4.wav"]
+    wav = out / "audio" / "tone880_4.wav"
+    assert manifest["tone880_4.wav"] == {
+        "video": "tone880_000004",
+        "video_bytes": (avqa_download / "videos" / "part1" / "tone880_000004.mp4").stat().st_size,
+        "sample_rate": 16000,
+        "frames": sf.info(wav).frames,
+        "sha256": hashlib.sha256(wav.read_bytes()).hexdigest(),
+    }
+
+    data = wav.read_bytes()
+    wav.write_bytes(data[: len(data) // 2])  # cut in half (an interrupted copy)
+    other = out / "audio" / "tone440_30.wav"
+    changed = bytearray(other.read_bytes())
+    changed[1000:1010] = bytes(10)  # same length, other samples
+    other.write_bytes(bytes(changed))
+    capsys.readouterr()
+    assert check_data(train=str(out / "train.jsonl")) == 1  # the header still claims the full length
+    shown = capsys.readouterr().out
+    declared, held = 2 * manifest["tone880_4.wav"]["frames"], len(data) // 2 - 44  # 16-bit mono, 44-byte header
+    assert "1 truncated_audio" in shown and "audio: 2 clips" in shown
+    assert f"cut short: the WAV header declares {declared} bytes of samples, the file holds {held} (50%)" in shown
+
+    decoded = []
+    real = prep.decode_video_audio
+    monkeypatch.setattr(prep, "decode_video_audio", lambda p, sr: decoded.append(p.rsplit("/", 1)[1]) or real(p, sr))
+    assert _prepare(avqa_download, out) == 0
+    assert sorted(decoded) == [
+        "corrupt_000020.mp4", "mute_000010.mp4", "silent_000000.mp4", "tone440_000030.mp4", "tone880_000004.mp4"
+    ]
+    assert _snapshot(out) == first  # both clips made again, same bytes; the card counts their true lengths
+    assert "7 clips (0 finished before this run)" in capsys.readouterr().out
+
+    (out / "manifest.json").write_text('{"clips": ')  # a damaged manifest trusts nothing
+    decoded.clear()
+    assert _prepare(avqa_download, out) == 0 and _snapshot(out) == first
+    assert "manifest.json is damaged (Expecting value: line 1 column 11 (char 10)): every clip is made again" in (
+        capsys.readouterr().out
+    )
+    assert "tone880_000004.mp4" in decoded and "tone440_000030.mp4" in decoded
+
+
+def test_prepare_avqa_interrupted_keeps_the_clips_it_finished(avqa_download, monkeypatch, capsys):
+    """The manifest is saved as the run goes, so an interrupted run's finished clips are trusted next time."""
+    import r1aqa_pl.data.prepare as prep
+
+    out = avqa_download / "prepared"
+    real = prep.decode_video_audio
+
+    def stop_at_the_second(p, sr):
+        if "tone880" in p:
+            raise KeyboardInterrupt
+        return real(p, sr)
+
+    monkeypatch.setattr(prep, "MANIFEST_EVERY", 1)
+    monkeypatch.setattr(prep, "decode_video_audio", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(avqa_download, out)
+    assert sorted(json.loads((out / "manifest.json").read_text())["clips"]) == ["tone440_30.wav"]
+    assert sorted(p.name for p in (out / "audio").iterdir()) == ["tone440_30.wav"]
+    monkeypatch.setattr(prep, "decode_video_audio", real)
+    capsys.readouterr()
+    assert _prepare(avqa_download, out) == 0
+    assert "7 clips (1 finished before this run)" in capsys.readouterr().out
+    assert sorted(json.loads((out / "manifest.json").read_text())["clips"]) == ["tone440_30.wav", "tone880_4.wav"]
+
+
+def test_prepare_avqa_reports_two_videos_mapped_to_one_clip_name(tmp_path, monkeypatch):
+    """Issue 32 item 11: good_000001 and good_1 both become good_1.wav under R1-AQA's naming."""
+    import r1aqa_pl.data.prepare as prep
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_mp4(videos / "good_000001.mp4", freq=440.0)
+    make_mp4(videos / "good_1.mp4", freq=880.0)
+    make_mp4(videos / "tone440_000030.mp4")
+    recs = [avqa(0, "good_000001"), avqa(1, "good_1"), avqa(2, "tone440_000030"), avqa(3, "good_1")]
+    (tmp_path / "train_qa.json").write_text(json.dumps(recs))
+    decoded = []
+    real = prep.decode_video_audio
+    monkeypatch.setattr(prep, "decode_video_audio", lambda p, sr: decoded.append(p.rsplit("/", 1)[1]) or real(p, sr))
+    out = tmp_path / "prepared"
+    run = dict(qa=str(tmp_path / "train_qa.json"), videos=str(videos))
+    assert prepare_avqa(**run, out=str(out), max_missing_fraction=1.0) == 0
+    assert decoded == ["tone440_000030.mp4"]  # found before decoding: neither colliding video is decoded
+    message = (
+        "videos 'good_000001' and 'good_1' both map to audio/good_1.wav under naming 'r1aqa', so none of them is "
+        "used (one would get another's audio); prepare with --naming video_name to keep them apart"
+    )
+    assert json.loads((out / "report.json").read_text())["train"] == [
+        {"id": i, "video_name": v, "reason": "audio_name_collision", "message": message}
+        for i, v in ((0, "good_000001"), (1, "good_1"), (3, "good_1"))
+    ]
+    assert [json.loads(line)["id"] for line in (out / "train.jsonl").read_text().splitlines()] == [2]
+    assert sorted(p.name for p in (out / "audio").iterdir()) == ["tone440_30.wav"]
+    assert json.loads((out / "data_card.json").read_text())["splits"]["train"]["missing_by_reason"] == {
+        "audio_name_collision": 3
+    }
+    assert prepare_avqa(**run, out=str(tmp_path / "by_name"), naming="video_name", max_missing_fraction=0.0) == 0
+    recs = [json.loads(line) for line in (tmp_path / "by_name" / "train.jsonl").read_text().splitlines()]
+    assert [r["audio_path"] for r in recs] == [
+        "audio/good_000001.wav", "audio/good_1.wav", "audio/tone440_000030.wav", "audio/good_1.wav"
+    ]
+
+
 # ------------------------------------------------------------------ MMAU / MMAR
 
 
@@ -345,6 +513,48 @@ def test_prepare_mmau_refuses_an_unsafe_archive_before_writing(tmp_path, bad):
     assert e.value.reason == "unsafe_archive_member" and repr(bad) in str(e.value)
     assert not (tmp_path / "evil.wav").exists() and not (tmp_path / "deep" / "evil.wav").exists()
     assert not (out / "test-mini-audios").exists()  # nothing unpacked
+
+
+@pytest.mark.parametrize(
+    "members,shown,why",
+    [
+        (["test-mini-audios/" + "n" * 300 + ".wav"], "'test-mini-audios/nnn", "name too long (304 bytes in one part"),
+        (["test-mini-audios/q9.wav/x.wav", "test-mini-audios/q9.wav"], "'test-mini-audios/q9.wav'",
+         "it is a file, and a folder of other members"),
+    ],
+)
+def test_prepare_mmau_refuses_a_member_it_cannot_write_before_writing(tmp_path, members, shown, why):
+    """Issue 32 item 9: found while checking the members, reported as that member's, nothing written."""
+    good = [(f"test-mini-audios/q{i}.wav", _wav_bytes()) for i in (0, 1)]
+    archive = _tar(tmp_path / "a.tar.gz", good + [(m, _wav_bytes()) for m in members])
+    src = tmp_path / "m.json"
+    src.write_text(json.dumps([mmau(0), mmau(1)]))
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as e:
+        prepare_mmau(archive=str(archive), json=str(src), out=str(out))
+    assert e.value.reason == "bad_archive_member" and e.value.source == str(archive)
+    assert f"refused: member {shown}" in str(e.value) and why in str(e.value)
+    assert str(e.value).endswith("; nothing was unpacked")
+    assert not (out / "test-mini-audios").exists()  # the two good members were not written either
+
+
+def test_prepare_mmau_names_the_output_it_cannot_write(tmp_path, monkeypatch):
+    """A full disk is the output's problem, not an "unreadable archive"."""
+    import errno
+
+    import r1aqa_pl.data.benchmark_audio as ba
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ba, "_write_atomic", full)
+    archive = _tar(tmp_path / "a.tar.gz", [("test-mini-audios/q0.wav", _wav_bytes())])
+    with pytest.raises(DataError) as e:
+        ba.unpack(archive, tmp_path / "out")
+    assert e.value.reason == "unwritable_output" and str(e.value) == (
+        f"{tmp_path / 'out' / 'test-mini-audios' / 'q0.wav'}:file: cannot write member 'test-mini-audios/q0.wav' "
+        "(No space left on device) after 0 files were written"
+    )
 
 
 def test_prepare_mmar_from_the_download_folder(tmp_path, capsys):
