@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from r1aqa_pl.models import DTYPES, FAMILIES, Dtype
+from r1aqa_pl.models import DTYPES, FAMILIES, Dtype, check_local
 
 
 def _check(ok: bool, group: str, knob: str, value: Any, rule: str) -> None:
@@ -62,6 +62,7 @@ class Policy:
         if self.family is not None:
             _check(self.family in FAMILIES or "." in self.family, "policy", "family", self.family,
                    f"a registered family ({', '.join(FAMILIES)}), a class path, or null")
+        check_local(self.model_name_or_path)  # a mistyped local folder fails now, never as a hub lookup
 
 
 @dataclass

@@ -102,6 +102,7 @@ class GRPOModule(PolicyModule):
         return self.optimization.gradient_accumulation_steps
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit":  # DeepSpeed: the engine clips at max_grad_norm; completions per rank and step
             dm = getattr(self.trainer, "datamodule", None)
             prompts = getattr(dm, "hparams", {}).get("batch_size", 1) if dm is not None else 1

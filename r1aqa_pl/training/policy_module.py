@@ -57,6 +57,9 @@ class PolicyModule(L.LightningModule):
         return {"policy": asdict(self.policy_config), "optimization": asdict(self.optimization),
                 "evaluation": asdict(self.evaluation), "engine": spec(self.engine)}
 
+    def setup(self, stage: str) -> None:
+        strategy.destroy_process_group_at_exit()
+
     # -- model ------------------------------------------------------------------------------
     def configure_model(self) -> None:
         """Load lazily so that a sharded strategy (DeepSpeed ZeRO-3) sees the model being built."""

@@ -49,6 +49,23 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- what are we running under
 
+def destroy_process_group_at_exit() -> bool:
+    """Under a gloo process group (DDP on CPUs), destroy it when the interpreter exits, as Lightning does for
+    NCCL only: gloo's threads still alive at interpreter exit can race its teardown and crash a finished run.
+    Returns whether it was registered (once per process)."""
+    import atexit
+
+    from lightning.fabric.utilities.distributed import _destroy_dist_connection
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_backend() != "gloo":
+        return False
+    if not getattr(destroy_process_group_at_exit, "registered", False):
+        atexit.register(_destroy_dist_connection)
+        destroy_process_group_at_exit.registered = True
+    return True
+
+
 def _strategy(module):
     trainer = getattr(module, "_trainer", None)
     return None if trainer is None else trainer.strategy

@@ -64,3 +64,12 @@ def test_hyperparameters_are_plain_values_that_rebuild_the_module():
     assert (again.loss.aggregation, again.advantage.scale, again.rewards[1].weight) == ("dapo", "none", 0.5)
     sft = SFTModule("m", optimization={"lr": 1e-5}, target="<answer>{answer}</answer>")
     assert SFTModule(**sft.hparams).hparams == sft.hparams
+
+
+def test_a_missing_local_model_folder_fails_at_construction(tmp_path):
+    """``policy.model_name_or_path`` naming a local folder that is not there fails when the module is built (before
+    the data module would look it up on the hub for its feature extractor); hub ids are left to the hub."""
+    with pytest.raises(FileNotFoundError, match="checkpoints/demo/wram: no such folder"):
+        GRPOModule("checkpoints/demo/wram")
+    assert GRPOModule("Qwen/Qwen2-Audio-7B-Instruct").policy_config.model_name_or_path.startswith("Qwen/")
+    assert GRPOModule(str(tmp_path)).policy_config.model_name_or_path == str(tmp_path)

@@ -226,3 +226,29 @@ def test_top_k_reaches_generate_only_when_set(synth_dir, tiny_dir, top_k):
     batch = batch_of(datamodule(synth_dir, tiny_dir), 2)
     m.sample(batch["questions"], batch["audio"])
     assert ("top_k" in seen[0]) == (top_k is not None) and seen[0].get("top_k") == top_k
+
+
+def test_a_gloo_process_group_is_destroyed_at_exit(tmp_path, monkeypatch):
+    """Under gloo (DDP on CPUs) the module registers the process group's destruction at interpreter exit, as
+    Lightning does for NCCL only; without a process group nothing is registered."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from r1aqa_pl.training import strategy
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(strategy.destroy_process_group_at_exit, "registered", False, raising=False)
+    assert strategy.destroy_process_group_at_exit() is False and registered == []
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        GRPOModule("unused").setup("validate")
+        assert len(registered) == 1
+        strategy.destroy_process_group_at_exit()  # once per process
+        assert len(registered) == 1
+        registered[0]()  # what runs at exit
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -42,6 +42,7 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
     from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.training import strategy
     from r1aqa_pl.training.grpo_module import GRPOModule
 
     torch.set_num_threads(1)
@@ -112,8 +113,8 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
         (out_dir / "metrics.json").write_text(json.dumps(metrics))
         module.export_hf(str(out_dir / "final"))
-    # gloo: Lightning would leave the process group to interpreter exit (see test_callbacks.DestroyProcessGroup)
-    torch.distributed.destroy_process_group()
+    # gloo: the module registered the process group's destruction at exit (strategy.destroy_process_group_at_exit)
+    assert torch.distributed.get_backend() == "gloo" and strategy.destroy_process_group_at_exit.registered
 
 
 def deepspeed_worker(out: str) -> None:
