@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= checkpoints/demo
 # one seed drives the demo's synthetic data, tiny policy, warm start and GRPO run: make demo SEED=3
 SEED ?= 0
-# the policy family of the demo's and the bench's tiny model (r1aqa_pl.models.FAMILIES)
+# the policy family of the demo's and the bench's tiny model (r1aqa_pl.models.FAMILIES); each family has its own
+# warm start ($(RUN_DIR)/warm for qwen2_audio, $(RUN_DIR)/warm-<family> otherwise) that its checkpoints point at
 FAMILY ?= qwen2_audio
 # extra `lightning fit` arguments for the demo, e.g. DEMO_ARGS="--model.init_args.dynamic_sampling true"
 DEMO_ARGS ?=
@@ -57,7 +58,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0] [FAMILY=qwen2_5_omni]
 	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED) --family $(FAMILY)
-	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) $(DEMO_ARGS)
+	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) \
+	  $(if $(filter-out qwen2_audio,$(FAMILY)),--model.init_args.policy.model_name_or_path $(RUN_DIR)/warm-$(FAMILY)) $(DEMO_ARGS)
 
 lint: install ## ruff over the package and the tests (the rules: pyproject.toml)
 	$(VENV)/bin/ruff check r1aqa_pl tests

@@ -8,6 +8,8 @@ functions whose command line jsonargparse derives from their signatures and docs
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,6 +49,8 @@ def _commands_help() -> str:
     lines = ["project commands (`r1aqa COMMAND --help` for each):"]
     lines += [f"  {name:<13} {_first_doc_line(target)}" for name, target in COMMANDS.items()]
     lines += [f"  {name:<13} {_first_doc_line(target.split(':')[0] + ':__doc__')}" for name, target in TOOLS.items()]
+    lines += ["a failure prints one line, `error: FILE:WHERE: what is wrong`, and exits 1 (2: a bad command line);",
+              "`--debug` (or R1AQA_DEBUG=1) shows the full traceback instead (docs/errors.md)"]
     return "\n".join(lines) + "\n"
 
 
@@ -115,6 +119,17 @@ def _refuse_misplaced(argv: list[str]) -> None:
             raise SystemExit(f"error: model.init_args in {', '.join(sorted(set(flat.values())))}: {e}") from None
 
 
+def _drop_empty_version(trainer) -> None:
+    """Remove the logger's ``version_N/`` of a run that failed before its first optimizer step, when it holds
+    only what every start writes (config.yaml, hparams.yaml, event files): an empty version is not a run."""
+    log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+    if not trainer.is_global_zero or trainer.global_step > 0 or not log_dir or not Path(log_dir).is_dir():
+        return
+    files = [p.name for p in Path(log_dir).rglob("*") if not p.is_dir()]
+    if all(n in ("config.yaml", "hparams.yaml") or n.startswith("events.out.tfevents.") for n in files):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build the LightningCLI; every model, data module and callback comes from the config."""
     from lightning.pytorch import LightningDataModule, LightningModule
@@ -129,6 +144,13 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         def parse_arguments(self, parser, args) -> None:
             _refuse_misplaced(sys.argv[1:] if args is None else list(args))
             super().parse_arguments(parser, args)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except Exception:
+                _drop_empty_version(self.trainer)
+                raise
 
         def _instantiate_trainer(self, config, callbacks):
             # a config's progress bar (configs/demo.yaml's StepProgressBar) gives way to enable_progress_bar: false
@@ -148,20 +170,37 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    from_sys = argv is None
-    argv = list(sys.argv[1:] if from_sys else argv)
-    if argv and argv[0] in COMMANDS:
+def _run_command(argv: list[str]) -> int | None:
+    """A project command or tool: its exit status (None: success)."""
+    if argv[0] in COMMANDS:
         from jsonargparse import auto_cli
 
         result = auto_cli(_load(COMMANDS[argv[0]]), args=argv[1:])
-        if isinstance(result, int) and result != 0:
-            sys.exit(result)
-        return
-    if argv and argv[0] in TOOLS:
-        result = _load(TOOLS[argv[0]])(argv[1:])
-        if isinstance(result, int) and not isinstance(result, bool) and result != 0:
-            sys.exit(result)
+        return result if isinstance(result, int) and not isinstance(result, bool) and result != 0 else None
+    result = _load(TOOLS[argv[0]])(argv[1:])
+    return result if isinstance(result, int) and not isinstance(result, bool) and result != 0 else None
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message on one line (a traceback's last line, without the type)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if from_sys else argv)
+    if argv and (argv[0] in COMMANDS or argv[0] in TOOLS):
+        # bad input (data, files, settings) is one line on stderr and exit 1; --debug or R1AQA_DEBUG=1: the traceback
+        debug = "--debug" in argv[1:] or os.environ.get("R1AQA_DEBUG", "0") not in ("", "0")
+        try:
+            status = _run_command([a for a in argv if a != "--debug"])
+        except (ValueError, OSError) as e:  # DataError is a ValueError; FileNotFoundError, PermissionError OSErrors
+            if debug:
+                raise
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(1)
+        if status:
+            sys.exit(status)
         return
     if not argv or argv[0] in ("-h", "--help"):
         print(_commands_help())

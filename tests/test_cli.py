@@ -97,7 +97,7 @@ def test_a_knob_out_of_range_fails_before_loading_naming_it():
         "--config",
         "configs/demo.yaml",
         "--model.init_args.policy.model_name_or_path",
-        "no/such/model",
+        "org/model",  # a hub id: nothing is loaded before the check
         "--model.init_args.sampling.G",
         "1",
         check=False,
@@ -159,3 +159,56 @@ def test_linked_target_in_a_config_file_is_refused(tmp_path):
     _refuse_misplaced(
         ["--config", "configs/demo.yaml", "--config=" + str(tmp_path / "missing.yaml")]
     )  # the CLI's to report
+
+
+# ---------------------------------------------------------------- failures: one line, exit 1, --debug
+
+
+def test_bad_input_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    """A project command's DataError / FileNotFoundError / ValueError is `error: ...` on one line, exit 1."""
+    import os
+
+    missing = tmp_path / "missing.json"
+    res = run(str(BIN / "r1aqa"), "score", str(missing), check=False)
+    assert (res.returncode, res.stderr) == (1, f"error: {missing}:file: file not found\n")
+    for args, env in (((str(missing), "--debug"), {}), ((str(missing),), {"R1AQA_DEBUG": "1"})):
+        res = subprocess.run([str(BIN / "r1aqa"), "score", *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, **env})
+        assert res.returncode == 1 and "Traceback" in res.stderr and "DataError: " in res.stderr
+    res = run(str(BIN / "r1aqa"), "score", "--nonsense", check=False)  # a bad command line stays argparse's: 2
+    assert res.returncode == 2
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "/x/y.wav"),
+                                   ValueError("sampling.G = 0: needs at least 2\ncompletions per prompt")])
+def test_a_tool_failure_is_one_line_too(monkeypatch, capsys, error):
+    from r1aqa_pl import cli
+
+    def tool(argv):
+        raise error
+
+    monkeypatch.setattr(cli, "_load", lambda target: tool)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["memory", "--whatever"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert err.strip() in ("error: [Errno 13] Permission denied: '/x/y.wav'",
+                           "error: sampling.G = 0: needs at least 2 completions per prompt")
+    with pytest.raises(type(error)):
+        cli.main(["memory", "--debug"])
+
+
+def test_a_fit_that_fails_before_its_first_step_leaves_no_version_folder(tmp_path, tiny_dir):
+    """The logger makes version_0/ (an event file) before the data module's setup; a run that fails there
+    has logged nothing, so the folder goes and the next run is version_0 again."""
+    import os
+
+    res = subprocess.run(
+        [sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml",
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+         "--model.init_args.policy.model_name_or_path", str(tiny_dir),
+         "--data.init_args.train_file", str(tmp_path / "missing.jsonl")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode != 0 and "missing.jsonl" in res.stderr
+    assert (tmp_path / "grpo").is_dir() and not list((tmp_path / "grpo").iterdir())

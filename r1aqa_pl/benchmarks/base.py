@@ -145,8 +145,7 @@ class Benchmark:
         return sum(self.is_correct(c, answer, choices) for c in choices) / len(choices) if choices else 0.0
 
     # -- scoring ----------------------------------------------------------------------------------
-    def _check(self, record: Any, i: int, key: str, source: str) -> None:
-        where = f"record {i}"
+    def _check(self, record: Any, where: str, key: str, source: str) -> None:
         if not isinstance(record, dict):
             raise DataError(source, where, "malformed_json", f"expected a JSON object, got {type(record).__name__}")
         for field in ("answer", "choices"):
@@ -159,6 +158,9 @@ class Benchmark:
             )
         if not isinstance(record["answer"], str):
             raise DataError(source, where, "bad_field", f"'answer' must be a string (id={record.get('id')!r})")
+        if record["answer"] not in choices:  # as check-data: such a record is scored against no choice at all
+            raise DataError(source, where, "answer_not_in_choices",
+                            f"id={record.get('id')}: answer {record['answer']!r} is not one of {choices}")
         value = record.get(key)
         if value is not None and not isinstance(value, str):
             raise DataError(
@@ -168,9 +170,11 @@ class Benchmark:
                 f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})",
             )
 
-    def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>") -> dict:
+    def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>",
+                      where: list[str] | None = None) -> dict:
         """Score records that carry a prediction under ``key`` (default :attr:`prediction_key`); those
-        without it are skipped, as the official scorers do.
+        without it are skipped, as the official scorers do. ``where`` names each record in errors as the
+        file's reader does (``line 4`` / ``record 3``); default ``record <0-based index>``.
 
         Returns ``{"benchmark", "key", "scored", "skipped", "total": {correct, total, acc},
         <group>: {name: {correct, total, acc}}}`` with ``acc`` in [0, 1]. A record lacking a group's
@@ -188,7 +192,7 @@ class Benchmark:
         skipped = 0
         first = self.groups[0]
         for i, record in enumerate(records):
-            self._check(record, i, key, source)
+            self._check(record, where[i] if where else f"record {i}", key, source)
             if key not in record:
                 skipped += 1
                 continue

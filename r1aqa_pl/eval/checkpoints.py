@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
-from r1aqa_pl.models import Dtype
+from r1aqa_pl.models import Dtype, check_local
 from r1aqa_pl.task.question import Question
+from r1aqa_pl.training.checkpointing import BASE_KEY, base_fingerprint
 from r1aqa_pl.training.config import regroup
 from r1aqa_pl.training.policy_module import PolicyModule
 
 CheckpointKind = Literal["lightning", "deepspeed", "hf"]
+_EXPECTED = "a Lightning .ckpt file, a DeepSpeed checkpoint folder, a Hugging Face model folder"
 # what an _hf folder takes from the Lightning checkpoint beside it (LoRA is merged in the export, the
 # family is the folder's own model_type)
 _HF_POLICY = ("dtype", "attn_implementation", "template", "think")
@@ -58,8 +62,8 @@ def is_hf_dir(path: str | Path) -> bool:
 def checkpoint_kind(checkpoint: str | Path) -> CheckpointKind:
     """``"lightning"`` (a ``.ckpt`` file), ``"deepspeed"`` (a ZeRO folder) or ``"hf"`` (HF folder or hub id).
 
-    A path that looks local (exists, is absolute, starts with ``.``, or ends in ``.ckpt``) but is
-    neither raises ``FileNotFoundError`` instead of being sent to the hub.
+    A path that looks local (see :func:`r1aqa_pl.models.check_local`) but is neither raises
+    ``FileNotFoundError`` instead of being sent to the hub.
     """
     p = Path(checkpoint)
     if p.is_file():
@@ -68,12 +72,10 @@ def checkpoint_kind(checkpoint: str | Path) -> CheckpointKind:
         return "deepspeed"
     if is_hf_dir(p):
         return "hf"
-    s = str(checkpoint)
-    if p.exists() or p.is_absolute() or s.startswith((".", "~")) or s.endswith(".ckpt") \
-            or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", s):
-        what = "a folder without config.json, latest or checkpoint/" if p.is_dir() else "not found"
-        raise FileNotFoundError(f"{checkpoint}: {what}; expected a Lightning .ckpt file, a DeepSpeed checkpoint "
-                                "folder, a Hugging Face model folder or a hub id")
+    if p.is_dir():
+        raise FileNotFoundError(f"{checkpoint}: a folder without config.json, latest or checkpoint/; expected "
+                                f"{_EXPECTED}")
+    check_local(str(checkpoint), _EXPECTED)
     return "hf"
 
 
@@ -135,11 +137,39 @@ class EvalPolicy(PolicyModule):
         return super().answer(questions, audio) if questions else []
 
 
+def _read_ckpt(path: Path) -> dict:
+    """A Lightning checkpoint's dict; a file torch cannot read is named as corrupt, not left to torch's mmap hint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        what = "its archive does not load" if zipfile.is_zipfile(path) else "not the zip archive torch.save writes"
+        raise ValueError(f"{path}: not a readable checkpoint, corrupt or truncated ({path.stat().st_size} bytes, "
+                         f"{what}); copy it again, or evaluate the _hf folder beside it") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: no 'state_dict' in this file; is it a Lightning checkpoint?")
+    return ckpt
+
+
+def _base_for(path: Path, ckpt: dict, trained_with: str, hf: Path) -> str:
+    """The folder to build the policy from: the run's base, or the ``_hf`` export beside the checkpoint when
+    the base is gone or no longer the one the run recorded (:data:`BASE_KEY`: its config/tokenizer hash)."""
+    if not Path(trained_with).exists():
+        return str(hf) if is_hf_dir(hf) else trained_with
+    recorded = (ckpt.get(BASE_KEY) or {}).get("sha256")
+    if recorded is None or base_fingerprint(trained_with) == recorded:
+        return trained_with
+    if is_hf_dir(hf):
+        print(f"note: {trained_with} has changed since {path} was trained (its config/tokenizer are not the "
+              f"run's); evaluating with the _hf export beside the checkpoint instead: {hf}", file=sys.stderr)
+        return str(hf)
+    raise ValueError(f"{path}: the base model it was trained from, {trained_with}, has changed since (its "
+                     f"config/tokenizer are not the run's); restore that folder, or evaluate the checkpoint's _hf "
+                     f"export ({hf}, not there)")
+
+
 def _load_lightning(path: Path, source_hint: Path | None = None,
                     override: dict | None = None) -> tuple[EvalPolicy, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    if "state_dict" not in ckpt:
-        raise ValueError(f"{path}: no 'state_dict' in this file; is it a Lightning checkpoint?")
+    ckpt = _read_ckpt(path)
     hp = dict(ckpt.get("hyper_parameters") or {})
     kwargs = _groups(hp)
     if not kwargs.get("policy", {}).get("model_name_or_path"):
@@ -148,17 +178,23 @@ def _load_lightning(path: Path, source_hint: Path | None = None,
             "(not written by a PolicyModule?); evaluate its _hf folder instead"
         )
     # the architecture (and processor) come from the model the run started from; if that folder is
-    # gone (another machine, another working directory) the _hf export beside the checkpoint serves
+    # gone (another machine, another working directory) or changed, the _hf export beside the checkpoint serves
     policy = kwargs["policy"]
     trained_with = policy["model_name_or_path"]
     hf = source_hint if source_hint is not None else path.with_name(path.stem + "_hf")
-    if not Path(trained_with).exists() and is_hf_dir(hf):
-        policy["model_name_or_path"] = str(hf)
+    policy["model_name_or_path"] = _base_for(path, ckpt, trained_with, hf)
     policy.update(override or {})
     module = EvalPolicy(**kwargs)
     module.configure_model()
-    state = ckpt["state_dict"]
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as e:  # a checkpoint from before the base was recorded, whose base was rebuilt since
+        if "size mismatch" not in str(e):
+            raise
+        first = next(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        way = f"evaluate the _hf export beside it: {hf}" if is_hf_dir(hf) else f"restore {trained_with} as it was"
+        raise ValueError(f"{path}: its weights do not fit the model built from {policy['model_name_or_path']} "
+                         f"({first}): that folder has changed since the run; {way}") from None
     if missing or unexpected:
         raise RuntimeError(
             f"{path}: state_dict does not fit the policy built from {policy['model_name_or_path']}: "

@@ -22,7 +22,14 @@ from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation, record_identity
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
 from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import check_audio, iter_questions
-from r1aqa_pl.eval.checkpoints import _sibling_ckpt, default_out, is_deepspeed_dir, is_hf_dir, load_for_eval
+from r1aqa_pl.eval.checkpoints import (
+    _sibling_ckpt,
+    checkpoint_kind,
+    default_out,
+    is_deepspeed_dir,
+    is_hf_dir,
+    load_for_eval,
+)
 from r1aqa_pl.models import Dtype
 from r1aqa_pl.task.files import read_records
 from r1aqa_pl.task.question import DataError, Question
@@ -101,7 +108,8 @@ def evaluate(
     benchmark version, seed, packages) and ``OUT/results.json`` (the scorer's result with chance levels,
     plus checkpoint, step, data, version and the counts of records not scored, by reason). On a file
     without answers (the MMAU test set) it writes ``OUT/submission.json`` for the benchmark's evaluation
-    server and prints counts instead of accuracy: no score can be computed locally.
+    server and prints counts instead of accuracy: no score can be computed locally. When no record can be
+    scored (every clip missing or unreadable) it fails and writes nothing: there is no accuracy to report.
 
     Args:
         checkpoint: a Lightning ``.ckpt`` file, a DeepSpeed checkpoint folder, a Hugging Face model
@@ -130,8 +138,12 @@ def evaluate(
     import lightning as L
 
     t0 = time.time()
+    checkpoint_kind(checkpoint)  # a mistyped path fails now, before the data is read
     data, bench = resolve_data(data, benchmark)
     out_dir = Path(out) if out else default_out(checkpoint)
+    reasons = _reasons(bench, data, audio_dir, with_audio)
+    if all(reasons):  # before loading the model: nothing to answer
+        _nothing_scored(data, Counter(reasons), audio_dir)
     module, info = load_for_eval(checkpoint, max_new_tokens, with_audio, dtype)
     dm = EvalDataModule(val_file=data, audio_dir=audio_dir, feature_extractor=None,
                         val_batch_size=batch_size, num_workers=num_workers, on_error="skip", max_skip_fraction=1.0,
@@ -159,13 +171,16 @@ def evaluate(
             metrics = trainer.validate(module, datamodule=dm, verbose=False)
             logged = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
             if None in scorer.written:
-                written = read_records(scorer.written[None])
+                try:
+                    written = read_records(scorer.written[None])
+                except DataError as e:  # every clip failed to decode: an empty list, said below
+                    if e.reason != "no_records":
+                        raise
 
     # the source list, in order: each record with its prediction or the reason it has none
     source = read_records(data)
     version = bench.version(source, benchmark_version)
     withheld = bench.withheld(source)
-    reasons = _reasons(bench, data, audio_dir, with_audio)
     added = (bench.output_key, bench.prediction_key, *bench.extra_prediction_keys, "not_scored")
     by_identity = {record_identity(r, added): r for r in written}
     read_failures = {record_identity(q.raw, added): reason for q, reason in failed if q.raw}
@@ -181,6 +196,8 @@ def evaluate(
         predictions.append({**rec, "not_scored": reason} if isinstance(rec, dict) else rec)
 
     answered = [r for r in predictions if isinstance(r, dict) and bench.prediction_key in r]
+    if not answered:  # every clip failed to decode: a 0.00 % table would be a score of nothing
+        _nothing_scored(data, not_scored, audio_dir)
     if withheld:  # counts per bucket of the first group; the answers are the benchmark's
         first = bench.groups[0]
         result = {"benchmark": bench.name, "answers_withheld": True, "answered": len(answered),
@@ -219,6 +236,14 @@ def evaluate(
     print(not_scored_line(results, out_dir / "results.json"))
     print(f"predictions: {pred_path}")
     return results
+
+
+def _nothing_scored(data: str, reasons: Counter, audio_dir: str | None) -> None:
+    """Stop, writing nothing: no record could be answered, so there is no accuracy to report."""
+    why = ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+    check = f"r1aqa check-data --val {data}" + (f" --audio_dir {audio_dir}" if audio_dir else "")
+    raise DataError(data, "file", "nothing_scored", f"none of its {sum(reasons.values())} records could be scored "
+                    f"({why}): no accuracy written; `{check}` lists why record by record")
 
 
 def not_scored_line(results: dict, where: str | Path = "results.json") -> str:
@@ -318,10 +343,12 @@ def evaluate_all(
         Per data file, the results of every checkpoint (stored ones included), best total accuracy first.
     """
     files = [resolve_data(d, benchmark)[0] for d in ([data] if isinstance(data, str) or data is None else data)]
+    if not Path(run).is_dir():
+        raise FileNotFoundError(f"{run}: no such run folder")
     checkpoints = find_checkpoints(run)
-    if not checkpoints:
-        print(f"no *.ckpt under {run}")
-        return {}
+    if not checkpoints:  # nothing evaluated is not a result
+        raise FileNotFoundError(f"{run}: no checkpoint under it (*.ckpt files or DeepSpeed *.ckpt folders, "
+                                "searched recursively); give the run's folder, e.g. checkpoints/demo")
     tables: dict[str, list[dict]] = {}
     for f in files:
         rows = []

@@ -8,10 +8,35 @@ the tiny random builds (``build_tiny_model``, re-exported here): :mod:`r1aqa_pl.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from r1aqa_pl.models import audio_flamingo3, phi4_multimodal, qwen2_5_omni, qwen2_audio, qwen3_omni  # noqa: F401  (register)
 from r1aqa_pl.models.base import DTYPES, FAMILIES, Dtype, PolicyFamily
 
-__all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "family_for", "load_policy"]
+__all__ = ["DTYPES", "FAMILIES", "Dtype", "PolicyFamily", "build_tiny_model", "check_local", "family_for",
+           "load_policy"]
+
+
+def check_local(model_name_or_path: str, expected: str = "a Hugging Face model folder") -> None:
+    """Raise ``FileNotFoundError`` for a path that is meant to be local but is not there, so that a typo
+    (``mymodel/step100_hf``) says "no such folder" at once instead of being looked up on the model hub.
+
+    Local-looking: starts with ``/ ./ ../ ~``, has more than two components, ends in ``_hf`` or ``.ckpt``,
+    or its first component exists here. ``org/name`` and ``name`` stay hub ids."""
+    s = str(model_name_or_path)
+    p = Path(s).expanduser()
+    if p.exists():
+        return
+    first = s.split("/", 1)[0]
+    why = ("it starts like a path" if s.startswith(("/", "./", "../", "~")) else
+           "a hub id is name or org/name" if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", s) else
+           "it is named like a checkpoint" if s.endswith(("_hf", ".ckpt")) else
+           f"{first}/ exists here" if "/" in s and Path(first).exists() else None)
+    if why:
+        kind = "file" if s.endswith(".ckpt") else "folder"
+        raise FileNotFoundError(f"{s}: no such {kind} (a local path, not a hub id: {why}); expected {expected} "
+                                "or a hub id such as Qwen/Qwen2-Audio-7B-Instruct")
 
 
 def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFamily:
@@ -19,6 +44,7 @@ def family_for(model_name_or_path: str, family: str | None = None) -> PolicyFami
     ``model_types`` has the checkpoint's ``config.model_type``."""
     if family is not None:
         return FAMILIES.build(family)
+    check_local(model_name_or_path)
     from transformers import AutoConfig
 
     model_type = AutoConfig.from_pretrained(model_name_or_path).model_type
@@ -38,6 +64,7 @@ def load_policy(model_name_or_path: str, dtype: Dtype = "float32", attn_implemen
     on the family's language-model projections; the reference policy is then the same model with the
     adapter disabled.
     """
+    check_local(model_name_or_path)
     fam = family_for(model_name_or_path, family)
     model, processor = fam.load(model_name_or_path, dtype, attn_implementation)
     if gradient_checkpointing:

@@ -21,11 +21,12 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+DEFAULT_FAMILY = "qwen2_audio"  # its tiny policy and warm start keep the plain names (configs/demo.yaml's warm/)
 
 
 def prepare(
     out: str = "checkpoints/demo",
-    family: str = "qwen2_audio",
+    family: str = DEFAULT_FAMILY,
     seed: int = 0,
     n_train: int = 600,
     n_test: int = 150,
@@ -37,7 +38,9 @@ def prepare(
     n_mels: int = 32,
     force: bool = False,
 ) -> str:
-    """Build (or reuse) the demo's data, tiny policy and warm start under ``out``; returns the warm folder.
+    """Build (or reuse) the demo's data, tiny policy and warm start under ``out``; returns the warm folder:
+    ``warm/`` for Qwen2-Audio (configs/demo.yaml's), ``warm-<family>/`` for another family (with its ``tiny-<family>/``
+    and ``prepared-<family>.json``), so that one family's demo never replaces another's warm start.
 
     Args:
         out: cache folder (ignored by git).
@@ -63,7 +66,10 @@ def prepare(
     from r1aqa_pl.training.sft_module import SFTModule
 
     root = Path(out)
-    data, tiny, warm = root / "data", root / "tiny", root / "warm"
+    # one tiny policy and warm start per family: another family's demo never rebuilds the folder that
+    # earlier checkpoints were trained from (and are rebuilt from by `r1aqa eval`)
+    suffix = "" if family == DEFAULT_FAMILY else f"-{family}"
+    data, tiny, warm = root / "data", root / f"tiny{suffix}", root / f"warm{suffix}"
     recipe = {
         "family": family,
         "seed": seed,
@@ -76,12 +82,15 @@ def prepare(
         "init_std": init_std,
         "n_mels": n_mels,
     }
-    stamp = root / "prepared.json"
+    stamp = root / f"prepared{suffix}.json"
     if not stamp.exists() or json.loads(stamp.read_text()) != recipe:  # a cache of another seed or recipe
         force = True
-    if force or not (data / "test-mini.json").exists() or not (data / "mmar.jsonl").exists():
+    data_recipe, data_stamp = {"seed": seed, "n_train": n_train, "n_test": n_test}, data / "synth.json"
+    if (force or not (data / "test-mini.json").exists() or not (data / "mmar.jsonl").exists()
+            or not data_stamp.exists() or json.loads(data_stamp.read_text()) != data_recipe):
         print(f"[demo] synthetic data -> {data}")
         synth(str(data), n_train=n_train, n_test=n_test, seed=seed)
+        data_stamp.write_text(json.dumps(data_recipe))
     built = json.loads((tiny / "tiny.json").read_text()).get("family") if (tiny / "tiny.json").exists() else None
     if force or built != family:  # a cache of another family is rebuilt, with its warm start
         print(f"[demo] tiny {family} -> {tiny}")

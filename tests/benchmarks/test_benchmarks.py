@@ -21,6 +21,7 @@ from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import read_questions
 from r1aqa_pl.data.synth import synth
 from r1aqa_pl.eval import runs
+from r1aqa_pl.eval.score import score
 from r1aqa_pl.task.files import read_records
 from r1aqa_pl.task.question import DataError
 
@@ -85,6 +86,38 @@ def test_mmar_prediction_file_scored_from_the_command_line(tmp_path, capsys):
     main(["score", str(f), "--benchmark", "mmar"])
     table = capsys.readouterr().out
     assert "MMAR" in table and "mix-sound-music-speech" in table and "Cultural Layer" in table and "chance %" in table
+
+
+def test_score_recognises_the_file_and_refuses_a_score_of_nothing(tmp_path, capsys):
+    """Without --benchmark an MMAR file is scored as MMAR (not as MMAU: "0 scored, 7 skipped", exit 0); a --key
+    that no record has exits 1 naming the key looked for and the prediction-like keys the records do have."""
+    f = tmp_path / "mmar-predictions.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r, _ in HAND), encoding="utf-8")
+    result = main(["score", str(f), "--json", "true"]) or json.loads(capsys.readouterr().out)
+    assert (result["benchmark"], result["scored"], result["skipped"], result["total"]["correct"]) == ("mmar", 6, 1, 4)
+    with pytest.raises(SystemExit) as e:
+        main(["score", str(f), "--key", "answer_predicton"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {f}:file: 0 of 7 records scored: no record has the prediction key 'answer_predicton'; "
+                   "prediction-like keys in the records: 'answer_prediction' (6 records): pass one with --key")
+    plain = tmp_path / "mmar.jsonl"  # the benchmark's own file, no predictions at all
+    plain.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "answer_prediction"}) + "\n"
+                             for r, _ in HAND), encoding="utf-8")
+    with pytest.raises(DataError, match="no prediction-like key in the records either"):
+        score(str(plain))
+
+
+def test_score_names_records_as_check_data_does(tmp_path, capsys):
+    """A JSON-lines record is "line N" (1-based) in both commands, not "record N-1" in one of them."""
+    f = tmp_path / "mmar.jsonl"
+    records = [r for r, _ in HAND]
+    records[3] = {**records[3], "answer": "C sharp"}  # not among its choices
+    f.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(DataError, match=r"mmar\.jsonl:line 4: id=mmar-3: answer 'C sharp' is not one of"):
+        score(str(f))
+    check_data(val=str(f), decode=False)
+    assert "mmar.jsonl:line 4: id=mmar-3: answer 'C sharp' is not one of" in capsys.readouterr().out
 
 
 def test_mmau_versions_recognised(mmau_json, tmp_path):

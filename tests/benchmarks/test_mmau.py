@@ -135,10 +135,25 @@ def test_bad_input_names_file_and_record(tmp_path):
         score_records({"a": 1})
     bad = tmp_path / "bad.json"
     bad.write_text("[{]")
-    with pytest.raises(SystemExit, match="bad.json"):
+    with pytest.raises(DataError, match="bad.json"):
         score(str(bad))
-    with pytest.raises(SystemExit, match="missing.json"):
+    with pytest.raises(DataError, match="missing.json"):
         score(str(tmp_path / "missing.json"))
+
+
+def test_answer_not_among_the_choices_is_refused(tmp_path):
+    """As check-data refuses it: "Dog" is none of the choices, so no prediction can be right or wrong about it."""
+    from r1aqa_pl.task.question import DataError
+
+    records = [_rec("sound", "easy", "A", "Man", VOICE, "Man", id="a"),
+               _rec("sound", "easy", "A", "Dog", VOICE, "Dog", id="b")]
+    with pytest.raises(DataError, match=r"f\.json:record 1: id=b: answer 'Dog' is not one of") as e:
+        score_records(records, source="f.json")
+    assert e.value.reason == "answer_not_in_choices"
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError, match=r"p\.json:record 1 \(0-based\): id=b: answer 'Dog'"):
+        score(str(path), benchmark="mmau")
 
 
 def _tokens(text: str) -> set[str]:
@@ -202,4 +217,5 @@ def test_cli_score_json(tmp_path):
     assert "1000 scored, 0 skipped" in out.stdout and "100.00" in out.stdout
     path.write_text(json.dumps(records[:3] + [42]))
     out = run()
-    assert out.returncode != 0 and "preds.json:record 3" in out.stderr
+    assert out.returncode == 1 and "preds.json:record 3 (0-based): expected a JSON object" in out.stderr
+    assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: ")  # no traceback

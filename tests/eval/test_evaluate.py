@@ -8,10 +8,12 @@ checkpoint's step, and ``predictions.json`` re-scored by the MMAU scorer gives `
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -309,3 +311,64 @@ def test_ask(tiny_run, capsys):
     # the same text the run's validation produced for this record
     run = {r["id"]: r for r in run_predictions(tiny_run, 2)}[rec["id"]]
     assert answer == run["model_prediction"]
+
+
+# ---------------------------------------------------------------- nothing scored: no accuracy
+
+def test_every_clip_missing_fails_and_writes_no_accuracy(tmp_path, tiny_run, capsys):
+    """Not a results.json with total.acc 0.0 and a 0.00 % table: exit 1, the reasons, nothing written."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run.data.parent, data, ignore=shutil.ignore_patterns("*.wav"))
+    out = tmp_path / "e"
+    message = (f"{data / 'test-mini.json'}:file: none of its 24 records could be scored (missing_audio 24): no "
+               f"accuracy written; `r1aqa check-data --val {data / 'test-mini.json'}` lists why record by record")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(data / "test-mini.json"), out=str(out))
+    from r1aqa_pl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--checkpoint", str(tiny_run.ckpts[2]), "--data", str(data / "test-mini.json"),
+              "--out", str(out)])
+    assert e.value.code == 1 and capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_every_clip_unreadable_fails_after_answering_nothing(tmp_path, tiny_run):
+    """Headers fine, samples NaN: found only while reading, and then nothing was answered either."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run.data.parent, data)
+    for wav in (data / "audios").glob("*.wav"):
+        sf.write(wav, np.full(3200, np.nan, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"none of its 24 records could be scored \(non_finite_audio 24\)"):
+        ev.evaluate(checkpoint=str(tiny_run.ckpts[2]), data=str(data / "test-mini.json"), out=str(tmp_path / "e"),
+                    batch_size=8)
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_all_without_checkpoints_fails(tmp_path, tiny_run):
+    with pytest.raises(FileNotFoundError, match="no checkpoint under it"):
+        ev.evaluate_all(run=str(tmp_path), data=str(tiny_run.data))
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        ev.evaluate_all(run=str(tmp_path / "typo"), data=str(tiny_run.data))
+
+
+# ---------------------------------------------------------------- ask: an answer that is no choice
+
+@pytest.mark.parametrize("output, line", [
+    ("<answer>rising</answer>", "answer: rising -- NOT one of the given choices: it names none of "
+                                "['two', 'three', 'four']"),
+    ("<answer>two or three</answer>", "answer: two or three -- NOT one of the given choices: it names none of"),
+    ("<answer>Three.</answer>", "answer: Three. (the choice 'three')"),
+    ("<answer>three</answer>", "answer: three\n"),
+])
+def test_ask_says_when_the_answer_is_not_a_choice(tmp_path, monkeypatch, capsys, output, line):
+    """The demo checkpoint answered "rising" to "How many beeps are there?" (two / three / four)."""
+    from r1aqa_pl.eval import ask as ask_module
+
+    wav = tmp_path / "beeps.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    model = SimpleNamespace(processor=SimpleNamespace(feature_extractor=SimpleNamespace(sampling_rate=16000)),
+                            answer=lambda questions, audio: [output])
+    monkeypatch.setattr(ask_module, "load_for_eval", lambda *a: (model, {}))
+    answer = ask(model="m", audio=str(wav), question="How many beeps are there?", choices=["two", "three", "four"])
+    assert answer == ask_module.extract_answer(output) and line in capsys.readouterr().out
