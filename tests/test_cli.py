@@ -49,18 +49,13 @@ def test_print_config_resolves_the_demo_config():
     assert cfg["trainer"]["max_steps"] > 0
 
 
+def fit_demo(*args):
+    """``r1aqa fit --config configs/demo.yaml ARGS`` (not checked: the tests read its exit and stderr)."""
+    return run(sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml", *args, check=False)
+
+
 def test_unknown_reward_fails_at_start_up(tmp_path):
-    res = run(
-        sys.executable,
-        "-m",
-        "r1aqa_pl",
-        "fit",
-        "--config",
-        "configs/demo.yaml",
-        "--model.init_args.rewards",
-        "[accuracy, nonsense]",
-        check=False,
-    )
+    res = fit_demo("--model.init_args.rewards", "[accuracy, nonsense]")
     assert res.returncode != 0
     assert "nonsense" in res.stderr and "'majority_vote'" in res.stderr  # the known names are listed
 
@@ -69,19 +64,7 @@ def test_an_earlier_flat_setting_names_its_new_place(tmp_path):
     """``model.init_args.G`` (the flat signature before the groups) stops the run, saying where it went."""
     old = tmp_path / "old.yaml"
     old.write_text("model:\n  init_args:\n    beta: 0.0\n    dynamic_sampling_metric: accuracy\n")
-    res = run(
-        sys.executable,
-        "-m",
-        "r1aqa_pl",
-        "fit",
-        "--config",
-        "configs/demo.yaml",
-        "--config",
-        str(old),
-        "--model.init_args.G",
-        "4",
-        check=False,
-    )
+    res = fit_demo("--config", str(old), "--model.init_args.G", "4")
     assert res.returncode != 0
     err = res.stderr
     assert "G -> sampling.G" in err and "beta -> loss: init_args.beta" in err
@@ -89,19 +72,8 @@ def test_an_earlier_flat_setting_names_its_new_place(tmp_path):
 
 
 def test_a_knob_out_of_range_fails_before_loading_naming_it():
-    res = run(
-        sys.executable,
-        "-m",
-        "r1aqa_pl",
-        "fit",
-        "--config",
-        "configs/demo.yaml",
-        "--model.init_args.policy.model_name_or_path",
-        "org/model",  # a hub id: nothing is loaded before the check
-        "--model.init_args.sampling.G",
-        "1",
-        check=False,
-    )
+    # a hub id: nothing is loaded before the check
+    res = fit_demo("--model.init_args.policy.model_name_or_path", "org/model", "--model.init_args.sampling.G", "1")
     assert res.returncode != 0 and "sampling.G = 1: needs at least 2 completions per prompt" in res.stderr
 
 
@@ -122,18 +94,7 @@ def test_policy_path_and_with_audio_are_stated_once():
     )
     assert cli.datamodule.hparams.feature_extractor == "some/policy"
     assert cli.datamodule.hparams.with_audio is False and cli.model.policy_config.with_audio is False
-    res = run(
-        sys.executable,
-        "-m",
-        "r1aqa_pl",
-        "fit",
-        "--config",
-        "configs/demo.yaml",
-        "--data.init_args.feature_extractor",
-        "other",
-        "--print_config",
-        check=False,
-    )
+    res = fit_demo("--data.init_args.feature_extractor", "other", "--print_config")
     assert res.returncode != 0  # a linked target cannot be set on its own
 
 
