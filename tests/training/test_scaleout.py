@@ -7,7 +7,9 @@ same weights on the same data.
 
 The DDP run happens in a subprocess running this file as a script (``python tests/training/test_scaleout.py
 worker ...``): Lightning's "ddp" launcher starts rank 1 by re-running that same command line, as it
-does for ``lightning fit`` (``ddp_spawn`` would have to pickle the module back to the test).
+does for ``lightning fit`` (``ddp_spawn`` would have to pickle the module back to the test). The same worker
+as 2 nodes x 1 process on this host (``num_nodes=2``), started by two torchrun agents (c10d rendezvous) or with
+srun's SLURM_* variables, must reproduce that 1 node x 2 processes run exactly.
 The DeepSpeed configuration is checked without a GPU here (Lightning's DeepSpeedStrategy needs CUDA);
 ``scripts/gpu_smoke.sh`` runs it.
 """
@@ -33,7 +35,9 @@ def speech_constant(completions, questions):
     return [1.0 if q.domain == "speech" else float(i % 2) for i, q in enumerate(questions)]
 
 
-def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False) -> None:
+def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False, num_nodes: int = 1) -> None:
+    """2 ranks in all: ``num_nodes=1`` is 1 node x 2 devices (Lightning's launcher starts rank 1), ``num_nodes=2``
+    is 2 nodes x 1 device, each node's process started outside (torchrun or SLURM: Lightning starts none)."""
     import hashlib
 
     import lightning as L
@@ -65,7 +69,10 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
                 digest.update(k.encode() + v.detach().cpu().numpy().tobytes())
             (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
                 {"prompts": self.prompts, "weights": digest.hexdigest(), "world_size": trainer.world_size,
-                 "steps": trainer.global_step, "batches": self.batches, "updates": updates}))
+                 "steps": trainer.global_step, "batches": self.batches, "updates": updates,
+                 "num_nodes": trainer.num_nodes, "node_rank": trainer.node_rank, "local_rank": trainer.local_rank,
+                 "environment": type(trainer.strategy.cluster_environment).__name__,
+                 "pid": os.getpid(), "parent": os.getppid()}))
 
     L.seed_everything(0)
     dm = AudioQADataModule(train_file=f"{root}/data/train.jsonl", val_file=f"{root}/data/test-mini.json",
@@ -92,7 +99,8 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
     module.update = recording
     trainer = L.Trainer(
         accelerator="cpu",
-        devices=2,
+        devices=2 // num_nodes,
+        num_nodes=num_nodes,
         strategy=DDPStrategy(process_group_backend="gloo"),
         max_steps=steps,
         val_check_interval=steps,
@@ -438,6 +446,144 @@ def test_ddp_two_processes(demo, tmp_path, tmp_path_factory, family):
     print(f"DDP 2 x CPU: {steps} steps + validation in {t_ddp:.1f} s; val/acc/total {val_ddp['val/acc/total']:.3f}")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_together(commands: list[tuple[list[str], dict]], timeout: float) -> list[tuple[int, str]]:
+    """Starts the commands at once (each in its own session) and waits for all; on a timeout kills them, their
+    children included, and fails. Returns (return code, output) per command."""
+    import signal
+    import tempfile
+
+    procs = []
+    for cmd, env in commands:
+        log = tempfile.TemporaryFile("w+")
+        procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True), log))
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for p, _ in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for p, _ in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)  # the session of the process started here: it and its workers
+                p.wait()
+        pytest.fail("timed out:\n" + "\n".join(log.seek(0) or log.read()[-3000:] for _, log in procs))
+    for p, log in procs:
+        log.seek(0)
+        results.append((p.returncode, log.read()))
+        log.close()
+    return results
+
+
+def clean_env() -> dict:
+    """This environment without any launcher's variables (SLURM's, torchrun's, a master address)."""
+    launcher = ("SLURM_", "TORCHELASTIC_", "PET_")
+    plain = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+             "LOCAL_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "GROUP_WORLD_SIZE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher) and k not in plain}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def single_node_run(demo, tmp_path_factory):
+    """The worker as 1 node x 2 processes (Lightning's launcher starts rank 1), run once for the multi-node tests."""
+    root, warm = demo
+    out = tmp_path_factory.mktemp("ddp_1x2")
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "tests/training/test_scaleout.py", "worker", str(out), str(root), warm, "2"],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return out, time.time() - t0
+
+
+def assert_same_run(two_nodes: Path, one_node: Path, environment: str) -> dict:
+    """The 2 x 1 run equals the 1 x 2 run: per global rank the same prompts per step and the same rollout domains,
+    the same final weights on both ranks, the same train / val metrics; and no process launched by Lightning."""
+    ranks = [json.loads((two_nodes / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = [json.loads((one_node / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["world_size"], r["num_nodes"], r["node_rank"], r["local_rank"]) for r in ranks] == [
+        (2, 2, 0, 0),
+        (2, 2, 1, 0),
+    ]
+    assert [r["environment"] for r in ranks] == [environment] * 2
+    # neither rank started the other (under the 1 x 2 run, Lightning's launcher started rank 1 from rank 0)
+    assert ranks[1]["parent"] != ranks[0]["pid"] and ranks[0]["parent"] != ranks[1]["pid"]
+    assert [(r["num_nodes"], r["node_rank"], r["local_rank"]) for r in single] == [(1, 0, 0), (1, 0, 1)]
+    assert single[1]["parent"] == single[0]["pid"]
+    for r, s in zip(ranks, single):
+        assert (r["prompts"], r["updates"], r["steps"], r["batches"]) == (
+            s["prompts"], s["updates"], s["steps"], s["batches"]
+        )
+    seen = [p for r in ranks for step in r["prompts"].values() for p in step]
+    assert len(seen) == len(set(seen)) == 2 * 2 * 2  # 2 ranks x 2 prompts x 2 steps, none twice
+    assert ranks[0]["weights"] == ranks[1]["weights"] == single[0]["weights"] == single[1]["weights"]
+    metrics = json.loads((two_nodes / "metrics.json").read_text())
+    expected = json.loads((one_node / "metrics.json").read_text())
+    assert "train/grad_norm" in metrics and metrics["val/count/total"] == 24
+    assert metrics == expected  # bit for bit: the same all-reduces, in the same order, over gloo
+    return metrics
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_host_equal_the_two_process_run(demo, single_node_run, tmp_path):
+    """2 nodes x 1 process (torchrun's c10d rendezvous on 127.0.0.1, one agent per "node", started at once) give
+    the run of 1 node x 2 processes: same prompts per rank, same weights, same metrics. Under torchrun Lightning
+    detects TorchElasticEnvironment and starts no process itself. (c10d assigns node ranks in the order the agents
+    join, not from --node-rank: the comparison is per global rank, as the worker writes its files.)"""
+    root, warm = demo
+    one_node, t_single = single_node_run
+    port, env, t0 = free_port(), clean_env(), time.time()
+    results = run_together(
+        [
+            (
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                 "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                 "--rdzv-id", f"r1aqa-{port}", "--max-restarts", "0",
+                 "tests/training/test_scaleout.py", "worker", str(tmp_path), str(root), warm, "2", "num_nodes=2"],
+                env,
+            )
+            for node in (0, 1)
+        ],
+        timeout=300,
+    )
+    assert all(rc == 0 for rc, _ in results), "\n".join(out[-4000:] for _, out in results)
+    metrics = assert_same_run(tmp_path, one_node, "TorchElasticEnvironment")
+    print(f"2 nodes x 1 (torchrun c10d) {time.time() - t0:.1f} s vs 1 node x 2 {t_single:.1f} s: "
+          f"grad_norm {metrics['train/grad_norm']:.6f} loss {metrics['train/loss']:.6g} "
+          f"val/acc/total {metrics['val/acc/total']:.4f}")
+
+
+@pytest.mark.slow
+def test_two_slurm_nodes_on_one_host_equal_the_two_process_run(demo, single_node_run, tmp_path):
+    """The same 2 x 1 run with the processes started as ``srun --nodes 2 --ntasks-per-node 1`` would (its SLURM_*
+    variables set by hand, MASTER_ADDR/MASTER_PORT given): Lightning's SLURMEnvironment reads them."""
+    root, warm = demo
+    one_node, t_single = single_node_run
+    port, t0 = free_port(), time.time()
+    slurm = {"SLURM_JOB_ID": str(port), "SLURM_JOB_NAME": "r1aqa", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1",
+             "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODELIST": "localhost,localhost",
+             "SLURM_LOCALID": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    cmd = [sys.executable, "tests/training/test_scaleout.py", "worker", str(tmp_path), str(root), warm, "2",
+           "num_nodes=2"]
+    results = run_together(
+        [(cmd, {**clean_env(), **slurm, "SLURM_PROCID": str(n), "SLURM_NODEID": str(n)}) for n in (0, 1)],
+        timeout=300,
+    )
+    assert all(rc == 0 for rc, _ in results), "\n".join(out[-4000:] for _, out in results)
+    metrics = assert_same_run(tmp_path, one_node, "SLURMEnvironment")
+    print(f"2 nodes x 1 (SLURM variables) {time.time() - t0:.1f} s vs 1 node x 2 {t_single:.1f} s: "
+          f"grad_norm {metrics['train/grad_norm']:.6f} loss {metrics['train/loss']:.6g}")
+
+
 @pytest.mark.slow
 def test_ddp_dynamic_sampling_every_rank_fills_its_own_batch_and_steps_together(demo, tmp_path):
     """Each rank drops its own constant groups and draws its own extra batches; all step together."""
@@ -682,10 +828,12 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
 
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":
+    # worker OUT ROOT WARM [STEPS] [dynamic] [num_nodes=N]
     worker(
         *sys.argv[2:5],
         steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2,
-        dynamic=len(sys.argv) > 6 and sys.argv[6] == "dynamic",
+        dynamic="dynamic" in sys.argv[6:],
+        num_nodes=next((int(a.split("=", 1)[1]) for a in sys.argv[6:] if a.startswith("num_nodes=")), 1),
     )
 elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "deepspeed":
     deepspeed_worker(sys.argv[2])
