@@ -116,7 +116,7 @@ class Reward:
 
     @property
     def label(self) -> str:
-        return self.name or getattr(type(self), "registered_as", None) or type(self).__name__
+        return self.name or vars(type(self)).get("registered_as") or type(self).__name__  # not a base class's name
 
     def score(self, completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
         raise NotImplementedError

@@ -113,7 +113,7 @@ class PolicyModule(L.LightningModule):
             "with_audio": p.with_audio,
             "first_prompt": self.family.render(self.processor, q, self.template, p.with_audio),
             "decoding": {"strategy": "greedy", "max_new_tokens": ev.max_new_tokens,
-                         "engine": getattr(type(self.engine), "registered_as", None) or spec(self.engine)["class_path"],
+                         "engine": vars(type(self.engine)).get("registered_as") or spec(self.engine)["class_path"],
                          "stop": answer_format.STOP if ev.stop_at_answer else None,
                          "suppressed_token_ids": len(self.suppress_ids)},
         }

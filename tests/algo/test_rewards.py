@@ -150,3 +150,13 @@ def test_majority_answer_ties_and_abstentions():
     assert majority_answer(["x", "y", None, ""]) is None  # tie
     assert majority_answer([None, ""]) is None
     assert majority_answer(["x", "y", "y"], choices=["x"]) == "x"
+
+
+def test_a_subclass_of_a_built_in_reward_logs_under_its_own_name():
+    """A user's subclass of a registered reward is not logged under its parent's name (both could be used)."""
+    from r1aqa_pl.algo.rewards import Accuracy
+
+    class StrictAccuracy(Accuracy):
+        pass
+
+    assert [r.label for r in build_rewards(["accuracy", StrictAccuracy()])] == ["accuracy", "StrictAccuracy"]
