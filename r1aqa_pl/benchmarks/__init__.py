@@ -22,11 +22,12 @@ def detect_benchmark(kind: str, first: dict) -> Benchmark | None:
     return next((b for b in map(BENCHMARKS.build, BENCHMARKS) if b.matches(first, kind)), None)
 
 
-def benchmark_for(path: str | Path, name: str | None = None) -> Benchmark:
-    """The benchmark named ``name``, else the one that recognises the file; an error names both otherwise."""
+def benchmark_for(path: str | Path, name: str | None = None, read: tuple[str, list] | None = None) -> Benchmark:
+    """The benchmark named ``name``, else the one that recognises the file (``read``: its :func:`read_entries`,
+    when the caller has it already); an error names both otherwise."""
     if name is not None:
         return get(name)
-    kind, entries = read_entries(path)
+    kind, entries = read or read_entries(path)
     bench = detect_benchmark(kind, next((r for _, _, r in entries if isinstance(r, dict)), {}))
     if bench is not None:
         return bench

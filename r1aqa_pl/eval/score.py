@@ -26,8 +26,8 @@ def score(predictions: str, benchmark: str | None = None, key: str | None = None
         json: print the result as JSON instead of a table.
         benchmark_version: the file's version when it is not an official release (those are recognised).
     """
-    bench = benchmark_for(predictions, benchmark)
-    _, entries = read_entries(predictions)
+    read = read_entries(predictions)
+    bench, entries = benchmark_for(predictions, benchmark, read), read[1]
     # records named as check-data names them: "line N" (1-based) in JSON lines, "record N" (0-based) in a list
     where = [w if w.startswith("line") else f"{w} (0-based)" for w, _, _ in entries]
     records = [rec for _, _, rec in entries]

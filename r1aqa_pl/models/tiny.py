@@ -356,39 +356,12 @@ class Qwen2_5OmniBuilder:
     ):
         from transformers import Qwen2_5OmniThinkerConfig
 
-        head_dim = hidden_size // num_heads
-        q = head_dim // 2 // 4  # mrope sections (time, height, width): three parts of the rotary half
         return Qwen2_5OmniThinkerConfig(
-            audio_config={
-                "num_mel_bins": n_mels,
-                "encoder_layers": encoder_layers,
-                "encoder_attention_heads": num_heads,
-                "encoder_ffn_dim": 2 * encoder_dim,
-                "d_model": encoder_dim,
-                "n_window": 100,
-                "max_source_positions": frames // 2,
-                "output_dim": hidden_size,
-            },  # n_window: the hub's 2 s chunks (a demo clip is one)
-            vision_config={
-                "depth": 1,
-                "hidden_size": 32,
-                "intermediate_size": 32,
-                "num_heads": 2,
-                "out_hidden_size": hidden_size,
-                "fullatt_block_indexes": [0],
-            },
-            text_config=tiny_text_config(
-                len(tokenizer),
-                ids,
-                hidden_size,
-                num_layers,
-                num_heads,
-                rope_parameters={
-                    "rope_type": "default",
-                    "rope_theta": 1e6,
-                    "mrope_section": [head_dim // 2 - 2 * q, q, q],
-                },
-            ),
+            audio_config=omni_audio(n_mels, frames, hidden_size, num_heads, encoder_dim, encoder_layers,
+                                    n_window=100),  # the hub's 2 s chunks (a demo clip is one)
+            vision_config=omni_vision(hidden_size, fullatt_block_indexes=[0]),
+            text_config=tiny_text_config(len(tokenizer), ids, hidden_size, num_layers, num_heads,
+                                         rope_parameters=omni_rope(hidden_size // num_heads)),
             audio_token_index=ids["<|AUDIO|>"],
             image_token_index=ids["<|IMAGE|>"],
             video_token_index=ids["<|VIDEO|>"],
@@ -414,6 +387,26 @@ class Qwen2_5OmniBuilder:
         )
 
 
+def omni_audio(n_mels: int, frames: int, hidden_size: int, num_heads: int, encoder_dim: int, encoder_layers: int,
+               **extra) -> dict:
+    """The tiny Omni audio encoder both thinkers share; ``extra``: a thinker's own windows."""
+    return {"num_mel_bins": n_mels, "encoder_layers": encoder_layers, "encoder_attention_heads": num_heads,
+            "encoder_ffn_dim": 2 * encoder_dim, "d_model": encoder_dim, "max_source_positions": frames // 2,
+            "output_dim": hidden_size, **extra}
+
+
+def omni_vision(hidden_size: int, **extra) -> dict:
+    """A one-block vision encoder (never run for audio; the processor needs one)."""
+    return {"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": hidden_size,
+            **extra}
+
+
+def omni_rope(head_dim: int, **extra) -> dict:
+    """Multimodal rotary sections (time, height, width) that sum to half the head."""
+    q = head_dim // 2 // 4
+    return {"rope_type": "default", "rope_theta": 1e6, **extra, "mrope_section": [head_dim // 2 - 2 * q, q, q]}
+
+
 class Qwen3OmniBuilder(Qwen2_5OmniBuilder):
     """The Qwen3-Omni (MoE) thinker's tiny build: Qwen2.5-Omni's with its own tokens, template and config."""
 
@@ -435,29 +428,10 @@ class Qwen3OmniBuilder(Qwen2_5OmniBuilder):
         from transformers import Qwen3OmniMoeThinkerConfig
 
         head_dim = hidden_size // num_heads
-        q = head_dim // 2 // 4
         config = Qwen3OmniMoeThinkerConfig(
-            audio_config={
-                "num_mel_bins": n_mels,
-                "encoder_layers": encoder_layers,
-                "encoder_attention_heads": num_heads,
-                "encoder_ffn_dim": 2 * encoder_dim,
-                "d_model": encoder_dim,
-                "n_window": 50,
-                "n_window_infer": 800,
-                "max_source_positions": frames // 2,
-                "downsample_hidden_size": encoder_dim,
-                "output_dim": hidden_size,
-            },  # the hub's 1 s conv chunks and 8 s attention windows
-            vision_config={
-                "depth": 1,
-                "hidden_size": 32,
-                "intermediate_size": 32,
-                "num_heads": 2,
-                "out_hidden_size": hidden_size,
-                "num_position_embeddings": 16,
-                "deepstack_visual_indexes": [0],
-            },
+            audio_config=omni_audio(n_mels, frames, hidden_size, num_heads, encoder_dim, encoder_layers, n_window=50,
+                                    n_window_infer=800, downsample_hidden_size=encoder_dim),  # 1 s / 8 s windows
+            vision_config=omni_vision(hidden_size, num_position_embeddings=16, deepstack_visual_indexes=[0]),
             text_config=tiny_text_config(
                 len(tokenizer),
                 ids,
@@ -468,12 +442,7 @@ class Qwen3OmniBuilder(Qwen2_5OmniBuilder):
                 moe_intermediate_size=hidden_size // 2,
                 num_experts=4,
                 num_experts_per_tok=2,
-                rope_parameters={
-                    "rope_type": "default",
-                    "rope_theta": 1e6,
-                    "interleaved": True,
-                    "mrope_section": [head_dim // 2 - 2 * q, q, q],
-                },
+                rope_parameters=omni_rope(head_dim, interleaved=True),
             ),
             audio_token_id=ids["<|audio_pad|>"],
             image_token_id=ids["<|image_pad|>"],
