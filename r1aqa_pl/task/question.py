@@ -23,6 +23,8 @@ class DataError(ValueError):
 class Question:
     """An audio multiple-choice question.
 
+    ``audio_path`` is one clip, or a list of clips heard in order (MMAU-Pro's multi-audio questions; the
+    prompt carries one audio part per clip); :attr:`clips` reads either as a list.
     ``answer`` is always the choice *string* (AVQA's index is resolved by the reader), or "" where a
     benchmark withholds its answers (the MMAU test set);
     ``domain`` is the benchmark's task (MMAU: sound / music / speech); ``raw`` keeps the source record so that
@@ -30,7 +32,7 @@ class Question:
     """
 
     id: str
-    audio_path: str | None
+    audio_path: str | list[str] | None
     question: str
     choices: list[str]
     answer: str
@@ -41,6 +43,13 @@ class Question:
     dataset: str = ""
     source: str = ""  # "file:line" or "file[index]" for error messages
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clips(self) -> list[str]:
+        """The question's clips in order: [] without audio, one for most benchmarks, several for multi-audio items."""
+        if self.audio_path is None:
+            return []
+        return list(self.audio_path) if isinstance(self.audio_path, (list, tuple)) else [self.audio_path]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
