@@ -14,7 +14,7 @@ from pathlib import Path
 
 from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark, Group
 from r1aqa_pl.benchmarks.mmau import is_correct
-from r1aqa_pl.task.files import answer_choice, choice_list, field, resolve
+from r1aqa_pl.task.files import answer_choice, audio_paths, choice_list, field
 from r1aqa_pl.task.question import Question
 
 MODALITIES = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech", "mix-music-speech",
@@ -47,5 +47,5 @@ class MMAR(Benchmark):
         text, choices = field(rec, "question", err), choice_list(rec, "choices", err)
         answer = "" if withheld else answer_choice(rec, choices, rid, err)
         modality = str(field(rec, "modality", err)).lower()
-        audio = resolve(field(rec, "audio_path", err), base)
+        audio = audio_paths(rec, "audio_path", err, base)
         return Question(rid, audio, text, choices, answer, domain=modality, dataset="MMAR", **extra)

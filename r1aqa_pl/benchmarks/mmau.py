@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark, Group
-from r1aqa_pl.task.files import answer_choice, choice_list, field, resolve
+from r1aqa_pl.task.files import answer_choice, audio_paths, choice_list, field
 from r1aqa_pl.task.question import Question
 
 DOMAINS = ("sound", "music", "speech")
@@ -94,6 +94,6 @@ class MMAU(Benchmark):
     def parse(self, rec: dict, rid: str, err, base: Path, withheld: bool, domain: str, extra: dict) -> Question:
         text, choices = field(rec, "question", err), choice_list(rec, "choices", err)
         answer = "" if withheld else answer_choice(rec, choices, rid, err)
-        audio = resolve(field(rec, "audio_id", err), base)
+        audio = audio_paths(rec, "audio_id", err, base)
         return Question(rid, audio, text, choices, answer, domain=str(rec.get("task") or domain).lower(),
                         dataset=str(rec.get("dataset") or ""), **extra)

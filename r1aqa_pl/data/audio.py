@@ -103,3 +103,10 @@ def load_audio(path: str | Path, sampling_rate: int = 16000, max_samples: int | 
     if max_samples is not None:
         x = x[:max_samples]
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_clips(q, sampling_rate: int = 16000, max_samples: int | None = None):
+    """A question's audio as the families take it (:func:`load_audio` per clip): one array, or a list of them in
+    order for a question over several clips; ``max_samples`` applies to each clip."""
+    clips = [load_audio(c, sampling_rate, max_samples) for c in q.clips or [""]]
+    return clips[0] if len(clips) == 1 else clips

@@ -47,18 +47,21 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
         return 1
     if line:
         print(line)
-    domains, seconds, rates, n = Counter(), [], Counter(), 0
+    domains, seconds, rates, n, multi, most = Counter(), [], Counter(), 0, 0, 0
     by_reason: dict[str, list] = {}  # reason -> [count, first examples]
     for item in tqdm(chain([first], items), desc=f"check {name}", unit="rec"):
         n += 1
         if isinstance(item, Question):
             domains[item.domain] += 1
+            multi += len(item.clips) > 1
+            most = max(most, len(item.clips))
             try:
-                info = audio_info(item.audio_path or "")
-                if decode:  # catches corrupt or NaN samples that the header cannot show
-                    load_audio(item.audio_path or "", info["sample_rate"])
-                seconds.append(info["seconds"])
-                rates[info["sample_rate"]] += 1
+                for clip in item.clips or [""]:
+                    info = audio_info(clip)
+                    if decode:  # catches corrupt or NaN samples that the header cannot show
+                        load_audio(clip, info["sample_rate"])
+                    seconds.append(info["seconds"])
+                    rates[info["sample_rate"]] += 1
             except DataError as e:
                 item = record_error(item, e)
         if isinstance(item, DataError):
@@ -71,6 +74,8 @@ def _check_file(name: str, path: str, audio_dir: str | None, on_error: str, max_
     bad = sum(c for c, _ in by_reason.values())
     print(f"  format: {fmt}; records: {n}; usable: {n - bad}; problems: {bad}")
     print("  domains: " + (", ".join(f"{d} {c}" for d, c in sorted(domains.items())) or "-"))
+    if multi:
+        print(f"  several clips: {multi} questions (up to {most} clips each, heard in order)")
     if seconds:
         s = np.array(seconds)
         print(f"  audio: {len(s)} clips; seconds min {s.min():.2f} / mean {s.mean():.2f} / max {s.max():.2f}")

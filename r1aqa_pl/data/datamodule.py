@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from r1aqa_pl import benchmarks
 from r1aqa_pl.data import selection
-from r1aqa_pl.data.audio import load_audio
+from r1aqa_pl.data.audio import load_clips
 from r1aqa_pl.data.formats import load_questions, record_error
 from r1aqa_pl.task.files import read_records
 from r1aqa_pl.task.question import DataError, Question
@@ -64,7 +64,7 @@ class AudioQADataset(Dataset):
                 continue
             q = self.questions[j]
             try:
-                return {"question": q, "audio": load_audio(q.audio_path or "", self.sampling_rate, self.max_samples)}
+                return {"question": q, "audio": load_clips(q, self.sampling_rate, self.max_samples)}
             except DataError as e:
                 if self.on_error == "report":
                     return {"question": q, "audio": None, "error": e.reason}

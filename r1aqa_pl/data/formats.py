@@ -33,7 +33,7 @@ from typing import Any
 
 from r1aqa_pl.benchmarks import BENCHMARKS, Benchmark, detect_benchmark
 from r1aqa_pl.data.audio import audio_info
-from r1aqa_pl.task.files import choice_list, field, read_entries, resolve
+from r1aqa_pl.task.files import audio_paths, choice_list, field, read_entries
 from r1aqa_pl.task.question import DataError, Question
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _parse(rec: Any, fmt: str, err, source: str, base: Path, domain: str, naming
             "answer_index_out_of_range", f"id={rid}: answer index {idx} is outside multi_choice (0..{len(choices) - 1})"
         )
     if rec.get("audio_path"):
-        audio = resolve(field(rec, "audio_path", err), base)
+        audio = audio_paths(rec, "audio_path", err, base)
     elif rec.get("video_name"):
         name = field(rec, "video_name", err)
         audio = str(base / avqa_audio_name(name, naming))
@@ -165,9 +165,10 @@ def record_error(q: Question, e: DataError) -> DataError:
 
 
 def check_audio(q: Question) -> Question | DataError:
-    """The cheap start-up check: the clip exists, its header reads, it has frames."""
+    """The cheap start-up check: every clip exists, its header reads, it has frames."""
     try:
-        audio_info(q.audio_path or "")
+        for clip in q.clips or [""]:
+            audio_info(clip)
         return q
     except DataError as e:
         return record_error(q, e)

@@ -1,7 +1,8 @@
 """A synthetic audio-QA set whose answers truly depend on the audio, for CPU demos and tests.
 
 Three domains like MMAU, each with sub-tasks a simple signal check can solve (so a model that
-learns must be listening): sound -- count beeps, loud vs soft, which tone comes first; music --
+learns must be listening): sound -- count beeps, loud vs soft, which tone comes first, and which of two
+clips is louder (a question over two clips, heard in order); music --
 high vs low note, major vs minor chord, fast vs slow tempo; speech (a vowel-like harmonic
 series with formants) -- high vs low voice, rising vs falling intonation.
 
@@ -26,6 +27,7 @@ from r1aqa_pl.benchmarks.mmar import MODALITIES
 from r1aqa_pl.benchmarks.mmau import DOMAINS
 
 NOISE = 0.002  # background noise std: no clip is digital silence
+VERSION = 2  # the set's recipe: 2 added the two-clip task (a cache of another version is rebuilt)
 
 
 def _env(n: int, fade: int) -> np.ndarray:
@@ -140,11 +142,21 @@ def _intonation(rng, a: int, x: np.ndarray, sr: int) -> None:
     _place(x, _voice(rng, f0, sr), int(0.05 * len(x)))
 
 
+def _louder(rng, a: int, xs: list[np.ndarray], sr: int) -> None:
+    """Two clips, 0 = the first is the loud one, 1 = the second: one loud tone, one soft, each as in loudness."""
+    for k, x in enumerate(xs):
+        _loudness(rng, 0 if k == a else 1, x, sr)
+
+
+_louder.clips = 2  # a generator of several clips fills a list of arrays
+
+
 # domain -> [(sub-category, difficulty, question, choices, generator(rng, answer_index, x, sr))]
 TASKS = {
     "sound": [("beep counting", "medium", "how many beeps are there?", ["one", "two", "three"], _beeps),
               ("loudness", "easy", "is the sound loud or soft?", ["loud", "soft"], _loudness),
-              ("event order", "medium", "which tone comes first?", ["low tone", "high tone"], _order)],
+              ("event order", "medium", "which tone comes first?", ["low tone", "high tone"], _order),
+              ("louder clip", "medium", "which clip is louder?", ["the first clip", "the second clip"], _louder)],
     "music": [("note pitch", "easy", "is the note high or low?", ["high", "low"], _note),
               ("chord quality", "hard", "is the chord major or minor?", ["major", "minor"], _chord),
               ("tempo", "easy", "is the tempo fast or slow?", ["fast", "slow"], _tempo)],
@@ -169,10 +181,21 @@ def _items(n: int):
         yield i, domain, task, (j // len(tasks)) % len(task[3])
 
 
-def _clip(rng, task, a: int, n: int, sr: int) -> np.ndarray:
-    x = rng.normal(0.0, NOISE, n)
-    task[4](rng, a, x, sr)
-    return np.clip(x, -1.0, 1.0)
+def _clips(rng, task, a: int, n: int, sr: int) -> list[np.ndarray]:
+    """The question's clips (one for most tasks), each ``n`` samples of noise with the task's signal."""
+    gen, k = task[4], getattr(task[4], "clips", 1)
+    xs = [rng.normal(0.0, NOISE, n) for _ in range(k)]
+    gen(rng, a, xs if k > 1 else xs[0], sr)
+    return [np.clip(x, -1.0, 1.0) for x in xs]
+
+
+def _write_clips(out: Path, name: str, clips: list[np.ndarray], sr: int) -> str | list[str]:
+    """Write a question's clips under ``audios/``; its audio path (a list for several clips)."""
+    names = [name] if len(clips) == 1 else [f"{name}_{k + 1}" for k in range(len(clips))]
+    for n, x in zip(names, clips):
+        sf.write(out / "audios" / f"{n}.wav", x, sr, "PCM_16")
+    paths = [f"./audios/{n}.wav" for n in names]
+    return paths[0] if len(paths) == 1 else paths
 
 
 # MMAR's layers for the synthetic sub-tasks: a level or rate read off the signal, or a pattern to perceive
@@ -190,7 +213,7 @@ def _mmar_items(n: int):
         domains = modality.removeprefix("mix-").split("-")
         k = i // len(MODALITIES)
         asked = domains[k % len(domains)]
-        tasks = TASKS[asked]
+        tasks = [t for t in TASKS[asked] if getattr(t[4], "clips", 1) == 1]  # an MMAR item has one clip
         j = asked_count.get(asked, 0)
         asked_count[asked] = j + 1
         task = tasks[j % len(tasks)]
@@ -204,7 +227,8 @@ def _write_mmar(out: Path, n: int, rng, n_samples: int, sr: int) -> None:
         x = rng.normal(0.0, NOISE, n_samples)
         gen(rng, a, x, sr)
         for d in others:  # a distractor of each other domain, quieter than the asked-about signal
-            distractor = TASKS[d][rng.integers(len(TASKS[d]))]
+            single = [t for t in TASKS[d] if getattr(t[4], "clips", 1) == 1]
+            distractor = single[rng.integers(len(single))]
             y = np.zeros(n_samples)
             distractor[4](rng, int(rng.integers(len(distractor[3]))), y, sr)
             x += 0.3 * y
@@ -238,9 +262,9 @@ def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, se
         for i, domain, task, a in _items(n_train):
             sub, diff, q, choices, _ = task
             name = f"train_{i:05d}"
-            sf.write(out / "audios" / f"{name}.wav", _clip(rng, task, a, n, sampling_rate), sampling_rate, "PCM_16")
+            path = _write_clips(out, name, _clips(rng, task, a, n, sampling_rate), sampling_rate)
             rec = {"id": i, "video_name": name, "question_text": q, "multi_choice": choices, "answer": a,
-                   "dataset_name": f"synthetic-{domain}", "audio_path": f"./audios/{name}.wav",
+                   "dataset_name": f"synthetic-{domain}", "audio_path": path,
                    "task": domain, "sub-category": sub, "difficulty": diff}
             f.write(json.dumps(rec) + "\n")
     rng = np.random.default_rng([seed, 1])
@@ -248,8 +272,8 @@ def synth(out_dir: str, n_train: int = 600, n_test: int = 150, seed: int = 0, se
     for i, domain, task, a in _items(n_test):
         sub, diff, q, choices, _ = task
         name = f"test_{i:04d}"
-        sf.write(out / "audios" / f"{name}.wav", _clip(rng, task, a, n, sampling_rate), sampling_rate, "PCM_16")
-        test.append({"id": f"synthetic-{name}", "audio_id": f"./audios/{name}.wav", "question": q,
+        path = _write_clips(out, name, _clips(rng, task, a, n, sampling_rate), sampling_rate)
+        test.append({"id": f"synthetic-{name}", "audio_id": path, "question": q,
                      "choices": choices, "answer": choices[a], "dataset": f"synthetic-{domain}", "task": domain,
                      "split": "test-mini", "category": "Perception", "sub-category": sub, "difficulty": diff})
     (out / "test-mini.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")

@@ -70,16 +70,15 @@ class AudioFlamingo3(Qwen2Audio):
         would fail there)."""
         if not with_audio:
             return super().encode(processor, questions, audio, template, with_audio)
-        if any(a is None for a in audio):
-            missing = [q.source or q.id for q, a in zip(questions, audio) if a is None]
-            raise ValueError(f"audio missing for {missing}; use with_audio=False for the audio-free ablation")
         texts = [self.render(processor, q, template, with_audio) for q in questions]
-        inputs = dict(processor(text=texts, audio=list(audio), sampling_rate=processor.feature_extractor.sampling_rate,
+        clips = self.check_clips(questions, audio, texts)
+        flat = [c for cs in clips for c in cs]
+        inputs = dict(processor(text=texts, audio=flat, sampling_rate=processor.feature_extractor.sampling_rate,
                                 return_tensors="pt", text_kwargs={"padding": True}))
-        counts = [self.windows(processor, len(a)) for a in audio]
+        counts = [sum(self.windows(processor, len(c)) for c in cs) for cs in clips]  # a prompt's clips' windows
         feats, mask = inputs["input_features"], inputs["input_features_mask"]
         if sum(counts) != feats.shape[0]:
-            raise ValueError(f"the processor made {feats.shape[0]} audio windows, expected {counts} per clip")
+            raise ValueError(f"the processor made {feats.shape[0]} audio windows, expected {counts} per prompt")
         W = max(counts)
         packed = feats.new_zeros(len(counts), W, *feats.shape[1:])
         packed_mask = mask.new_zeros(len(counts), W, mask.shape[-1])

@@ -28,6 +28,7 @@ from r1aqa_pl.task import prompts
 from r1aqa_pl.task.question import Question
 
 AUDIO_EMBEDS = "audio_embeds"  # the key of :meth:`PolicyFamily.with_audio_embeds`'s stored encoder output
+CLIP_COUNTS = "audio_clip_counts"  # [B] clips per prompt, where :meth:`PolicyFamily.encode` packed them per prompt
 
 Dtype = Literal["float32", "bfloat16", "float16"]  # configs and the CLI check it at start-up
 DTYPES = get_args(Dtype)
@@ -50,6 +51,34 @@ def _first_rows(counts: Tensor, width: int) -> Tensor:
     return torch.arange(width, device=counts.device) < counts[:, None]
 
 
+def clips_of(audio) -> list:
+    """A question's audio as a list of clips: one waveform, or a list of them (a multi-audio question)."""
+    if isinstance(audio, (list, tuple)) and len(audio) and getattr(audio[0], "ndim", 0) >= 1:
+        return list(audio)
+    return [audio]
+
+
+def pack_clips(inputs: dict[str, Tensor], counts: list[int], keys: tuple[str, ...]) -> dict[str, Tensor]:
+    """The processor's audio tensors (one row per clip) packed one row per prompt, [B, most clips, ...]
+    zero-padded, with the counts under :data:`CLIP_COUNTS`: the family-free code repeats and slices inputs
+    by prompt. Unchanged when every prompt has one clip."""
+    if all(c == 1 for c in counts):
+        return inputs
+    out = dict(inputs)
+    for k in keys:
+        if k not in inputs:
+            continue
+        v = inputs[k]
+        if v.shape[0] != sum(counts):
+            raise ValueError(f"the processor's {k!r} has {v.shape[0]} rows for {sum(counts)} clips "
+                             f"({counts} per prompt)")
+        packed = v.new_zeros(len(counts), max(counts), *v.shape[1:])
+        packed[_first_rows(torch.tensor(counts), max(counts))] = v
+        out[k] = packed
+    out[CLIP_COUNTS] = torch.tensor(counts)
+    return out
+
+
 class PolicyFamily:
     """One audio LM family. Subclasses set the class attributes and override what their model does
     differently; the defaults fit a ``transformers`` model whose ``.model`` runs the decoder on
@@ -62,6 +91,11 @@ class PolicyFamily:
     # LoRA on the language model's projections only (a plain name list would also hit the encoder's q/k/v)
     lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     lora_exclude_modules: str | None = None  # where peft turns the pattern into bare names (see qwen3_omni.py)
+
+    @property
+    def audio_placeholder(self) -> str:
+        """The token the chat template writes once per clip (the first of :attr:`structural_tokens`)."""
+        return self.structural_tokens[0] if self.structural_tokens else ""
 
     # -- loading --------------------------------------------------------------------------------
     def model_class(self):
@@ -110,17 +144,34 @@ class PolicyFamily:
 
     def encode(self, processor, questions: list[Question], audio: list, template: str = "plain",
                with_audio: bool = True) -> dict[str, Tensor]:
-        """Render each question's prompt and run the processor (left padding, audio at its rate)."""
+        """Render each question's prompt and run the processor (left padding, audio at its rate); a question's
+        audio is one clip or a list of clips (:func:`clips_of`), whose rows :func:`pack_clips` packs per prompt."""
         texts = [self.render(processor, q, template, with_audio) for q in questions]
         if not with_audio:
             return dict(processor(text=texts, return_tensors="pt", padding=True))
+        clips = self.check_clips(questions, audio, texts)
+        flat = [c for cs in clips for c in cs]
+        sr = processor.feature_extractor.sampling_rate
+        extra = self.audio_kwargs(processor, flat)
+        inputs = dict(processor(text=texts, audio=flat, sampling_rate=sr, return_tensors="pt", padding=True,
+                                **({"audio_kwargs": extra} if extra else {})))
+        return pack_clips(inputs, [len(c) for c in clips], self.audio_keys)
+
+    def check_clips(self, questions: list[Question], audio: list, texts: list[str]) -> list[list]:
+        """Each question's clips; an error when one is missing or when the chat template did not write one
+        placeholder per clip (a family whose template takes one audio part per turn, asked several clips)."""
         if any(a is None for a in audio):
             missing = [q.source or q.id for q, a in zip(questions, audio) if a is None]
             raise ValueError(f"audio missing for {missing}; use with_audio=False for the audio-free ablation")
-        sr = processor.feature_extractor.sampling_rate
-        extra = self.audio_kwargs(processor, audio)
-        return dict(processor(text=texts, audio=list(audio), sampling_rate=sr, return_tensors="pt", padding=True,
-                              **({"audio_kwargs": extra} if extra else {})))
+        clips = [clips_of(a) for a in audio]
+        for q, cs, text in zip(questions, clips, texts):
+            written = text.count(self.audio_placeholder) if self.audio_placeholder else len(cs)
+            if written != len(cs):
+                raise ValueError(
+                    f"{q.source or q.id}: {len(cs)} clips but the {self.name or type(self).__name__} chat template "
+                    f"wrote {written} audio placeholder(s) {self.audio_placeholder!r}: this family does not take "
+                    "several clips in one question (use a family that does, e.g. qwen2_audio or qwen2_5_omni)")
+        return clips
 
     def audio_kwargs(self, processor, audio: list) -> dict:
         """Feature-extractor arguments for this batch of clips beyond the processor's own (none by default)."""
@@ -160,19 +211,28 @@ class PolicyFamily:
         raise NotImplementedError
 
     def audio_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {k: inputs[k] for k in self.audio_keys if k in inputs}
+        """The audio tensors of :meth:`encode`'s output (with the clip counts where clips were packed per prompt)."""
+        return {k: inputs[k] for k in (*self.audio_keys, CLIP_COUNTS) if k in inputs}
 
     def model_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """:meth:`encode`'s tensors (one row per prompt, so they repeat and slice by prompt) as the model's
-        own forward and ``generate`` take them; the same unless a family repacks its audio."""
-        return inputs
+        own forward and ``generate`` take them: several clips of a prompt unpacked to one row per clip, in order."""
+        if CLIP_COUNTS not in inputs:
+            return inputs
+        counts = inputs[CLIP_COUNTS]
+        out = {k: v for k, v in inputs.items() if k != CLIP_COUNTS}
+        for k in self.audio_keys:
+            if k in out:
+                out[k] = out[k][_first_rows(counts.to(out[k].device), out[k].shape[1])]
+        return out
 
     def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
         """The audio encoder over each clip: [Σ audio tokens, hidden], one row per placeholder token."""
         raise NotImplementedError
 
     def audio_features(self, core, inputs: dict[str, Tensor]) -> Tensor:
-        """:meth:`encode_audio` on the processor's features and their mask."""
+        """:meth:`encode_audio` on the processor's features and their mask (one row per clip)."""
+        inputs = self.model_inputs(inputs)
         return self.encode_audio(core, inputs["input_features"], inputs["feature_attention_mask"])
 
     def with_audio_embeds(self, core, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -208,6 +268,7 @@ class PolicyFamily:
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The family's own forward over whole sequences (prompt with audio + completion): last hidden
         states. The unshared reference path that the shared-prefix code must reproduce."""
+        inputs = self.model_inputs(inputs)
         out = core(input_ids=inputs["input_ids"], attention_mask=attention_mask,
                    position_ids=self.position_ids(attention_mask), use_cache=False, **self.audio_inputs(inputs))
         return out.last_hidden_state

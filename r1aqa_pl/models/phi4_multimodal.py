@@ -90,6 +90,7 @@ class Phi4Multimodal(PolicyFamily):
 
     def prompt_embeds(self, core, inputs: dict[str, Tensor]) -> Tensor:
         """Token embeddings with the speech path's output in the ``<|audio|>`` slots (the model's own merge)."""
+        inputs = self.model_inputs(inputs)
         input_ids = inputs["input_ids"]
         embeds = core.embed_tokens(input_ids)
         if "audio_input_features" not in inputs:

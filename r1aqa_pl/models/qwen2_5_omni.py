@@ -98,6 +98,7 @@ class Qwen2_5Omni(PolicyFamily):
     def full_forward(self, core, inputs: dict[str, Tensor], attention_mask: Tensor) -> Tensor:
         """The thinker's own forward, positions from its own ``get_rope_index``."""
         core.rope_deltas = None  # recomputed from these inputs, never a previous batch's
+        inputs = self.model_inputs(inputs)
         out = core(input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False,
                    **self.audio_inputs(inputs))
         return out.last_hidden_state

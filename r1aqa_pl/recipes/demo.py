@@ -60,7 +60,7 @@ def prepare(
     import lightning as L
 
     from r1aqa_pl.data.datamodule import AudioQADataModule
-    from r1aqa_pl.data.synth import synth, synth_vocabulary
+    from r1aqa_pl.data.synth import VERSION, synth, synth_vocabulary
     from r1aqa_pl.models import build_tiny_model
     from r1aqa_pl.training.report import StepProgressBar
     from r1aqa_pl.training.sft_module import SFTModule
@@ -72,6 +72,7 @@ def prepare(
     data, tiny, warm = root / "data", root / f"tiny{suffix}", root / f"warm{suffix}"
     recipe = {
         "family": family,
+        "synth_version": VERSION,
         "seed": seed,
         "n_train": n_train,
         "n_test": n_test,
@@ -85,7 +86,8 @@ def prepare(
     stamp = root / f"prepared{suffix}.json"
     if not stamp.exists() or json.loads(stamp.read_text()) != recipe:  # a cache of another seed or recipe
         force = True
-    data_recipe, data_stamp = {"seed": seed, "n_train": n_train, "n_test": n_test}, data / "synth.json"
+    data_recipe = {"seed": seed, "n_train": n_train, "n_test": n_test, "version": VERSION}
+    data_stamp = data / "synth.json"
     if (force or not (data / "test-mini.json").exists() or not (data / "mmar.jsonl").exists()
             or not data_stamp.exists() or json.loads(data_stamp.read_text()) != data_recipe):
         print(f"[demo] synthetic data -> {data}")

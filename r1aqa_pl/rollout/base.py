@@ -47,11 +47,12 @@ ENGINES: Registry[RolloutEngine] = Registry("rollout engine", RolloutEngine)
 class ScoredGroup:
     """One prompt's G scored completions, waiting in dynamic sampling's pool for its optimizer step.
 
-    The audio travels with it: the step's prompts are encoded again together once the step is full.
+    The audio travels with it (one clip, or a list of clips for a multi-audio question): the step's prompts
+    are encoded again together once the step is full.
     """
 
     question: Question
-    audio: Tensor | None
+    audio: Tensor | list[Tensor] | None
     completion_ids: Tensor
     mask: Tensor
     texts: list[str]
@@ -93,7 +94,8 @@ class Rollout:
         out = []
         for b, q in enumerate(self.questions):
             rows = slice(b * G, (b + 1) * G)
-            clip = None if audio[b] is None else torch.as_tensor(audio[b])
+            a = audio[b]
+            clip = None if a is None else [torch.as_tensor(c) for c in a] if isinstance(a, list) else torch.as_tensor(a)
             out.append(
                 ScoredGroup(
                     q,

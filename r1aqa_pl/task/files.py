@@ -107,3 +107,14 @@ def answer_choice(rec: dict, choices: list[str], rid: str, err) -> str:
 def resolve(p: str, base: Path) -> str:
     """A record's audio path: absolute as given, else relative to ``base``."""
     return str(Path(p) if Path(p).is_absolute() else base / p)
+
+
+def audio_paths(rec: dict, key: str, err, base: Path) -> str | list[str]:
+    """``rec[key]`` resolved (:func:`resolve`): one path, or a non-empty list of paths (a question over
+    several clips, heard in that order)."""
+    v = field(rec, key, err, (str, list))
+    if isinstance(v, str):
+        return resolve(v, base)
+    if not v or not all(isinstance(p, str) and p for p in v):
+        raise err("bad_field", f"'{key}' must be a path or a non-empty list of paths, got {v!r}")
+    return [resolve(p, base) for p in v]

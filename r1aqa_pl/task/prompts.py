@@ -1,6 +1,6 @@
 """The paper's prompts: the user turn's text for a question, and its chat messages.
 
-The user turn is the audio followed by the text; ``{question}``, ``{choices}`` (a Python list,
+The user turn is the audio (one part per clip) followed by the text; ``{question}``, ``{choices}`` (a Python list,
 as R1-AQA prints it) are the template's fields. A config may supply its own template string.
 How the messages become the model's prompt (chat template, audio placeholder) is the policy
 family's business (:mod:`r1aqa_pl.models`).
@@ -38,7 +38,8 @@ def user_text(q: Question, template: str = "plain") -> str:
 
 
 def messages(q: Question, template: str = "plain", with_audio: bool = True) -> list[dict]:
-    """Chat messages: one user turn, audio first (R1-AQA's order); ``with_audio=False`` drops it."""
-    content = [{"type": "audio", "audio_url": q.audio_path or ""}] if with_audio else []
+    """Chat messages: one user turn, audio first (R1-AQA's order), one audio part per clip in the question's
+    order (each family's chat template numbers or marks them its own way); ``with_audio=False`` drops them."""
+    content = [{"type": "audio", "audio_url": c} for c in (q.clips or [""])] if with_audio else []
     content.append({"type": "text", "text": user_text(q, template)})
     return [{"role": "user", "content": content}]

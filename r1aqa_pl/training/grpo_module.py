@@ -209,7 +209,8 @@ class GRPOModule(PolicyModule):
         """One rollout from pooled groups of several draws: their prompts encoded together, completions
         padded to the longest (mask 0), advantages within each group as in :meth:`sample`."""
         questions = [g.question for g in groups]
-        audio = [None if g.audio is None else g.audio.numpy() for g in groups]
+        audio = [None if g.audio is None else [c.numpy() for c in g.audio] if isinstance(g.audio, list)
+                 else g.audio.numpy() for g in groups]
         inputs = self.encode_rollout(questions, audio)
         T = max(g.completion_ids.shape[1] for g in groups)
         pad = self.eos_ids[0] if self.eos_ids else 0

@@ -303,7 +303,9 @@ def test_datamodule_window_from_feature_extractor(tmp_path, synth_dir):
 def test_check_data_synthetic_ok(synth_dir, capsys):
     assert check_data(train=str(synth_dir / "train.jsonl"), val=str(synth_dir / "test-mini.json")) == 0
     out = capsys.readouterr().out
-    assert "records: 48" in out and "music 16, sound 16, speech 16" in out and "16000 Hz x48" in out
+    # sound's 16 questions cycle four sub-tasks: 4 of them are the two-clip task, so 48 questions hold 52 clips
+    assert "records: 48" in out and "music 16, sound 16, speech 16" in out and "16000 Hz x52" in out
+    assert "several clips: 4 questions (up to 2 clips each, heard in order)" in out
     assert "min 2.00 / mean 2.00 / max 2.00" in out and "problems: 0" in out
 
 

@@ -22,9 +22,11 @@ def test_deterministic(tmp_path):
     for d, seed in ((a, 3), (b, 3), (c, 4)):
         synth(str(d), n_train=12, n_test=6, seed=seed, seconds=1.0, n_mmar=7)
     ha, hb, hc = digest(a), digest(b), digest(c)
-    assert len(ha) == 12 + 6 + 7 + 3 and ha == hb
+    # 12 + 6 + 7 clips, plus the second clip of the two-clip question among the 6 training ones about sound
+    # (the 6 test questions hold two about sound, the first two sub-tasks: no two-clip one)
+    assert len(ha) == 12 + 1 + 6 + 7 + 3 and ha == hb
     assert ha["train.jsonl"] == hc["train.jsonl"] and ha["mmar.jsonl"] == hc["mmar.jsonl"]  # same questions
-    assert sum(ha[k] != hc[k] for k in ha if k.endswith(".wav")) == 25  # different sounds
+    assert sum(ha[k] != hc[k] for k in ha if k.endswith(".wav")) == 26  # different sounds
 
 
 def test_mmar_format_modalities_and_balance(tmp_path):
@@ -102,7 +104,7 @@ def f0_hz(x, sr, lo=60, hi=400):
 
 
 def solve(sub, x, sr):
-    spans = bursts(x, sr)
+    spans = bursts(x, sr) if isinstance(x, np.ndarray) else None
     if sub == "beep counting":
         return ["one", "two", "three"][len(spans) - 1]
     if sub == "loudness":
@@ -119,6 +121,8 @@ def solve(sub, x, sr):
         return "major" if 12 * np.log2(top[1] / top[0]) > 3.5 else "minor"
     if sub == "tempo":
         return "fast" if len(spans) >= 7 else "slow"
+    if sub == "louder clip":
+        return "the first clip" if frame_rms(x[0], sr)[0].max() > frame_rms(x[1], sr)[0].max() else "the second clip"
     ((a, b),) = spans
     if sub == "speaker pitch":
         return "high" if f0_hz(x[a + (b - a) // 4 :][:2048], sr) > 165 else "low"
@@ -134,8 +138,10 @@ def test_answers_recoverable_from_audio(tmp_path, sr, seconds):
     qs = read_questions(tmp_path / "train.jsonl") + read_questions(tmp_path / "test-mini.json")
     solved, seen = Counter(), Counter()
     for q in qs:
-        x, rate = sf.read(q.audio_path, dtype="float64")
-        assert rate == sr and len(x) == int(round(sr * seconds))
+        clips = [sf.read(c, dtype="float64") for c in q.clips]
+        assert all(rate == sr and len(x) == int(round(sr * seconds)) for x, rate in clips)
+        assert len(clips) == (2 if q.sub_category == "louder clip" else 1)
+        x = clips[0][0] if len(clips) == 1 else [c for c, _ in clips]
         seen[q.sub_category] += 1
         solved[q.sub_category] += solve(q.sub_category, x, sr) == q.answer
     assert set(seen) == {t[0] for tasks in TASKS.values() for t in tasks}
