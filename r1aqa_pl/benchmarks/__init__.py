@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from r1aqa_pl.benchmarks import mmar, mmau  # noqa: F401  (register)
+from r1aqa_pl.benchmarks import mmar, mmau, mmau_pro, mmsu  # noqa: F401  (register)
 from r1aqa_pl.benchmarks.base import BENCHMARKS, Benchmark
 from r1aqa_pl.task.files import read_entries
 

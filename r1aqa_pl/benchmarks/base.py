@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1aqa_pl.benchmarks.stats import RESAMPLES, SEED, bootstrap_ci, bootstrap_settings
 from r1aqa_pl.registry import Registry
 from r1aqa_pl.task import answer_format
 from r1aqa_pl.task.question import DataError, Question
@@ -57,6 +58,22 @@ def cell(c: int, t: int, chance: float | None = None) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One record's verdict, kept apart from the counting so that the counts (and resamples of them) are
+    one function of a list of these.
+
+    ``ok``: right or wrong, or None when the benchmark's rule leaves the record out of every count
+    (``reason`` says why); ``names``: the record's bucket in each of :attr:`Benchmark.groups`, in order;
+    ``chance``: the expected accuracy of a uniform guess on it.
+    """
+
+    ok: bool | None
+    names: tuple[str, ...] = ()
+    chance: float = 0.0
+    reason: str = ""
+
+
 def content_digest(records: list) -> str:
     """sha256 of what scoring depends on (id, question, choices, answer), independent of key order,
     record order, indentation and the other fields: recognises a benchmark file's version."""
@@ -85,6 +102,9 @@ class Benchmark:
     default_data: str = ""  # where `r1aqa eval --benchmark NAME` looks without --data
     download: str = ""  # where the files come from (for "file not found")
     versions: dict[str, str] = {}  # content_digest -> version name of the official files
+    # what a record left out of every count is, for a rule that leaves some out (MMSU's); when set, a result
+    # carries "left_out": {"records", "by_reason", "rule"}
+    left_out_rule: str = ""
 
     # -- the rule ---------------------------------------------------------------------------------
     def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:
@@ -145,7 +165,9 @@ class Benchmark:
         return sum(self.is_correct(c, answer, choices) for c in choices) / len(choices) if choices else 0.0
 
     # -- scoring ----------------------------------------------------------------------------------
-    def _check(self, record: Any, where: str, key: str, source: str) -> None:
+    def check_record(self, record: Any, where: str, key: str, source: str) -> None:
+        """Raise :class:`DataError` for a record the rule cannot score (default: ``answer`` among ``choices``,
+        the prediction a string where present); a benchmark with other fields checks its own."""
         if not isinstance(record, dict):
             raise DataError(source, where, "malformed_json", f"expected a JSON object, got {type(record).__name__}")
         for field in ("answer", "choices"):
@@ -170,57 +192,82 @@ class Benchmark:
                 f"{key!r} must be a string, got {type(value).__name__} (id={record.get('id')!r})",
             )
 
+    def group_names(self, record: dict) -> tuple[str, ...]:
+        """The record's bucket in each group: its ``record_key`` field, "other" when it has none."""
+        return tuple(str(record.get(g.record_key) or OTHER) for g in self.groups)
+
+    def outcome(self, record: dict, key: str) -> Outcome:
+        """One checked record's verdict under the rule (default: :meth:`is_correct` on the prediction under
+        ``key``; a record without it is left out, as the official scorers skip it)."""
+        if key not in record:
+            return Outcome(None, reason="no_prediction")
+        return Outcome(self.is_correct(record[key], record["answer"], record["choices"]), self.group_names(record),
+                       self.chance(record["answer"], record["choices"]))
+
     def score_records(self, records: list[dict], key: str | None = None, source: str = "<records>",
-                      where: list[str] | None = None) -> dict:
+                      where: list[str] | None = None, bootstrap: int = RESAMPLES, seed: int = SEED) -> dict:
         """Score records that carry a prediction under ``key`` (default :attr:`prediction_key`); those
         without it are skipped, as the official scorers do. ``where`` names each record in errors as the
         file's reader does (``line 4`` / ``record 3``); default ``record <0-based index>``.
 
         Returns ``{"benchmark", "key", "scored", "skipped", "total": {correct, total, acc},
         <group>: {name: {correct, total, acc}}}`` with ``acc`` in [0, 1]. A record lacking a group's
-        field is counted under "other"; ``source`` names the file in errors.
+        field is counted under "other"; ``source`` names the file in errors. Each record is checked
+        (:meth:`check_record`) and judged (:meth:`outcome`), then the verdicts are counted (:meth:`aggregate`).
+        Every cell has ``ci: [lo, hi]``, its 95 % percentile-bootstrap interval over its questions (``bootstrap``
+        resamples, ``seed``; 0 resamples: no intervals), and the result ``bootstrap``, how (stats.py).
         """
         key = key or self.prediction_key
         if not isinstance(records, list):
             raise DataError(
                 source, "top level", "malformed_json", f"expected a JSON list of records, got {type(records).__name__}"
             )
+        for i, record in enumerate(records):
+            self.check_record(record, where[i] if where else f"record {i}", key, source)
+        return {"benchmark": self.name, "key": key,
+                **self.aggregate([self.outcome(r, key) for r in records], bootstrap, seed)}
+
+    def aggregate(self, outcomes: list[Outcome], bootstrap: int = RESAMPLES, seed: int = SEED) -> dict:
+        """Count verdicts into ``{"scored", "skipped", ["left_out"], "total", <group>: {name: cell}}``; an
+        outcome whose ``ok`` is None is in no count but ``skipped`` (and ``left_out``, where the rule has one)."""
+        first = self.groups[0]
         correct = {g.name: Counter() for g in self.groups}
         total = {g.name: Counter() for g in self.groups}
         chance = {g.name: Counter() for g in self.groups}
         first_of: dict[str, dict[str, str]] = {g.name: {} for g in self.groups}
-        skipped = 0
-        first = self.groups[0]
-        for i, record in enumerate(records):
-            self._check(record, where[i] if where else f"record {i}", key, source)
-            if key not in record:
-                skipped += 1
+        oks: dict[str, dict[str, list[bool]]] = {g.name: {} for g in self.groups}  # each cell's verdicts: its interval
+        left = Counter(o.reason for o in outcomes if o.ok is None)
+        for o in outcomes:
+            if o.ok is None:
                 continue
-            ok = self.is_correct(record[key], record["answer"], record["choices"])
-            guess = self.chance(record["answer"], record["choices"])
-            for g in self.groups:
-                name = str(record.get(g.record_key) or OTHER)
+            for g, name in zip(self.groups, o.names):
                 total[g.name][name] += 1
-                correct[g.name][name] += ok
-                chance[g.name][name] += guess
-                first_of[g.name].setdefault(name, str(record.get(first.record_key) or OTHER))
+                correct[g.name][name] += o.ok
+                chance[g.name][name] += o.chance
+                first_of[g.name].setdefault(name, o.names[0])
+                oks[g.name].setdefault(name, []).append(bool(o.ok))
         order = {g.name: self.ordered(g, total[g.name]) for g in self.groups}
         rank = {n: i for i, n in enumerate(order[first.name])}
         for g in self.groups:
             if g.by_first:
                 order[g.name] = sorted(total[g.name], key=lambda s, g=g: (rank.get(first_of[g.name][s], 99), s))
         n = sum(total[first.name].values())
-        result: dict[str, Any] = {
-            "benchmark": self.name,
-            "key": key,
-            "scored": n,
-            "skipped": skipped,
-            "total": cell(sum(correct[first.name].values()), n, sum(chance[first.name].values())),
-        }
+        result: dict[str, Any] = {"scored": n, "skipped": sum(left.values())}
+        if self.left_out_rule:
+            result["left_out"] = {"records": sum(left.values()), "by_reason": dict(sorted(left.items())),
+                                  "rule": self.left_out_rule}
+        result["total"] = cell(sum(correct[first.name].values()), n, sum(chance[first.name].values()))
         for g in self.groups:
             result[g.name] = {
                 name: cell(correct[g.name][name], total[g.name][name], chance[g.name][name]) for name in order[g.name]
             }
+        if bootstrap:
+            everyone = [bool(o.ok) for o in outcomes if o.ok is not None]
+            for c, values in [(result["total"], everyone)] + [
+                    (result[g.name][name], oks[g.name][name]) for g in self.groups for name in order[g.name]]:
+                if values:
+                    c["ci"] = bootstrap_ci(values, bootstrap, seed)
+            result["bootstrap"] = bootstrap_settings(bootstrap, seed)
         return result
 
     @staticmethod
@@ -230,21 +277,27 @@ class Benchmark:
 
     def format_table(self, result: dict) -> str:
         """A plain-text table of a :meth:`score_records` result: every group, then the total; the chance
-        column where the result has it, the version in the heading where known."""
+        column where the result has it, the 95 % interval where the cells have one, the version in the heading
+        where known."""
         version = f", version {result['version']}" if result.get("version") else ""
         with_chance = "chance" in result["total"]
+        with_ci = "ci" in result["total"]
+        w = max(13, 1 + max(len(g.name) for g in self.groups))  # the group column fits the longest group name
         lines = [
             f"{self.title or self.name} accuracy ({result.get('key', self.prediction_key)}){version}: "
             f"{result['scored']} scored, {result['skipped']} skipped",
-            f"{'group':<13}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}" + ("  chance %" if with_chance else ""),
+            f"{'group':<{w}}{'name':<36}{'correct':>8}{'total':>7}{'acc %':>8}" + ("  chance %" if with_chance else "")
+            + (f"{'95 % CI':>18}" if with_ci else ""),
         ]
         names = [g.name for g in self.groups]
         rows = [(g, name, c) for g in names for name, c in result[g].items()] + [("total", "", result["total"])]
         for group, name, c in rows:
             if group == "total" or name == next(iter(result[group])):
-                lines.append("-" * (82 if with_chance else 72))
+                lines.append("-" * ((82 if with_chance else 72) + w - 13 + 18 * with_ci))
             chance = f"{100 * c['chance']:>10.2f}" if with_chance and "chance" in c else ""
-            lines.append(f"{group:<13}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}{chance}")
+            ci = f"[{100 * c['ci'][0]:.2f}, {100 * c['ci'][1]:.2f}]" if with_ci and "ci" in c else ""
+            lines.append(f"{group:<{w}}{name[:35]:<36}{c['correct']:>8}{c['total']:>7}{100 * c['acc']:>8.2f}{chance}"
+                         f"{ci:>{18 if ci else 0}}")
         return "\n".join(lines)
 
 

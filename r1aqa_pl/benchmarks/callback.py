@@ -21,6 +21,7 @@ from r1aqa_pl import benchmarks
 from r1aqa_pl.benchmarks.base import Benchmark
 from r1aqa_pl.benchmarks.metric import BenchmarkAccuracy
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
+from r1aqa_pl.benchmarks.stats import bootstrap_ci, bootstrap_settings
 from r1aqa_pl.task.question import Question
 
 
@@ -42,6 +43,7 @@ class EvalSet:
     first: Question | None = None
     records: list = field(default_factory=list)
     no_audio: int = 0
+    verdicts: list = field(default_factory=list)  # (right, bucket keys) per question, for the intervals
 
     def prefix(self, stage: str) -> str:
         return f"{stage}/" if self.label is None else f"{stage}/{self.label}/"
@@ -69,7 +71,9 @@ class BenchmarkEvaluation(pl.Callback):
     log the ``monitor`` set's numbers also under the plain names (``val/acc/total``: the checkpoint
     monitor and progress bar; ``val/acc/sound``, ...), so that one-set tools read a multi-set run.
     Every set's benchmark and version go to the loggers' hyperparameters and TensorBoard's text
-    (``benchmarks/<label>``).
+    (``benchmarks/<label>``). With ``bootstrap`` resamples, every logged accuracy also logs its 95 % interval,
+    ``val/ci_low/<bucket>`` and ``val/ci_high/<bucket>`` (percentile bootstrap over the set's questions,
+    gathered from every rank; :mod:`r1aqa_pl.benchmarks.stats`).
 
     Counts are summed across ranks (torchmetrics), so numbers are exact under DDP, provided the
     sampler does not pad: a question seen twice is counted twice (a warning says so; the file is
@@ -89,17 +93,22 @@ class BenchmarkEvaluation(pl.Callback):
             ``num_sanity_val_steps: -1`` so it covers the whole validation set): the curves' start.
         monitor: with several sets, the label whose numbers are also logged under the plain names
             (``<stage>/acc/total``, ...; default: the first set).
+        bootstrap: resamples of a 95 % interval on every logged accuracy (0: none; 1000 as ``r1aqa score``).
+        bootstrap_seed: the intervals' seed.
     """
 
     def __init__(self, benchmark: str | Benchmark = "mmau", names: dict[str, list[str]] | None = None,
                  write_predictions: bool = True, dirpath: str | None = None, log_before_training: bool = False,
-                 monitor: str | None = None):
+                 monitor: str | None = None, bootstrap: int = 0, bootstrap_seed: int = 0):
         self.benchmark: Benchmark = benchmarks.get(benchmark)
         self.log_before_training = log_before_training
         self.names = names
         self.write_predictions = write_predictions
         self.dirpath = dirpath
         self.monitor = monitor
+        if bootstrap < 0:
+            raise ValueError(f"BenchmarkEvaluation(bootstrap={bootstrap}): 0 (no intervals) or more resamples")
+        self.bootstrap, self.bootstrap_seed = bootstrap, bootstrap_seed
         self.sets: dict[str, list[EvalSet]] = {}
         self.written: dict[str | None, Path] = {}  # label -> the last prediction file written
         self._announced = False
@@ -137,7 +146,7 @@ class BenchmarkEvaluation(pl.Callback):
             self._announce(trainer, stage)
         for s in self.sets[stage]:
             s.metric.to(pl_module.device).reset()
-            s.records, s.no_audio = [], 0
+            s.records, s.no_audio, s.verdicts = [], 0, []
 
     def _build_set(self, loader: Any) -> EvalSet:
         """Same bucket names on every rank: from the whole dataset (not the rank's shard) or fixed lists."""
@@ -189,7 +198,11 @@ class BenchmarkEvaluation(pl.Callback):
             raise RuntimeError(
                 f"{type(pl_module).__name__}.answer returned {len(outputs)} texts for {len(questions)} questions"
             )
-        s.metric.update([s.benchmark.extract(text) for text in outputs], questions)
+        predictions = [s.benchmark.extract(text) for text in outputs]
+        s.metric.update(predictions, questions)
+        if self.bootstrap:
+            s.verdicts += [(s.benchmark.is_correct(p, q.answer, q.choices), s.metric.bucket_keys(q))
+                           for p, q in zip(predictions, questions)]
         s.no_audio += sum(a is None for a in audio)
         if s.first is None and questions:
             s.first = questions[0]
@@ -214,6 +227,11 @@ class BenchmarkEvaluation(pl.Callback):
             for prefix in {s.prefix(stage), f"{stage}/"} if s is primary else {s.prefix(stage)}:
                 logged.update({f"{prefix}{k}": v.float() for k, v in values.items() if k.startswith("acc/")})
                 logged[f"{prefix}count/total"] = values["count/total"].float()
+            if self.bootstrap:
+                for key, (lo, hi) in self._intervals(trainer, s).items():
+                    for prefix in {s.prefix(stage), f"{stage}/"} if s is primary else {s.prefix(stage)}:
+                        logged[f"{prefix}ci_low/{key}"] = torch.tensor(lo, device=pl_module.device)
+                        logged[f"{prefix}ci_high/{key}"] = torch.tensor(hi, device=pl_module.device)
         total_key = f"{stage}/acc/total"
         self.last_logged = {k: float(v) for k, v in logged.items()}  # the sanity pass's too (RunSummary's start)
         total = logged.pop(total_key)
@@ -252,6 +270,19 @@ class BenchmarkEvaluation(pl.Callback):
             s.metric.reset()
             s.records = []
 
+    def _intervals(self, trainer, s: EvalSet) -> dict[str, list[float]]:
+        """Each bucket's and the total's interval from every rank's verdicts (the same on every rank)."""
+        verdicts = s.verdicts
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, verdicts)
+            verdicts = [v for shard in shards for v in shard]
+        cells: dict[str, list[bool]] = {"total": [ok for ok, _ in verdicts]}
+        for ok, keys in verdicts:
+            for key in keys:
+                cells.setdefault(key, []).append(ok)
+        return {k: bootstrap_ci(v, self.bootstrap, self.bootstrap_seed) for k, v in cells.items() if v}
+
     def _write(self, trainer, pl_module, stage: str, s: EvalSet) -> None:
         records = s.records
         # trainer.log_dir broadcasts under DDP: every rank must ask for it
@@ -275,8 +306,10 @@ class BenchmarkEvaluation(pl.Callback):
         jsonl = str(s.data or "").endswith(".jsonl")
         path = folder / f"{stage}_step{trainer.global_step}.{'jsonl' if jsonl else 'json'}"
         bench.write_records(list(unique.values()), path, jsonl)
+        intervals = {"bootstrap": bootstrap_settings(self.bootstrap, self.bootstrap_seed)} if self.bootstrap else {}
         write_provenance(
-            provenance(bench, s.version, s.data, pl_module, s.first, stage=stage, step=trainer.global_step), path
+            provenance(bench, s.version, s.data, pl_module, s.first, stage=stage, step=trainer.global_step,
+                       **intervals), path
         )
         self.written[s.label] = path
         rank_zero_info(f"{bench.title}: wrote {len(unique)} predictions to {path}")

@@ -60,6 +60,15 @@ class BenchmarkAccuracy(Metric):
             names[g.name] = [*g.known, *extra]
         return cls(benchmark, names, **kwargs)
 
+    def bucket_keys(self, q: Question) -> list[str]:
+        """The question's bucket in each group, as :meth:`compute` names it (``sound``, ``easy``, ``sub/<name>``;
+        a name outside the lists: the group's "other"): the cells its verdict counts in."""
+        keys = []
+        for g in self.benchmark.groups:
+            name = getattr(q, g.attr)
+            keys.append(g.key(name) if name in self._index[g.name] else g.key(OTHER, other=True))
+        return keys
+
     def _states(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"g{i}_correct"), getattr(self, f"g{i}_total")
 

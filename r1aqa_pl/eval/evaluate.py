@@ -17,9 +17,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import numpy as np
+import torch
+
 from r1aqa_pl.benchmarks import Benchmark, benchmark_for, get
 from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation, record_identity
 from r1aqa_pl.benchmarks.provenance import provenance, write_provenance
+from r1aqa_pl.benchmarks.stats import RESAMPLES, SEED, permuted
 from r1aqa_pl.data.datamodule import AudioQADataModule
 from r1aqa_pl.data.formats import check_audio, iter_questions
 from r1aqa_pl.eval.checkpoints import (
@@ -29,6 +34,13 @@ from r1aqa_pl.eval.checkpoints import (
     is_deepspeed_dir,
     is_hf_dir,
     load_for_eval,
+)
+from r1aqa_pl.eval.robust import (
+    check_settings,
+    format_robust,
+    robust_provenance,
+    robust_scores,
+    write_extra,
 )
 from r1aqa_pl.models import Dtype
 from r1aqa_pl.task.files import read_records
@@ -66,6 +78,50 @@ class EvalDataModule(AudioQADataModule):
         return self._loader("val", self.hparams.val_batch_size, collate_fn=_collate)
 
 
+def batch_seed(seed: int, batch_idx: int) -> int:
+    """torch's seed for one batch's samples: the run's seed and the batch's index (same batches, same samples)."""
+    return int(np.random.SeedSequence([seed, batch_idx]).generate_state(1)[0])
+
+
+class RobustAnswers(L.Callback):
+    """After each validation batch's greedy answers: the same questions greedily under K - 1 other choice orders,
+    and K sampled answers each, kept as prediction records by the question's source record
+    (``answers[identity] = {"orders": [...], "samples": [...]}``).
+
+    The samples are drawn under ``torch.manual_seed(batch_seed(seed, batch_idx))`` in a forked generator, so the
+    greedy answers and anything after are untouched, and the same seed, batch size and device give the same samples.
+    """
+
+    def __init__(self, benchmark: Benchmark, permutations: int = 1, samples: int = 0, temperature: float = 1.0,
+                 seed: int = SEED):
+        self.benchmark, self.permutations, self.samples = benchmark, permutations, samples
+        self.temperature, self.seed = temperature, seed
+        self.answers: dict[str, dict[str, list[dict]]] = {}  # record_identity of the source record -> answers
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        questions, audio = batch["questions"], batch.get("audio")
+        if not questions:  # every clip of the batch failed to decode
+            return
+        audio = [None] * len(questions) if audio is None else audio
+        bench = self.benchmark
+        entries = [{"orders": [], "samples": []} for _ in questions]
+        if self.permutations > 1:
+            orders = [permuted(q, self.permutations, self.seed) for q in questions]
+            for j in range(1, self.permutations):
+                asked = [o[j] for o in orders]
+                for e, q, text in zip(entries, asked, pl_module.answer(asked, audio)):
+                    e["orders"].append(bench.prediction_record(q, text))
+        if self.samples:
+            cuda = pl_module.device.type == "cuda"
+            with torch.random.fork_rng(devices=[pl_module.device] if cuda else []):
+                torch.manual_seed(batch_seed(self.seed, batch_idx))
+                texts = pl_module.sample_answers(questions, audio, self.samples, self.temperature)
+            for e, q, answers in zip(entries, questions, texts):
+                e["samples"] = [bench.prediction_record(q, t) for t in answers]
+        for q, e in zip(questions, entries):
+            self.answers[record_identity(q.raw or q.to_dict())] = e
+
+
 def _collate(batch: list[dict]) -> dict:
     ok = [b for b in batch if "error" not in b]
     return {"questions": [b["question"] for b in ok], "audio": [b["audio"] for b in ok],
@@ -98,6 +154,11 @@ def evaluate(
     accelerator: str = "auto",
     num_workers: int = 0,
     dtype: Dtype | None = None,
+    permutations: int = 1,
+    samples: int = 0,
+    temperature: float = 1.0,
+    seed: int = SEED,
+    bootstrap: int = RESAMPLES,
 ) -> dict:
     """Score a checkpoint on a benchmark file (greedy answers) and print the per-domain table.
 
@@ -110,6 +171,12 @@ def evaluate(
     without answers (the MMAU test set) it writes ``OUT/submission.json`` for the benchmark's evaluation
     server and prints counts instead of accuracy: no score can be computed locally. When no record can be
     scored (every clip missing or unreadable) it fails and writes nothing: there is no accuracy to report.
+
+    Every accuracy carries a 95 % interval (percentile bootstrap over questions, ``cells: ci: [lo, hi]``).
+    ``--permutations K`` and ``--samples K`` add the robust scores (docs/benchmarks.md, "Robust scores"):
+    ``results.json``'s ``robust``, a table, and the extra answers as prediction files beside
+    ``predictions.json`` (``predictions.order<j>.json``, ``predictions.sample<i>.json``,
+    ``predictions.majority.json``), each re-scorable with ``r1aqa score``.
 
     Args:
         checkpoint: a Lightning ``.ckpt`` file, a DeepSpeed checkpoint folder, a Hugging Face model
@@ -131,15 +198,26 @@ def evaluate(
         accelerator: Lightning accelerator ("auto" takes a GPU when there is one).
         num_workers: DataLoader worker processes for audio decoding.
         dtype: weights dtype (``bfloat16`` on a GPU); default: the checkpoint's (float32 for a hub id).
+        permutations: answer each question under K orders of its choices (the given one, then K - 1 seeded
+            permutations; the answer is the choice string, so it follows): accuracy per order, their mean, the
+            worst order and consistency (right under all K). 1: the given order only.
+        samples: K sampled answers per question at ``temperature`` (seeded): their mean accuracy, majority-vote
+            accuracy and pass@K beside greedy. 0: none.
+        temperature: the sampling temperature of ``--samples`` (top_p 1, top_k 0).
+        seed: seeds the permutations, the samples and the bootstrap.
+        bootstrap: bootstrap resamples of every interval (0: no intervals).
 
     Returns:
         The dict written to ``results.json``.
     """
-    import lightning as L
-
     t0 = time.time()
+    check_settings(permutations, samples, temperature, bootstrap)
     checkpoint_kind(checkpoint)  # a mistyped path fails now, before the data is read
     data, bench = resolve_data(data, benchmark)
+    robust = permutations > 1 or samples > 0
+    if robust and bench.withheld(read_records(data)):
+        raise DataError(data, "file", "answers_withheld", "no record has an answer: --permutations and --samples "
+                        "score the answers, and this file's are with the benchmark; evaluate it without them")
     out_dir = Path(out) if out else default_out(checkpoint)
     reasons = _reasons(bench, data, audio_dir, with_audio)
     if all(reasons):  # before loading the model: nothing to answer
@@ -159,6 +237,7 @@ def evaluate(
     failed: list[tuple[Question, str]] = []
     logged: dict[str, float] = {}
     written: list[dict] = []
+    extra = RobustAnswers(bench, permutations, samples, temperature, seed) if robust else None
     if n_questions:
         class _Failures(L.Callback):
             def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
@@ -166,8 +245,9 @@ def evaluate(
 
         with tempfile.TemporaryDirectory(prefix="r1aqa_eval_") as tmp:
             scorer = BenchmarkEvaluation(bench, dirpath=tmp)
+            callbacks = [scorer, extra, _Failures()] if extra else [scorer, _Failures()]
             trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                                enable_model_summary=False, num_sanity_val_steps=0, callbacks=[scorer, _Failures()])
+                                enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
             metrics = trainer.validate(module, datamodule=dm, verbose=False)
             logged = {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
             if None in scorer.written:
@@ -205,7 +285,8 @@ def evaluate(
     else:
         # the scorer's own rule skips records without a prediction; a record too broken to parse
         # (no choices, not an object) would stop it, so only answered records go in
-        result = bench.score_records(answered, source=str(out_dir / "predictions.json"))
+        result = bench.score_records(answered, source=str(out_dir / "predictions.json"), bootstrap=bootstrap,
+                                     seed=seed)
         result["skipped"] = len(predictions) - result["scored"]
     result["version"] = version
     jsonl = data.endswith(".jsonl")
@@ -216,11 +297,20 @@ def evaluate(
         "records": len(source), "not_scored": dict(not_scored), "logged": logged,
         "seconds": round(time.time() - t0, 2), **result,
     }
+    if extra is not None:
+        keys = [record_identity(r, added) if isinstance(r, dict) and bench.prediction_key in r else None
+                for r in predictions]
+        results["robust"] = robust_scores(bench, predictions, keys, extra.answers, result,
+                                          permutation_seed=seed, temperature=temperature, sample_seed=seed,
+                                          bootstrap=bootstrap, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path = bench.write_records(predictions, out_dir / f"predictions.{'jsonl' if jsonl else 'json'}", jsonl)
+    if extra is not None:
+        results["robust"]["files"] = write_extra(bench, predictions, keys, extra.answers, out_dir, jsonl)
     first_q = dm.datasets["val"].questions[0] if n_questions else None
     write_provenance(provenance(bench, version, data, module, first_q, checkpoint=str(checkpoint),
-                                step=info.get("step"), limit=limit), pred_path)
+                                step=info.get("step"), limit=limit,
+                                **robust_provenance(permutations, samples, temperature, seed, bootstrap)), pred_path)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
 
     step = "" if results["step"] is None else f" (step {results['step']})"
@@ -233,6 +323,8 @@ def evaluate(
               f"{len(source)} questions ({per}).\nsubmission file for the benchmark's evaluation server: {submission}")
     else:
         print(bench.format_table(result))
+    if extra is not None:
+        print(format_robust(bench, results["robust"]))
     print(not_scored_line(results, out_dir / "results.json"))
     print(f"predictions: {pred_path}")
     return results
@@ -273,7 +365,8 @@ def find_checkpoints(run: str | Path) -> list[Path]:
 def accuracy_table(rows: list[dict], root: str | Path | None = None) -> str:
     """One line per evaluated checkpoint, best total first: step, each bucket of the benchmark's first
     group (MMAU: sound, music, speech), total (%), as R1-AQA's ``show_acc.py`` prints them; then the
-    chance level of a uniform guess among each item's choices. Titled with the benchmark and its version."""
+    chance level of a uniform guess among each item's choices. Titled with the benchmark and its version; the
+    total's 95 % interval where the results have one."""
     bench = get(rows[0].get("benchmark", "mmau") if rows else "mmau")
     first = bench.groups[0]
     seen = [n for r in rows for n in r.get(first.name, {})]
@@ -293,12 +386,19 @@ def accuracy_table(rows: list[dict], root: str | Path | None = None) -> str:
     rows = sorted(rows, key=lambda r: acc(r, "total"), reverse=True)
     width = max([10] + [len(label(r)) for r in rows]) + 2
     versions = sorted({str(r.get("version", "unknown")) for r in rows})
-    head = f"{'checkpoint':<{width}}{'step':>7}" + "".join(f"{d[:10]:>11}" for d in columns) + f"{'scored':>8}"
+    with_ci = any("ci" in r.get("total", {}) for r in rows)
+
+    def ci(r: dict) -> str:
+        lo_hi = r.get("total", {}).get("ci")
+        return f"{f'[{100 * lo_hi[0]:.2f}, {100 * lo_hi[1]:.2f}]' if lo_hi else '':>18}" if with_ci else ""
+
+    head = (f"{'checkpoint':<{width}}{'step':>7}" + "".join(f"{d[:10]:>11}" for d in columns)
+            + (f"{'total 95 % CI':>18}" if with_ci else "") + f"{'scored':>8}")
     lines = [f"{bench.title} ({', '.join(versions)}), accuracy %", head, "-" * len(head)]
     for r in rows:
         step = "" if r.get("step") is None else str(r["step"])
         lines.append(f"{label(r):<{width}}{step:>7}" + "".join(f"{acc(r, d):>11.2f}" for d in columns)
-                     + f"{r.get('scored', 0):>8}")
+                     + ci(r) + f"{r.get('scored', 0):>8}")
     if rows and "chance" in rows[0].get("total", {}):
         lines.append(f"{'chance (uniform guess)':<{width}}{'':>7}" + "".join(f"{acc(rows[0], d, 'chance'):>11.2f}"
                                                                            for d in columns))

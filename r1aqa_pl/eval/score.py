@@ -7,15 +7,17 @@ import json as _json
 import sys
 
 from r1aqa_pl.benchmarks import benchmark_for
+from r1aqa_pl.benchmarks.stats import RESAMPLES, SEED
 from r1aqa_pl.task.files import read_entries
 from r1aqa_pl.task.question import DataError
 
 
 def score(predictions: str, benchmark: str | None = None, key: str | None = None, json: bool = False,
-          benchmark_version: str | None = None) -> dict:
+          benchmark_version: str | None = None, bootstrap: int = RESAMPLES, seed: int = SEED) -> dict:
     """Score a prediction file with a benchmark's official rule and print the per-domain table.
 
-    Fails (exit 1) when no record could be scored: a score of nothing is not a score.
+    Fails (exit 1) when no record could be scored: a score of nothing is not a score. Every accuracy carries
+    its 95 % interval (percentile bootstrap over questions; docs/benchmarks.md, "Robust scores").
 
     Args:
         predictions: the benchmark's records with a prediction added to each (MMAU: the JSON list;
@@ -25,6 +27,8 @@ def score(predictions: str, benchmark: str | None = None, key: str | None = None
             MMAR ``answer_prediction``); records without it are skipped, as the official scorers do.
         json: print the result as JSON instead of a table.
         benchmark_version: the file's version when it is not an official release (those are recognised).
+        bootstrap: bootstrap resamples of every interval (0: no intervals).
+        seed: bootstrap seed.
     """
     read = read_entries(predictions)
     bench, entries = benchmark_for(predictions, benchmark, read), read[1]
@@ -37,7 +41,9 @@ def score(predictions: str, benchmark: str | None = None, key: str | None = None
         raise DataError(predictions, "file", "answers_withheld",
                         f"no record has an answer ({bench.title} test split?): no score can be computed "
                         "locally; submit the file to the benchmark's evaluation server")
-    result = bench.score_records(records, key=key, source=predictions, where=where)
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap {bootstrap}: 0 (no intervals) or more resamples")
+    result = bench.score_records(records, key=key, source=predictions, where=where, bootstrap=bootstrap, seed=seed)
     result["version"] = bench.version(records, benchmark_version)
     print(_json.dumps(result, indent=2) if json else bench.format_table(result))
     sys.stdout.flush()

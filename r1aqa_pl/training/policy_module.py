@@ -102,6 +102,30 @@ class PolicyModule(L.LightningModule):
             texts = [answer_format.cut_at_stop(t) for t in texts]
         return [t.strip() for t in texts]
 
+    @torch.no_grad()
+    def sample_answers(self, questions: list[Question], audio: list, k: int, temperature: float) -> list[list[str]]:
+        """``k`` sampled answers per question (``r1aqa eval --samples``): plain temperature sampling from the whole
+        distribution (top_p 1, top_k 0), stopping as :meth:`answer` does. Seed torch's generator before the call."""
+        from transformers import StoppingCriteriaList
+
+        from r1aqa_pl.rollout.hf import StopAfterText  # a generate kwarg, as the engine's own answer passes it
+
+        inputs = self.encode(questions, audio)
+        stop = answer_format.STOP if self.evaluation.stop_at_answer else None
+        prompt = inputs["input_ids"].shape[1]
+        extra = {"stopping_criteria": StoppingCriteriaList([StopAfterText(self.processor.tokenizer, prompt, stop)])
+                 } if stop else {}
+        was_training = self.policy.training
+        self.policy.eval()
+        with strategy.generation_context(self) as sync:
+            ids = self.engine.sample(self.family, self.policy, inputs, k, share_prompt=self.policy_config.share_prompt,
+                                     do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                                     suppress_tokens=self.suppress_ids, max_new_tokens=self.evaluation.max_new_tokens,
+                                     **extra, **sync)
+        self.policy.train(was_training)
+        texts = [(answer_format.cut_at_stop(t) if stop else t).strip() for t in self.decode(ids)]
+        return [texts[b * k:(b + 1) * k] for b in range(len(questions))]
+
     def describe_evaluation(self, q: Question) -> dict:
         """How :meth:`answer` answers (for the record beside a prediction file): the model, its family,
         the prompt template and ``q``'s rendered prompt, and the decoding settings."""

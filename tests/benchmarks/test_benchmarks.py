@@ -66,7 +66,7 @@ def test_mmar_scorer_by_modality_category_and_sub_category():
     assert list(res["modality"]) == ["sound", "music", "mix-sound-music", "mix-sound-speech", "mix-sound-music-speech"]
     assert {c: (v["correct"], v["total"]) for c, v in res["category"].items()} == {
         "Signal Layer": (1, 1), "Perception Layer": (1, 2), "Semantic Layer": (1, 1), "Cultural Layer": (1, 2)}
-    assert res["sub-category"]["Genre"] == {"correct": 1, "total": 2, "acc": 0.5, "chance": 0.5}
+    assert res["sub-category"]["Genre"] == {"correct": 1, "total": 2, "acc": 0.5, "chance": 0.5, "ci": [0.0, 1.0]}
     # chance: 1/3, 2/3 (two choices carry the answer's tokens), 1/2, 1/2, 1/2, 1/2 over the six scored items
     assert res["total"]["chance"] == pytest.approx((1 / 3 + 2 / 3 + 4 / 2) / 6)
     for record, right in HAND[:-1]:

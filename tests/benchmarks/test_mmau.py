@@ -111,17 +111,18 @@ def test_score_records_small():
     res = score_records(records)
     assert (res["scored"], res["skipped"]) == (4, 2)
     # chance: a uniform guess among each item's choices, by the rule: 1/4, 1/4, 1/2, 1/2
-    assert res["total"] == {"correct": 2, "total": 4, "acc": 0.5, "chance": pytest.approx(0.375)}
+    # ci: the 95 % bootstrap interval; 2 of 4 right resamples to anything from 0 to 1
+    assert res["total"] == {"correct": 2, "total": 4, "acc": 0.5, "chance": pytest.approx(0.375), "ci": [0.0, 1.0]}
     assert list(res["task"]) == ["sound", "music", "speech"]
     assert res["task"]["sound"]["correct"] == 1 and res["task"]["music"]["correct"] == 1
-    assert res["task"]["speech"] == {"correct": 0, "total": 1, "acc": 0.0, "chance": 0.5}
+    assert res["task"]["speech"] == {"correct": 0, "total": 1, "acc": 0.0, "chance": 0.5, "ci": [0.0, 0.0]}
     assert list(res["difficulty"]) == ["easy", "medium", "hard"]
     assert res["difficulty"]["easy"]["acc"] == 1.0
-    assert res["sub-category"]["A"] == {"correct": 1, "total": 2, "acc": 0.5, "chance": 0.25}
+    assert res["sub-category"]["A"] == {"correct": 1, "total": 2, "acc": 0.5, "chance": 0.25, "ci": [0.0, 1.0]}
     assert score_records(records, key="other")["scored"] == 1
     table = format_table(res)
     assert "sound" in table and "50.00" in table and "2 skipped" in table and "chance %" in table
-    assert table.splitlines()[-1].split()[-2:] == ["50.00", "37.50"]  # total: accuracy, chance
+    assert table.splitlines()[-1].split()[-4:] == ["50.00", "37.50", "[0.00,", "100.00]"]  # total: acc, chance, CI
 
 
 def test_bad_input_names_file_and_record(tmp_path):
@@ -172,7 +173,8 @@ def test_real_file_all_right_then_some_wrong():
     chance = sum(sum(_tokens(c) == _tokens(r["answer"]) for c in r["choices"]) / len(r["choices"])
                  for r in records) / len(records)
     assert 0.25 < chance < 0.27
-    assert res["total"] == {"correct": 1000, "total": 1000, "acc": 1.0, "chance": pytest.approx(chance)}
+    assert res["total"] == {"correct": 1000, "total": 1000, "acc": 1.0, "chance": pytest.approx(chance),
+                            "ci": [1.0, 1.0]}
     assert res["skipped"] == 0 and len(res["sub-category"]) == 27
 
     # every third record answers its first wrong choice; expected counts computed here, by hand
