@@ -40,6 +40,7 @@ TOOLS: dict[str, str] = {
     "gpu-check": "r1aqa_pl.tools.gpu_check:main",
     "gpu-smoke": "r1aqa_pl.tools.gpu_smoke:main",
     "moe-mismatch": "r1aqa_pl.tools.moe_mismatch:main",
+    "preflight": "r1aqa_pl.tools.preflight:main",
 }
 
 _HELP = (

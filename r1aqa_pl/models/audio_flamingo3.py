@@ -61,6 +61,13 @@ class AudioFlamingo3(Qwen2Audio):
         size = int(fe.sampling_rate * fe.chunk_length)
         return min(max(1, math.ceil(n_samples / size)), int(processor.max_audio_len // fe.chunk_length))
 
+    def audio_tokens(self, processor, n_samples: int) -> int:
+        """Each window's own frames through :func:`tokens_per_window` (the clip beyond ``max_audio_len`` dropped)."""
+        fe = processor.feature_extractor
+        size = int(fe.sampling_rate * fe.chunk_length)
+        n = min(n_samples, self.windows(processor, n_samples) * size)
+        return sum(int(tokens_per_window(torch.tensor(min(size, n - s) // fe.hop_length))) for s in range(0, n, size))
+
     def encode(self, processor, questions: list[Question], audio: list, template: str = "plain",
                with_audio: bool = True) -> dict[str, Tensor]:
         """The processor's tensors with the audio windows packed per prompt: [B, W, mels, frames], [B, W, frames].

@@ -51,6 +51,11 @@ def _first_rows(counts: Tensor, width: int) -> Tensor:
     return torch.arange(width, device=counts.device) < counts[:, None]
 
 
+def whisper_tokens(frames: int) -> int:
+    """Tokens of ``frames`` mel frames after a Whisper-style encoder: stride-2 convolution, then pooling by 2."""
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
 def clips_of(audio) -> list:
     """A question's audio as a list of clips: one waveform, or a list of them (a multi-audio question)."""
     if isinstance(audio, (list, tuple)) and len(audio) and getattr(audio[0], "ndim", 0) >= 1:
@@ -172,6 +177,11 @@ class PolicyFamily:
                     f"wrote {written} audio placeholder(s) {self.audio_placeholder!r}: this family does not take "
                     "several clips in one question (use a family that does, e.g. qwen2_audio or qwen2_5_omni)")
         return clips
+
+    def audio_tokens(self, processor, n_samples: int) -> int | None:
+        """Audio placeholder tokens the processor should expand one clip of ``n_samples`` to, by the family's own
+        rule (``r1aqa preflight`` checks the processor against it); None where the family states no rule."""
+        return None
 
     def audio_kwargs(self, processor, audio: list) -> dict:
         """Feature-extractor arguments for this batch of clips beyond the processor's own (none by default)."""

@@ -17,7 +17,7 @@ import numpy as np
 from torch import Tensor
 
 from r1aqa_pl.attention.windows import windows_batched
-from r1aqa_pl.models.base import FAMILIES, PolicyFamily
+from r1aqa_pl.models.base import FAMILIES, PolicyFamily, whisper_tokens
 from r1aqa_pl.models.sizes import OmniArch
 from r1aqa_pl.task import prompts
 from r1aqa_pl.task.question import Question
@@ -78,6 +78,11 @@ class Qwen2_5Omni(PolicyFamily):
     def render(self, processor, q: Question, template: str = "plain", with_audio: bool = True) -> str:
         return processor.apply_chat_template(self.messages(q, template, with_audio), add_generation_prompt=True,
                                              tokenize=False)
+
+    def audio_tokens(self, processor, n_samples: int) -> int:
+        """As Qwen2-Audio: the clip cut at the window, 10 ms frames, stride-2 convolution, pooling by 2."""
+        fe = processor.feature_extractor
+        return whisper_tokens(min(n_samples, fe.n_samples) // fe.hop_length)
 
     def audio_kwargs(self, processor, audio: list) -> dict:
         """Mel features up to the batch's longest clip (and one STFT window of the zeros after it) instead of the

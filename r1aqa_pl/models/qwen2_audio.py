@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from r1aqa_pl.models.base import FAMILIES, PolicyFamily
+from r1aqa_pl.models.base import FAMILIES, PolicyFamily, whisper_tokens
 from r1aqa_pl.models.sizes import Arch
 
 
@@ -31,6 +31,12 @@ class Qwen2Audio(PolicyFamily):
     def after_load(self, model) -> None:
         # transformers freezes the encoder's sinusoidal positions in __init__, but loading re-enables them
         model.model.audio_tower.embed_positions.requires_grad_(False)
+
+    def audio_tokens(self, processor, n_samples: int) -> int:
+        """The clip cut at the window (``n_samples`` of the feature extractor), 10 ms mel frames, then
+        :func:`~r1aqa_pl.models.base.whisper_tokens` (25 tokens a second, 750 for a full 30 s window)."""
+        fe = processor.feature_extractor
+        return whisper_tokens(min(n_samples, fe.n_samples) // fe.hop_length)
 
     def encode_audio(self, core, input_features: Tensor, feature_attention_mask: Tensor) -> Tensor:
         """Projected audio features of every clip, concatenated in order: [Σ audio tokens, hidden].

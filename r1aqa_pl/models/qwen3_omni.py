@@ -56,6 +56,12 @@ class Qwen3Omni(Qwen2_5Omni):
 
         return Qwen3OmniMoeProcessor
 
+    def audio_tokens(self, processor, n_samples: int) -> int:
+        """No window: 13 tokens per full 100 frames (1 s), the rest through three stride-2 steps."""
+        frames = n_samples // processor.feature_extractor.hop_length
+        rest = (frames % 100 - 1) // 2 + 1
+        return ((rest - 1) // 2 + 1 - 1) // 2 + 1 + frames // 100 * 13
+
     def audio_kwargs(self, processor, audio: list) -> dict:
         return {}  # this processor already pads to the batch's longest clip
 

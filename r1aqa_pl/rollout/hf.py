@@ -45,7 +45,12 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, share_prompt: bool = True,
-               **generate_kwargs) -> Tensor:
+               with_logprobs: bool = False, **generate_kwargs) -> Tensor | tuple[Tensor, Tensor]:
+        """As the seam's; ``with_logprobs`` also returns each sampled token's log-probability under the
+        distribution it was drawn from, the logits at the sampling temperature before any filtering
+        ([B·G, T] fp32, the quantity the update recomputes): the rollout/trainer agreement check."""
+        if with_logprobs:
+            generate_kwargs.update(output_logits=True, return_dict_in_generate=True)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         family.before_generate(model)
         rep = lambda t: t.repeat_interleave(G, 0)  # noqa: E731 — prompt b's rows are b·G … b·G+G−1
@@ -68,7 +73,12 @@ class HFEngine(RolloutEngine):
                 out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
         else:
             out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
-        return out[:, ids.shape[1]:]
+        if not with_logprobs:
+            return out[:, ids.shape[1]:]
+        new = out.sequences[:, ids.shape[1]:]
+        T = generate_kwargs.get("temperature", 1.0) if generate_kwargs.get("do_sample") else 1.0
+        logits = torch.stack(out.logits, 1)[:, :new.shape[1]].float() / T
+        return new, logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
                **generate_kwargs) -> Tensor:
