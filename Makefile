@@ -13,7 +13,7 @@ SEED ?= 0
 FAMILY ?= qwen2_audio
 # extra `lightning fit` arguments for the demo, e.g. DEMO_ARGS="--model.init_args.dynamic_sampling true"
 DEMO_ARGS ?=
-# eval knobs: make eval CKPT=... [BENCH=mmau|mmar] [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
+# eval knobs: make eval CKPT=... [BENCH=mmau|mmar|mmsu|mmau_pro] [DATA=...] [AUDIO_DIR=...] [OUT=...] [BATCH=...]
 # (DATA defaults to the benchmark's usual place: data/mmau/mmau-test-mini.json, data/mmar/MMAR-meta.jsonl)
 CKPT ?=
 BENCHMARK ?=
@@ -70,7 +70,7 @@ test: install ## run the test suite (slow tests excluded)
 test-slow: install ## run only the slow tests (learning curves, multi-process)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [BENCH=mmau|mmar] [DATA=file] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
+eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [BENCH=mmau|mmar|mmsu|mmau_pro] [DATA=file] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
 	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [BENCH=mmar] [DATA=...] [OUT=...]"; exit 2; }
 	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
 	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE))
