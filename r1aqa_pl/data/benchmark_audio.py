@@ -12,10 +12,13 @@ files already in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
 import tarfile
+import zipfile
 from pathlib import Path, PurePosixPath
 
 from r1aqa_pl.data.audio import audio_info, load_audio
@@ -79,8 +82,39 @@ def _unwritable(members: list, out: Path) -> tuple[str, str] | None:
     return None
 
 
+class _ZipMember:
+    """A zip entry seen through the few ``tarfile.TarInfo`` methods the archive checks use."""
+
+    def __init__(self, info: zipfile.ZipInfo):
+        self.info, self.name, self.size = info, info.filename, info.file_size
+        self.link = stat.S_ISLNK(info.external_attr >> 16)
+
+    def isdir(self) -> bool:
+        return self.info.is_dir()
+
+    def isfile(self) -> bool:
+        return not self.info.is_dir() and not self.link
+
+    def issym(self) -> bool:
+        return self.link
+
+    def islnk(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _open_archive(archive: str | Path):
+    """(members, open one member's bytes) of a zip or tar archive."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            yield [_ZipMember(i) for i in z.infolist()], lambda m: z.open(m.info)
+    else:
+        with tarfile.open(archive) as tar:
+            yield tar.getmembers(), tar.extractfile
+
+
 def unpack(archive: str | Path, out: str | Path) -> int:
-    """Unpack a tar archive (``.tar``, ``.tar.gz``, ...) into ``out``; returns the files written.
+    """Unpack a tar (``.tar``, ``.tar.gz``, ...) or zip archive into ``out``; returns the files written.
 
     Every member is checked first; an unsafe one (absolute path, ``..``, link, device) refuses the
     whole archive with DataError ``unsafe_archive_member``, one that could not be written here (name
@@ -88,24 +122,14 @@ def unpack(archive: str | Path, out: str | Path) -> int:
     """
     out, written = Path(out), 0
     try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
+        with _open_archive(archive) as (members, open_member):
             for m in members:
                 top = m.isdir() and PurePosixPath(m.name) == PurePosixPath(".")  # a "./" entry
                 if not top and (_safe_name(m.name) is None or not (m.isfile() or m.isdir())):
-                    kind = (
-                        "a link"
-                        if m.issym() or m.islnk()
-                        else "outside the output folder"
-                        if m.isfile() or m.isdir()
-                        else "not a regular file"
-                    )
-                    raise DataError(
-                        str(archive),
-                        m.name,
-                        "unsafe_archive_member",
-                        f"refused: member {m.name!r} is {kind}; nothing was unpacked",
-                    )
+                    kind = ("a link" if m.issym() or m.islnk() else
+                            "outside the output folder" if m.isfile() or m.isdir() else "not a regular file")
+                    raise DataError(str(archive), m.name, "unsafe_archive_member",
+                                    f"refused: member {m.name!r} is {kind}; nothing was unpacked")
             bad = _unwritable(members, out)
             if bad:
                 name = _short(bad[0])
@@ -117,17 +141,17 @@ def unpack(archive: str | Path, out: str | Path) -> int:
                 dst = out / _safe_name(m.name)
                 if dst.is_file() and dst.stat().st_size == m.size:
                     continue
-                src = tar.extractfile(m)
                 try:
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    _write_atomic(src, dst)
+                    with open_member(m) as src:
+                        _write_atomic(src, dst)
                 except OSError as e:  # the output's fault (disk full, permissions), unless the stream is damaged
                     if e.errno is None:  # BadGzipFile: the archive's
                         raise
                     raise DataError(str(dst), "file", "unwritable_output", f"cannot write member {_short(m.name)!r} "
                                     f"({e.strerror or e}) after {written} files were written") from None
                 written += 1
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
         if isinstance(e, FileNotFoundError) and not Path(archive).is_file():
             raise DataError(str(archive), "file", "missing_file", "archive not found") from None
         raise DataError(str(archive), "file", "unreadable_archive", f"cannot read the archive ({e})") from None

@@ -12,79 +12,16 @@ absolute paths, ``..``, links, and members that could not be written here refuse
 from __future__ import annotations
 
 import json
-import stat
-import zipfile
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from r1aqa_pl.benchmarks.mmau_pro import part_of, read_release, write_jsonl
-from r1aqa_pl.data.benchmark_audio import (
-    _copy_clips,
-    _safe_name,
-    _short,
-    _unwritable,
-    _write_atomic,
-    check_clips,
-    unpack,
-)
+from r1aqa_pl.data.benchmark_audio import _copy_clips, _safe_name, check_clips, unpack
 from r1aqa_pl.data.card import source_entry, split_summary, write_card, write_text_atomic
 from r1aqa_pl.task.question import DataError
 
 FILE = "mmau-pro.jsonl"
 COMMAND = "r1aqa prepare-mmau-pro"
-
-
-class _ZipMember:
-    """A zip entry seen through the few tarfile.TarInfo methods the archive checks use."""
-
-    def __init__(self, info: zipfile.ZipInfo):
-        self.info, self.name, self.size = info, info.filename, info.file_size
-        self.is_link = stat.S_ISLNK(info.external_attr >> 16)
-
-    def isdir(self) -> bool:
-        return self.info.is_dir()
-
-    def isfile(self) -> bool:
-        return not self.info.is_dir() and not self.is_link
-
-
-def unpack_zip(archive: str | Path, out: str | Path) -> int:
-    """Unpack a zip archive into ``out``; returns the files written. Every member is checked first: an unsafe one
-    (absolute path, ``..``, a link) refuses the archive with DataError ``unsafe_archive_member``, one that could
-    not be written here with ``bad_archive_member``. Files already there with the same size are kept."""
-    out, written = Path(out), 0
-    try:
-        with zipfile.ZipFile(archive) as z:
-            members = [_ZipMember(i) for i in z.infolist()]
-            for m in members:
-                top = m.isdir() and PurePosixPath(m.name) == PurePosixPath(".")
-                if not top and (_safe_name(m.name) is None or m.is_link):
-                    kind = "a link" if m.is_link else "outside the output folder"
-                    raise DataError(str(archive), m.name, "unsafe_archive_member",
-                                    f"refused: member {m.name!r} is {kind}; nothing was unpacked")
-            if bad := _unwritable(members, out):
-                name = _short(bad[0])
-                raise DataError(str(archive), name, "bad_archive_member",
-                                f"refused: member {name!r} cannot be unpacked: {bad[1]}; nothing was unpacked")
-            for m in members:
-                if not m.isfile():
-                    continue
-                dst = out / _safe_name(m.name)
-                if dst.is_file() and dst.stat().st_size == m.size:
-                    continue
-                try:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(m.info) as src:
-                        _write_atomic(src, dst)
-                except OSError as e:
-                    raise DataError(str(dst), "file", "unwritable_output", f"cannot write member {_short(m.name)!r} "
-                                    f"({e.strerror or e}) after {written} files were written") from None
-                written += 1
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
-        if isinstance(e, FileNotFoundError) and not Path(archive).is_file():
-            raise DataError(str(archive), "file", "missing_file", "archive not found") from None
-        raise DataError(str(archive), "file", "unreadable_archive", f"cannot read the archive ({e})") from None
-    return written
 
 
 def clip_list(rec: dict) -> list[str] | None:
@@ -132,7 +69,7 @@ def prepare_mmau_pro(*, parquet: str, audio: str, out: str) -> int:
     records = read_release(parquet)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.is_file():
-        n = unpack_zip(src, out_dir) if zipfile.is_zipfile(src) else unpack(src, out_dir)
+        n = unpack(src, out_dir)
         print(f"prepare-mmau-pro: unpacked {n} files from {src}")
     elif src.is_dir():
         flat = [{"clip": c} for r in records for c in clip_list(r) or []]
