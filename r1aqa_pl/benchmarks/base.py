@@ -105,6 +105,9 @@ class Benchmark:
     # what a record left out of every count is, for a rule that leaves some out (MMSU's); when set, a result
     # carries "left_out": {"records", "by_reason", "rule"}
     left_out_rule: str = ""
+    # the reasons (Outcome.reason) :meth:`outcome` may leave a record out for: the metric's per-reason counts
+    # (fixed shapes, summed across ranks; another reason is counted as "other")
+    left_out_reasons: tuple[str, ...] = ("no_prediction",)
 
     # -- the rule ---------------------------------------------------------------------------------
     def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:

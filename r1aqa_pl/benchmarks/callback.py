@@ -62,10 +62,11 @@ class BenchmarkEvaluation(pl.Callback):
 
     One validation set logs ``{val|test}/acc/<bucket>`` for every bucket of the benchmark's groups
     (MMAU: ``val/acc/{sound,music,speech}``, ``val/acc/easy``..., ``val/acc/sub/<name>``),
-    ``val/acc/total`` and ``val/count/total``, and writes the source records with the benchmark's output
-    and prediction keys added to ``<log_dir or default_root_dir>/predictions/<stage>_step<global_step>.json``
-    (``.jsonl`` for a JSON-lines source) on rank 0, with ``<stage>_step<N>.provenance.json`` beside it
-    (model, family, prompt, decoding, answer rule, benchmark version, seed, packages).
+    ``val/acc/total`` and ``val/count/total`` (the questions scored), and writes the source records with the
+    benchmark's output and prediction keys added to
+    ``<log_dir or default_root_dir>/predictions/<stage>_step<global_step>.json`` (``.jsonl`` for a JSON-lines
+    source) on rank 0, with ``<stage>_step<N>.provenance.json`` beside it (model, family, prompt, decoding,
+    answer rule, benchmark version, seed, packages).
     Several sets (a data module given ``val_file: {mmau: ..., mmar: ...}``) log each under its label,
     ``val/mmau/acc/sound``, ``val/mmar/acc/mix-sound-speech``, ..., write ``predictions/<label>/...``, and
     log the ``monitor`` set's numbers also under the plain names (``val/acc/total``: the checkpoint
@@ -74,6 +75,11 @@ class BenchmarkEvaluation(pl.Callback):
     (``benchmarks/<label>``). With ``bootstrap`` resamples, every logged accuracy also logs its 95 % interval,
     ``val/ci_low/<bucket>`` and ``val/ci_high/<bucket>`` (percentile bootstrap over the set's questions,
     gathered from every rank; :mod:`r1aqa_pl.benchmarks.stats`).
+
+    Each question is judged by its benchmark's own per-record verdict on the record the prediction file holds
+    (:meth:`Benchmark.outcome`, through :class:`BenchmarkAccuracy`), so the logged numbers are ``r1aqa score``'s on
+    that file: a question the rule leaves out (MMSU's unreadable answer, MMAU-Pro's open question without a
+    judge) is in no accuracy and no interval, and a benchmark with such a rule also logs ``val/count/left_out``.
 
     Counts are summed across ranks (torchmetrics), so numbers are exact under DDP, provided the
     sampler does not pad: a question seen twice is counted twice (a warning says so; the file is
@@ -199,10 +205,11 @@ class BenchmarkEvaluation(pl.Callback):
                 f"{type(pl_module).__name__}.answer returned {len(outputs)} texts for {len(questions)} questions"
             )
         predictions = [s.benchmark.extract(text) for text in outputs]
-        s.metric.update(predictions, questions)
-        if self.bootstrap:
-            s.verdicts += [(s.benchmark.is_correct(p, q.answer, q.choices), s.metric.bucket_keys(q))
-                           for p, q in zip(predictions, questions)]
+        # each question judged once (a judge or an embedding model may be slow), as `r1aqa score` judges its record
+        verdicts = s.metric.verdicts(predictions, questions)
+        s.metric.update(predictions, questions, verdicts)
+        if self.bootstrap:  # left out by the rule: in no interval either
+            s.verdicts += [(v.ok, v.keys) for v in verdicts if v.ok is not None]
         s.no_audio += sum(a is None for a in audio)
         if s.first is None and questions:
             s.first = questions[0]
@@ -227,6 +234,8 @@ class BenchmarkEvaluation(pl.Callback):
             for prefix in {s.prefix(stage), f"{stage}/"} if s is primary else {s.prefix(stage)}:
                 logged.update({f"{prefix}{k}": v.float() for k, v in values.items() if k.startswith("acc/")})
                 logged[f"{prefix}count/total"] = values["count/total"].float()
+                if s.benchmark.left_out_rule:  # the questions its rule left out of every count
+                    logged[f"{prefix}count/left_out"] = values["count/left_out"].float()
             if self.bootstrap:
                 for key, (lo, hi) in self._intervals(trainer, s).items():
                     for prefix in {s.prefix(stage), f"{stage}/"} if s is primary else {s.prefix(stage)}:

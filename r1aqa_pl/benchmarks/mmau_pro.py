@@ -119,6 +119,7 @@ class MMAUPro(Benchmark):
                 "`r1aqa prepare-mmau-pro --parquet test.parquet --audio data.zip --out data/mmau_pro`")
     left_out_rule = ("open questions without a judge (not scored locally), sentence-count instructions without "
                      "NLTK's punkt_tab, records without a prediction")
+    left_out_reasons = (NO_PREDICTION, OPEN_NOT_SCORED, NEEDS_PUNKT)
 
     def __init__(self, matcher: str | dict | ChoiceMatcher = "string", judge: str | dict | LLMJudge | None = None):
         self.matcher: ChoiceMatcher = CHOICE_MATCHERS.build(matcher)

@@ -110,10 +110,13 @@ class MMSU(Benchmark):
     left_out_rule = ("as the official scorer: a response that is not a string (not_a_string), or whose first and "
                      "second-to-last characters are not a capital A-D (no_letter), is in no count")
 
+    left_out_reasons = ("no_letter", "not_a_string")
+
     # -- the rule ----------------------------------------------------------------------------------
     def is_correct(self, prediction: str | None, answer: str, choices: list[str]) -> bool:
         """The official rule on a question's lettered choices; a prediction the rule would leave out is wrong
-        here (the training-time metric counts every question; ``r1aqa score`` leaves it out)."""
+        here (no verdict is None). Scoring goes through :meth:`outcome`, which leaves it out, in ``r1aqa score``
+        and the training-time metric alike; this is the metric's fallback for a question without an MMSU record."""
         letter = read_letter("" if prediction is None else prediction)
         texts = dict(map(unlettered, choices))
         return bool(letter) and letter in texts and texts[letter] == unlettered(answer)[1]

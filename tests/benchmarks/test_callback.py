@@ -220,3 +220,104 @@ def test_ddp_spawn_two_processes_exact(tmp_path):
     records = json.loads(path.read_text())
     assert sorted(r["id"] for r in records) == sorted(q.id for q in questions)  # gathered from both ranks
     assert score_records(records)["total"]["acc"] == pytest.approx(logged["val/acc/total"])
+
+
+# ---------------------------------------------------------------- the logged numbers are `r1aqa score`'s
+
+class Answers(LightningModule):
+    """Answers each question with the text given for its id, inside R1-AQA's answer tags."""
+
+    def __init__(self, texts: dict[str, str]):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.texts = texts
+
+    def answer(self, questions, audio):
+        return [f"<think>hm</think><answer>{self.texts[q.id]}</answer>" for q in questions]
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        pass
+
+
+def validate_file(tmp_path: Path, data: Path, texts: dict[str, str], resamples: int = 200, seed: int = 5):
+    """``trainer.validate`` on a benchmark file (no audio) with the callback's intervals: (logged, the records of the
+    prediction file it wrote)."""
+    from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.task.files import read_records
+
+    cb = BenchmarkEvaluation(dirpath=str(tmp_path / "pred"), bootstrap=resamples, bootstrap_seed=seed)
+    t = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[cb])
+    dm = AudioQADataModule(val_file=str(data), with_audio=False, val_batch_size=3)
+    (logged,) = t.validate(Answers(texts), datamodule=dm, verbose=False)
+    return logged, read_records(cb.written[None])
+
+
+def assert_logged_is_score(bench, logged: dict, result: dict) -> None:
+    """Every logged accuracy and interval is the scorer's cell, and no other cell is logged."""
+    cells = {"total": result["total"], **{g.key(n): c for g in bench.groups for n, c in result[g.name].items()}}
+    acc = {k.removeprefix("val/acc/"): v for k, v in logged.items() if k.startswith("val/acc/")}
+    assert acc.keys() == cells.keys()
+    for key, c in cells.items():
+        assert acc[key] == pytest.approx(c["acc"]), key
+        lo, hi = c["ci"]  # the same questions, in the same order, resampled with the same seed
+        assert (logged[f"val/ci_low/{key}"], logged[f"val/ci_high/{key}"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert logged["val/count/total"] == result["scored"]
+    assert logged["val/count/left_out"] == result["left_out"]["records"]
+
+
+def test_mmau_pro_logs_what_score_gives(tmp_path):
+    """Multiple choice by the string rule, instruction following by its rules, open questions left out."""
+    from test_mmau_pro import MIXED
+
+    from r1aqa_pl.benchmarks import get
+    from r1aqa_pl.benchmarks.mmau_pro import write_jsonl
+
+    records = [{k: v for k, v in r.items() if k != "model_prediction"} for r in MIXED]
+    texts = {r["id"]: r.get("model_prediction") or "piano" for r in MIXED}  # pro-3 (piano): right
+    logged, preds = validate_file(tmp_path, write_jsonl(records, tmp_path / "mmau-pro.jsonl"), texts)
+    assert [p["model_prediction"] for p in preds] == [texts[r["id"]] for r in records]
+    bench = get("mmau_pro")
+    result = bench.score_records(preds, bootstrap=200, seed=5)
+    assert_logged_is_score(bench, logged, result)
+    # by hand: multiple choice pro-0, 2, 3 right, pro-1 wrong (3/4); instruction following pro-4, 6 pass, pro-5
+    # fails (2/3); the open pro-7, 8 left out (they were logged as wrong: 3/9 in total, 0/3 instruction following)
+    assert logged["val/acc/total"] == pytest.approx(5 / 7) and logged["val/count/total"] == 7
+    assert logged["val/count/left_out"] == 2 and result["left_out"]["by_reason"] == {"open_not_scored_locally": 2}
+    assert logged["val/acc/instruction following"] == pytest.approx(2 / 3) and "val/acc/open" not in logged
+    assert logged["val/acc/sound"] == 0.5 and logged["val/acc/music"] == 1.0
+    assert logged["val/acc/sub/events"] == 0.5 and logged["val/acc/sub/timbre"] == 1.0
+    assert logged["val/acc/sub/other"] == pytest.approx(2 / 3)  # the instruction-following items have no sub-cat
+
+
+def test_mmsu_logs_what_score_gives(tmp_path):
+    """Answers the official letter rule cannot read are left out of the logged numbers, as `r1aqa score` leaves
+    them out (they were counted as wrong: 2/8)."""
+    from test_mmsu import GROUPS, ITEMS, item, official, write_jsonl
+
+    from r1aqa_pl.benchmarks import get
+
+    records = [item(i, *ITEMS[i % 6], *GROUPS[i % 4]) for i in range(8)]
+    texts = {
+        "mmsu-0": "C. cow",  # right (Perception/Linguistics)
+        "mmsu-1": "no idea",  # no letter: left out
+        "mmsu-2": "The answer is B.",  # the second-to-last character: B, yes: right (Reasoning/Linguistics)
+        "mmsu-3": "c. rising",  # lower case: left out
+        "mmsu-4": "None",  # no letter but counted: wrong (Perception/Linguistics)
+        "mmsu-5": "A. None",  # the choice "None", not calm: wrong (Perception/Paralinguistics)
+        "mmsu-6": "d",  # one lower-case character: left out
+        "mmsu-7": "B",  # an empty choice: wrong (Reasoning/Paralinguistics)
+    }
+    logged, preds = validate_file(tmp_path, write_jsonl(tmp_path / "mmsu.jsonl", records), texts)
+    assert [p["response"] for p in preds] == list(texts.values())
+    bench = get("mmsu")
+    result = bench.score_records(preds, bootstrap=200, seed=5)
+    assert_logged_is_score(bench, logged, result)
+    ref = official(preds)  # the official scorer's counting
+    assert ref["overall"] == (2, 5) and ref["left_out"] == 3
+    assert logged["val/acc/total"] == pytest.approx(2 / 5) and logged["val/count/total"] == 5
+    assert logged["val/count/left_out"] == 3 and result["left_out"]["by_reason"] == {"no_letter": 3}
+    assert logged["val/acc/Perception"] == pytest.approx(1 / 3) and logged["val/acc/Reasoning"] == 0.5
+    assert logged["val/acc/Perception/Linguistics"] == 0.5 and logged["val/acc/Perception/Paralinguistics"] == 0.0
+    assert logged["val/acc/Reasoning/Linguistics"] == 1.0 and logged["val/acc/Reasoning/Paralinguistics"] == 0.0
+    assert logged["val/acc/sub/Reasoning/Phonology"] == 1.0 and logged["val/acc/sub/Perception/Semantics"] == 0.5

@@ -573,6 +573,11 @@ def test_eval_on_mmau_pro(tiny_dir, tmp_path, capsys):
                           batch_size=4, max_new_tokens=4, bootstrap=0)
     assert results["benchmark"] == "mmau_pro" and results["records"] == 9 and results["scored"] == 7
     assert results["left_out"]["by_reason"] == {"open_not_scored_locally": 2}
+    logged = results["logged"]  # the validation callback's numbers: the table's, open questions left out
+    assert logged["val/count/total"] == results["scored"] and logged["val/count/left_out"] == 2
+    assert logged["val/acc/total"] == pytest.approx(results["total"]["acc"])
+    assert {k: logged[f"val/acc/{k}"] for k in results["category"]} == {
+        k: pytest.approx(c["acc"]) for k, c in results["category"].items()}
     preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert all(isinstance(p["model_prediction"], str) for p in preds)
     assert preds[2]["audio_path"] == records[2]["audio_path"]

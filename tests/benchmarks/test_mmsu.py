@@ -288,7 +288,7 @@ def test_check_data_accepts_an_mmsu_file(tmp_path, capsys):
 
 class Picker(LightningModule):
     """Answers question k with its right lettered choice when k is even, else with a bare wrong letter, or
-    with words the official rule cannot read for k % 3 == 0 (left out by `r1aqa score`, wrong for the metric)."""
+    with words the official rule cannot read for k % 3 == 0 (left out by `r1aqa score` and the metric alike)."""
 
     def __init__(self):
         super().__init__()
@@ -321,9 +321,12 @@ def test_validation_writes_the_file_the_official_scorer_reads(tmp_path):
     ref = official(preds)  # ids 2, 4 right; 1, 5 wrong; 0, 3 left out
     assert ref["overall"] == (2, 4) and ref["left_out"] == 2
     assert from_json(mmsu.score_records(preds)) == ref
-    assert logged["val/acc/total"] == pytest.approx(2 / 6)  # the metric counts the unreadable answers as wrong
-    assert logged["val/acc/Reasoning/Paralinguistics"] == 0.0 and logged["val/acc/Perception"] == 0.25
-    assert logged["val/acc/sub/Reasoning/Phonology"] == 1.0 and logged["val/count/total"] == 6
+    # the metric leaves the unreadable answers out as the official rule does (it used to count them wrong: 2 / 6)
+    assert logged["val/acc/total"] == pytest.approx(2 / 4) and logged["val/count/total"] == 4
+    assert logged["val/count/left_out"] == 2
+    assert "val/acc/Reasoning/Paralinguistics" not in logged  # its only question (id 3) left out: no cell
+    assert logged["val/acc/Perception"] == pytest.approx(1 / 3)  # ids 1, 4, 5 (id 0 left out)
+    assert logged["val/acc/Reasoning"] == 1.0 and logged["val/acc/sub/Reasoning/Phonology"] == 1.0
 
 
 # ---------------------------------------------------------------- prepare-mmsu
