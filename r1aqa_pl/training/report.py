@@ -44,18 +44,24 @@ def summary_table(curve: dict[int, dict[str, float]]) -> tuple[list[str], dict]:
     start, end = steps[0], steps[-1]
     best = max(steps, key=lambda s: (curve[s].get("total", 0.0), -s))
     domains = sorted({d for s in steps for d in curve[s]} - {"total"}) + ["total"]
-    lines = [f"  {'':<8}{f'start (step {start})':>18}{f'best (step {best})':>18}{f'end (step {end})':>18}"]
+    w = max(8, *(len(d) + 1 for d in domains))
+    lines = [f"  {'':<{w}}{f'start (step {start})':>18}{f'best (step {best})':>18}{f'end (step {end})':>18}"]
     for d in domains:
         cells = [f"{curve[s][d]:.3f}" if d in curve[s] else "-" for s in (start, best, end)]
-        lines.append(f"  {d:<8}" + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"  {d:<{w}}" + "".join(f"{c:>18}" for c in cells))
     return lines, {"start": start, "best": best, "end": end}
 
 
 class RunSummary(L.Callback):
-    """Validation accuracy per domain at start / best / end, the best checkpoint, next commands."""
+    """Validation accuracy per domain at start / best / end, the best checkpoint, next commands.
 
-    def __init__(self, metric_prefix: str = "val/acc/"):
-        self.prefix = metric_prefix
+    Args:
+        metric_prefix: the logged accuracies' prefix; the names right under it (domains, difficulties, total) show.
+        also: further names under the prefix to show, e.g. ``sub/louder clip`` (one sub-category).
+    """
+
+    def __init__(self, metric_prefix: str = "val/acc/", also: list[str] | None = None):
+        self.prefix, self.also = metric_prefix, set(also or [])
         self.curve: dict[int, dict[str, float]] = {}
         self._t0 = None
 
@@ -68,7 +74,8 @@ class RunSummary(L.Callback):
         for cb in trainer.callbacks:
             values.update(getattr(cb, "last_logged", None) or {})
         accs = {k[len(self.prefix):]: float(v) for k, v in values.items()
-                if k.startswith(self.prefix) and "/" not in k[len(self.prefix):]}  # domains, difficulties, total
+                if k.startswith(self.prefix) and ("/" not in k[len(self.prefix):]  # domains, difficulties, total
+                                                  or k[len(self.prefix):] in self.also)}
         if accs:
             self.curve[trainer.global_step] = accs
 

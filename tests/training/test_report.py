@@ -20,7 +20,7 @@ def test_summary_table_start_best_end():
 
 
 def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_path, capsys):
-    bar, summary = StepProgressBar(), RunSummary()
+    bar, summary = StepProgressBar(), RunSummary(also=["sub/louder clip"])
     m = GRPOModule(
         str(tiny_dir),
         sampling=dict(G=2, max_new_tokens=6),
@@ -43,8 +43,11 @@ def test_progress_in_optimizer_steps_and_summary_file(synth_dir, tiny_dir, tmp_p
     assert bar.train_progress_bar.total == 2 and bar.train_progress_bar.n == 2  # steps, not 4 batches
     written = json.loads((tmp_path / "lightning_logs" / "version_0" / "summary.json").read_text())
     assert written["steps"] == 2 and written["start"] == 0 and written["end"] == 2  # step 0: the sanity pass
-    assert set(written["curve"]["2"]) == {"sound", "music", "speech", "easy", "medium", "hard", "total"}
+    # the domains, difficulties and total, plus the one sub-category asked for (the two-clip task)
+    assert set(written["curve"]["2"]) == {"sound", "music", "speech", "easy", "medium", "hard", "total",
+                                          "sub/louder clip"}
     out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["sub/louder", "clip"] for line in out.splitlines())
     assert "[summary] 2 optimizer steps" in out and "make eval CKPT=" in out and "make tensorboard" in out
 
 
