@@ -3,7 +3,9 @@
 Layout: a rollout holds N = B*G completions, group-contiguous (prompt b owns rows b*G .. b*G+G-1).
 Per-token tensors are [N, T] with a 0/1 ``mask`` over the completion tokens; ``logp`` are the
 log-probabilities of the sampled tokens under the policy being trained (with grad), ``old_logp``
-under the policy that sampled them, ``ref_logp`` under the frozen reference model.
+under the policy that sampled them (as the trainer computes them), ``ref_logp`` under the frozen reference model,
+``rollout_logp`` as the rollout engine computed them while sampling (the behaviour policy, which differs from
+``old_logp`` by rounding: bf16, other kernels and shapes, a mixture of experts' routing).
 """
 
 from __future__ import annotations
@@ -24,6 +26,35 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token k3 estimator of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1 (>= 0)."""
     d = ref_logp - logp
     return torch.exp(d) - d - 1
+
+
+def truncated_importance_weights(old_logp: Tensor, rollout_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance sampling (TIS) for a rollout engine whose probabilities differ from the trainer's:
+    w_t = min(exp(old_logp_t - rollout_logp_t), cap), no gradient, multiplying the policy-gradient term only.
+
+    The formula of verl (``verl/trainer/ppo/core_algos.py``, ``compute_policy_loss_vanilla``, PR #2953:
+    ``tis_imp_ratio = clamp(exp(old_log_prob - rollout_log_probs), max=tis_imp_ratio_cap)``; ``pg_losses *= tis``)
+    and of TRL (``trl/trainer/grpo_trainer.py``, ``vllm_importance_sampling_correction``: the same ratio clamped at
+    ``vllm_importance_sampling_cap``, multiplied into ``per_token_loss`` before ``beta * per_token_kl`` is added).
+    """
+    return torch.exp(old_logp.detach().float() - rollout_logp.detach().float()).clamp(max=cap).to(old_logp.dtype)
+
+
+AGREEMENT_BAND = (0.5, 2.0)  # a token whose rollout/trainer probability ratio leaves it counts as disagreeing
+
+
+def behaviour_disagreement(logp: Tensor, rollout_logp: Tensor, mask: Tensor,
+                           band: tuple[float, float] = AGREEMENT_BAND) -> dict[str, Tensor]:
+    """How far the rollout engine's log-probs are from the trainer's, over the real tokens: mean and max
+    |logp - rollout_logp| and the fraction of tokens whose ratio exp(logp - rollout_logp) leaves ``band``."""
+    real = mask.bool()
+    delta = (logp.detach().float() - rollout_logp.detach().float())[real]
+    if delta.numel() == 0:
+        zero = torch.zeros((), device=logp.device)
+        return {"mean_abs": zero, "max_abs": zero, "outside_band": zero}
+    ratio = delta.exp()
+    return {"mean_abs": delta.abs().mean(), "max_abs": delta.abs().max(),
+            "outside_band": ((ratio < band[0]) | (ratio > band[1])).float().mean()}
 
 
 def log_importance_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor | None = None, level: str = "token") -> Tensor:
@@ -121,18 +152,21 @@ def grpo_loss(
     max_completion_length: int | None = None,
     importance_sampling_level: str = "token",
     num_micro_batches: int = 1,
+    pg_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """GRPO loss: aggregate of l_it = -(min(ratio*A, clip(ratio)*A) - beta * KL_k3(pi || pi_ref)).
+    """GRPO loss: aggregate of l_it = -w_it * min(ratio*A, clip(ratio)*A) + beta * KL_k3(pi || pi_ref).
 
     With one update per rollout pass ``old_logp = logp.detach()`` (ratio = 1). ``ref_logp=None``
-    or ``beta=0`` drops the KL term. Returns (loss, stats), stats detached masked means over this
-    call's tokens: ``kl`` (reported whenever ``ref_logp`` is given, else 0), ``clip_ratio``
-    (fraction of clipped tokens), ``ratio`` (at ``importance_sampling_level``: per token, or GSPO's
+    or ``beta=0`` drops the KL term. ``pg_weight`` w ([N,T], no gradient; None: w = 1) weighs the policy-gradient
+    term only (the audio-relevance mask, truncated importance weights), the KL term and the aggregation's token
+    counts unchanged: where TRL applies its entropy mask and its importance weights. Returns (loss, stats), stats
+    detached masked means over this call's tokens: ``kl`` (reported whenever ``ref_logp`` is given, else 0),
+    ``clip_ratio`` (fraction of clipped tokens), ``ratio`` (at ``importance_sampling_level``: per token, or GSPO's
     per-sequence ratio counted once per token).
     """
     objective, is_clipped = clipped_objective(logp, old_logp, advantages, epsilon_low, epsilon_high, mask,
                                               importance_sampling_level)
-    per_token = -objective
+    per_token = -objective if pg_weight is None else -objective * pg_weight
     kl = torch.zeros_like(logp) if ref_logp is None else k3_kl(logp, ref_logp)
     if ref_logp is not None and beta != 0:
         per_token = per_token + beta * kl
@@ -159,12 +193,16 @@ class PolicyLoss:
     the step's totals (``num_completions``, ``num_tokens``, ``max_completion_length``,
     ``num_micro_batches``: the micro-batch losses of a step are summed). Returns (loss, detached stats
     to log). ``beta`` > 0 makes the trainer compute the reference policy's log-probs.
+
+    ``pg_weight`` ([n, T], no gradient) is passed only when a knob weighs the policy-gradient term per token
+    (``grounding.relevance``, ``optimization.behaviour_correction``); a loss that takes those knobs names the
+    parameter in its ``__call__`` (the trainer refuses the knobs otherwise, rather than have them ignored).
     """
 
     beta: float = 0.0
 
     def __call__(self, logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor, mask: Tensor,
-                 **totals) -> tuple[Tensor, dict[str, Tensor]]:
+                 pg_weight: Tensor | None = None, **totals) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
 
@@ -210,10 +248,17 @@ class ClippedSurrogateLoss(PolicyLoss):
         self.aggregation, self.importance_sampling_level = aggregation, importance_sampling_level
         self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
 
-    def __call__(self, logp, old_logp, ref_logp, advantages, mask, **totals):
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask, pg_weight=None, **totals):
         return grpo_loss(logp, old_logp, ref_logp, advantages, mask, beta=self.beta, epsilon_low=self.epsilon_low,
                          epsilon_high=self.epsilon_high, loss_type=self.aggregation,
-                         importance_sampling_level=self.importance_sampling_level, **totals)
+                         importance_sampling_level=self.importance_sampling_level, pg_weight=pg_weight, **totals)
+
+
+def takes_pg_weight(loss: PolicyLoss) -> bool:
+    """Whether ``loss`` names ``pg_weight`` in its ``__call__`` (a ``**totals`` catch-all would drop it silently)."""
+    import inspect
+
+    return "pg_weight" in inspect.signature(loss.__call__).parameters
 
 
 LossName = LOSSES.literal()

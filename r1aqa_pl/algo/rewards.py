@@ -160,6 +160,72 @@ class MajorityVote(Reward):
     score = staticmethod(majority_vote)
 
 
+def think_budget(pass_rate: float, min_words: float, max_words: float) -> float:
+    """B = min_words + (max_words - min_words) * (1 - p): the group's pass rate p decides how long it may think
+    (a question the group always answers right gets ``min_words``, one it never does ``max_words``)."""
+    return min_words + (max_words - min_words) * (1.0 - pass_rate)
+
+
+def think_length_penalty(words: float, budget: float, slack: float = 1.0) -> float:
+    """R = -min(1, max(0, words - B) / (slack * B)): 0 within the budget B, falling linearly to -1 at
+    (1 + slack) * B words and beyond."""
+    return -min(1.0, max(0.0, words - budget) / (slack * budget))
+
+
+PASS_RULES = {"accuracy": accuracy, "mmau_accuracy": mmau_accuracy, "majority_vote": majority_vote}
+
+
+@REWARDS.register("think_length")
+class ThinkLength(Reward):
+    """Length-aware reasoning: a budget on the think part's words that grows with the question's difficulty.
+
+    For completion i of group g (one prompt's G completions) with l_i words of thinking
+    (:func:`~r1aqa_pl.task.answer_format.think_words`) and the group's pass rate p_g (the fraction of its G
+    completions that ``rule`` accepts):
+
+        B_g = min_words + (max_words - min_words) * (1 - p_g)
+        R_i = -min(1, max(0, l_i - B_g) / (slack * B_g))
+
+    A penalty in [-1, 0] rather than a bonus, so that a short wrong answer earns nothing: short adaptive thinking
+    (Ke-Omni-R keeps it under 50 words) where the group already answers right, room where it does not (a length
+    reward adapted to difficulty, arXiv 2509.21960). Composes with the others by its ``weight``; a completion with
+    no ``<think>`` part has 0 words (the think-format reward judges the format).
+
+    Args:
+        weight: its weight in the total.
+        min_words: the budget of a question every completion of the group answers right (p_g = 1).
+        max_words: the budget of a question none does (p_g = 0).
+        slack: the penalty reaches -1 at (1 + slack) * B_g words.
+        rule: what counts as right for p_g: accuracy, mmau_accuracy or majority_vote (no label read).
+    """
+
+    def __init__(self, weight: float = 1.0, min_words: float = 50, max_words: float = 150, slack: float = 1.0,
+                 rule: str = "accuracy"):
+        super().__init__(weight)
+        if not 0 < min_words <= max_words:
+            raise ValueError(f"think_length: need 0 < min_words <= max_words, got {min_words}, {max_words}")
+        if slack <= 0:
+            raise ValueError(f"think_length: slack must be > 0, got {slack}")
+        if rule not in PASS_RULES:
+            raise ValueError(f"think_length rule {rule!r}: known {', '.join(PASS_RULES)}")
+        self.min_words, self.max_words, self.slack, self.rule = min_words, max_words, slack, rule
+
+    def budgets(self, completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+        """B_g of each completion's group."""
+        right = PASS_RULES[self.rule](completions, questions)
+        out = [0.0] * len(completions)
+        for rows in _groups(questions):
+            b = think_budget(sum(right[i] for i in rows) / len(rows), self.min_words, self.max_words)
+            for i in rows:
+                out[i] = b
+        return out
+
+    def score(self, completions: Sequence[str], questions: Sequence[Question]) -> list[float]:
+        _aligned(completions, questions)
+        return [think_length_penalty(answer_format.think_words(c), b, self.slack)
+                for c, b in zip(completions, self.budgets(completions, questions))]
+
+
 RewardName = REWARDS.literal()
 
 

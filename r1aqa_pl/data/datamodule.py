@@ -92,7 +92,9 @@ class ResumableSampler(DistributedSampler):
     than replacing it); with one process it is a plain seeded shuffle. ``start`` (samples of this rank
     to skip) applies to the next ``__iter__`` only, so a run resumed mid-epoch continues with exactly
     the batches an uninterrupted run would have seen; ``len`` stays the whole epoch, as Lightning's
-    progress counters expect. No global RNG is touched.
+    progress counters expect. No global RNG is touched. ``consumed`` (prompts of the epoch's order already
+    served, by any number of processes; a run resumed on another world size) also applies to the next
+    ``__iter__`` only: the rest of the order is dealt over the ranks from there.
     """
 
     def __init__(
@@ -105,12 +107,24 @@ class ResumableSampler(DistributedSampler):
         start: int = 0,
         order: list[int] | None = None,
         order_epochs: int = 0,
+        consumed: int = 0,
     ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.epoch, self.start = epoch, start
+        self.epoch, self.start, self.consumed = epoch, start, consumed
         self.order, self.order_epochs = order, order_epochs  # curriculum: a fixed order for the first epochs
 
     def __iter__(self):
+        consumed, self.consumed = self.consumed, 0
+        if consumed:  # the order's first `consumed` prompts were served before: deal the rest over these ranks
+            if self.order is not None and self.epoch < self.order_epochs:
+                order = list(self.order)
+            else:  # DistributedSampler's permutation
+                g = torch.Generator()
+                g.manual_seed(self.seed + self.epoch)
+                order = torch.randperm(len(self.dataset), generator=g).tolist()
+            rest = order[consumed:]
+            rest += (order * self.num_replicas)[: -len(rest) % self.num_replicas]  # padded from the epoch's start
+            return iter(rest[self.rank :: self.num_replicas])
         if self.order is not None and self.epoch < self.order_epochs:
             order = list(self.order)
             order += order[: self.total_size - len(order)]  # padded as DistributedSampler pads
@@ -217,6 +231,7 @@ class AudioQADataModule(L.LightningDataModule):
         self.max_samples: int | None = None
         self._resume: dict | None = None  # set by load_state_dict, used by the next train_dataloader()
         self._order: list[int] | None = None  # the curriculum's order of the training set
+        self._dealt: tuple[int, int, int] | None = None  # (epoch, its prompts served before, batches then): state_dict
         if (label_weights or curriculum_epochs) and not audio_contribution:
             raise ValueError(
                 "label_weights and curriculum_epochs need audio_contribution (a file from r1aqa audio-contribution)"
@@ -348,21 +363,31 @@ class AudioQADataModule(L.LightningDataModule):
         h, trainer, resume = self.hparams, self.trainer, self._resume or {}
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         epoch, batches = int(resume.get("epoch", 0)), int(resume.get("batches", 0))
+        # prompts of the epoch served (set when it began on another world size; see training.resume.reposition_data)
+        consumed = int(resume.get("prompts", 0))
         per_epoch = math.ceil(math.ceil(len(self.datasets["train"]) / world) / h.batch_size)
-        if batches >= per_epoch:  # saved at the end of an epoch: the next one starts afresh
-            epoch, batches = epoch + 1, 0
+        if batches >= per_epoch or consumed >= len(self.datasets["train"]):  # the next epoch starts afresh
+            epoch, batches, consumed = epoch + 1, 0, 0
         self._resume = None
+        self._dealt = (epoch, consumed, batches) if consumed else None
         sampler = ResumableSampler(
-            self.datasets["train"], world, rank, h.seed, epoch, batches * h.batch_size, self._order, h.curriculum_epochs
+            self.datasets["train"], world, rank, h.seed, epoch, 0 if consumed else batches * h.batch_size,
+            self._order, h.curriculum_epochs, consumed,
         )
         return self._loader("train", h.batch_size, sampler)
 
     def state_dict(self) -> dict:
-        """Where training stands (saved in Lightning checkpoints): epoch and batches already trained on in it."""
+        """Where training stands (saved in Lightning checkpoints): epoch and batches already trained on in it (in an
+        epoch begun on another world size, also the prompts of its order served)."""
         trainer = self.trainer
         if trainer is None:
             return {}
-        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        state = {"epoch": trainer.current_epoch, "batches": batches}
+        if self._dealt and self._dealt[0] == trainer.current_epoch:  # began on another world size: count prompts
+            epoch, served, then = self._dealt
+            state["prompts"] = served + (batches - then) * self.hparams.batch_size * trainer.world_size
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume = dict(state_dict) or None

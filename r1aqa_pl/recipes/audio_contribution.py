@@ -16,18 +16,11 @@ from pathlib import Path
 import torch
 
 from r1aqa_pl.algo import rewards
+from r1aqa_pl.algo.grounding import LABELS
+from r1aqa_pl.algo.grounding import contribution_label as label  # one rule: offline here, online in GRPO
 
 log = logging.getLogger(__name__)
-
-LABELS = ("needs_audio", "answerable_without_audio", "unsolved")
-
-
-def label(pass_with: float, pass_without: float, margin: float = 0.25) -> str:
-    """needs_audio: the audio raises the pass rate by at least ``margin``; unsolved: the policy passes
-    less than ``margin`` of the time either way; else answerable_without_audio (the audio adds little)."""
-    if pass_with - pass_without >= margin:
-        return "needs_audio"
-    return "unsolved" if max(pass_with, pass_without) < margin else "answerable_without_audio"
+__all__ = ["LABELS", "label", "pass_rates", "audio_contribution"]
 
 
 def pass_rates(module, questions, audio, k: int, with_audio: bool, temperature: float = 1.0,

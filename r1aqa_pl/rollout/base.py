@@ -28,7 +28,10 @@ class RolloutEngine:
                **generate_kwargs) -> Tensor:
         """G completions per prompt: completion ids [B·G, T], group-contiguous (rows b·G … b·G+G−1 are prompt b's).
 
-        ``share_prompt``: the trainer's setting; an engine may compute each prompt once for its G samples."""
+        ``share_prompt``: the trainer's setting; an engine may compute each prompt once for its G samples.
+        ``with_logprobs=True`` (passed only when ``sampling.keep_logprobs`` or a behaviour correction asks for it):
+        return (ids, the log-probability of each sampled token under the distribution it was drawn from, [B·G, T],
+        at the sampling temperature before any top-k/top-p filtering): the behaviour policy's."""
         raise NotImplementedError
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
@@ -58,15 +61,20 @@ class ScoredGroup:
     texts: list[str]
     rewards: Tensor
     per_fn: dict[str, Tensor]
+    rollout_logp: Tensor | None = None
+    pass_with: float | None = None
+    pass_without: float | None = None
+    weight: float = 1.0
 
     def informative(self, metric: str = "total") -> bool:
-        """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient.
+        """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient; so has
+        a group whose advantages the audio contribution weighs by 0 (``weight``, answerable without the audio).
 
         ``metric``: "total" (the weighted reward) or one reward function's name, e.g. "accuracy" (DAPO's
         rule: all right or all wrong carries no signal about the answer, whatever the format reward says).
         """
         r = self.rewards if metric == "total" else self.per_fn[metric]
-        return bool(r.max() > r.min())
+        return bool(r.max() > r.min()) and self.weight != 0
 
 
 @dataclass
@@ -75,7 +83,10 @@ class Rollout:
 
     Rows are group-contiguous; ``inputs`` are the processor's tensors for the B prompts.
     ``old_logp`` is set when the rollout is reused for several updates (``num_iterations`` > 1),
-    ``ref_logp`` when the KL term is on.
+    ``ref_logp`` when the KL term is on, ``rollout_logp`` (the engine's, [B·G, T]) with ``sampling.keep_logprobs``,
+    ``no_audio_logp`` (the sampling policy's without the audio) with ``grounding.relevance``, and with
+    ``grounding.contribution`` each prompt's ``pass_with`` / ``pass_without`` and ``group_weight`` [B] (already
+    multiplied into ``advantages``).
     """
 
     questions: list[Question]
@@ -88,6 +99,11 @@ class Rollout:
     advantages: Tensor
     old_logp: Tensor | None = None
     ref_logp: Tensor | None = None
+    rollout_logp: Tensor | None = None
+    no_audio_logp: Tensor | None = None
+    pass_with: Tensor | None = None
+    pass_without: Tensor | None = None
+    group_weight: Tensor | None = None
 
     def groups(self, G: int, audio: list) -> list[ScoredGroup]:
         """This rollout's prompts one by one with their G scored completions (``audio``: the batch's clips)."""
@@ -105,6 +121,10 @@ class Rollout:
                     self.texts[rows],
                     self.rewards[rows],
                     {k: v[rows] for k, v in self.per_fn.items()},
+                    None if self.rollout_logp is None else self.rollout_logp[rows],
+                    None if self.pass_with is None else float(self.pass_with[b]),
+                    None if self.pass_without is None else float(self.pass_without[b]),
+                    1.0 if self.group_weight is None else float(self.group_weight[b]),
                 )
             )
         return out

@@ -27,6 +27,16 @@ def tagged(text: str, tag: str = "answer") -> str | None:
     return m.group(1) if m else None
 
 
+def think_words(text: str) -> int:
+    """Words of the thinking: inside the first ``<think>…</think>``, or after a ``<think>`` never closed (a completion
+    cut at the length limit mid-thought counts in full); 0 without ``<think>``."""
+    inside = tagged(text, "think")
+    if inside is None:
+        i = text.find(THINK_OPEN)
+        inside = "" if i < 0 else text[i + len(THINK_OPEN):]
+    return len(inside.split())
+
+
 def extract_answer(output: str) -> str:
     """What a benchmark scores: the text inside the first ``<answer>…</answer>``, else the whole
     output, stripped (R1-AQA's evaluation)."""

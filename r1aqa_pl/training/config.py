@@ -6,6 +6,7 @@ In a config they are sections of ``model.init_args`` (``lightning fit --print_co
     sampling:     {G: 8, temperature: 1.0, max_new_tokens: 256, ...}
     optimization: {lr: 1.0e-6, gradient_accumulation_steps: 2, ...}
     selection:    {dynamic_sampling: false, ...}
+    grounding:    {relevance: null, contribution: false, ...}
     evaluation:   {max_new_tokens: 256, stop_at_answer: true}
 
 A dict of a group's fields is accepted wherever the group is (a checkpoint's hyper-parameters store them so).
@@ -14,9 +15,10 @@ A bad value fails when the module is built -- before any weights load -- naming 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from r1aqa_pl.algo.grounding import LABELS, RELEVANCE_SCOPES
 from r1aqa_pl.models import DTYPES, FAMILIES, Dtype, check_local
 
 
@@ -76,6 +78,10 @@ class Sampling:
         top_k: null keeps the checkpoint's generation config (transformers' 50 where it sets none);
             0 samples from the whole distribution the update scores.
         max_new_tokens: the longest completion.
+        keep_logprobs: the rollout keeps the log-probabilities the engine sampled from (its raw logits at the
+            sampling temperature; ``generate`` then holds the logits of every step: N x T x vocabulary floats), and
+            every step logs their disagreement with the update's (``train/rollout_agreement/*``).
+            ``optimization.behaviour_correction`` needs them and switches this on.
     """
 
     G: int = 8
@@ -83,6 +89,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int | None = None
     max_new_tokens: int = 256
+    keep_logprobs: bool = False
 
     def __post_init__(self) -> None:
         _check(self.G >= 2, "sampling", "G", self.G, "needs at least 2 completions per prompt (one alone has "
@@ -107,6 +114,10 @@ class Optimization:
         num_iterations: optimizer steps per rollout (μ; > 1 makes the clipping bite).
         max_bad_steps: stop after this many optimizer steps in a row with a non-finite loss or gradient.
         router_aux_loss_coef: mixture-of-experts families: weight of the routers' load-balancing loss (0: off).
+        behaviour_correction: null (the update's own log-probs are the behaviour policy, as before) or "tis":
+            truncated importance sampling against the rollout engine's log-probs, w_t = min(exp(logp_old_t -
+            logp_rollout_t), tis_cap) on the policy-gradient term (verl's and TRL's correction for vLLM rollouts).
+        tis_cap: the truncation C of ``behaviour_correction: tis`` (verl's and TRL's 2.0).
     """
 
     lr: float = 1e-6
@@ -118,12 +129,17 @@ class Optimization:
     num_iterations: int = 1
     max_bad_steps: int = 3
     router_aux_loss_coef: float = 0.0
+    behaviour_correction: str | None = None
+    tis_cap: float = 2.0
 
     def __post_init__(self) -> None:
         for knob in ("lr", "weight_decay", "warmup_steps", "max_grad_norm", "router_aux_loss_coef"):
             _check(getattr(self, knob) >= 0, "optimization", knob, getattr(self, knob), "must be >= 0")
         for knob in ("gradient_accumulation_steps", "micro_batch_prompts", "num_iterations", "max_bad_steps"):
             _check(getattr(self, knob) >= 1, "optimization", knob, getattr(self, knob), "must be >= 1")
+        _check(self.behaviour_correction in (None, "tis"), "optimization", "behaviour_correction",
+               self.behaviour_correction, "null or 'tis'")
+        _check(self.tis_cap > 0, "optimization", "tis_cap", self.tis_cap, "must be > 0")
 
 
 @dataclass
@@ -145,6 +161,63 @@ class Selection:
         _check(self.max_extra_draws >= 0, "selection", "max_extra_draws", self.max_extra_draws, "must be >= 0")
 
 
+RELEVANCE = ("logp_gap",)
+
+
+@dataclass
+class Grounding:
+    """Audio-grounded training signals: which completion tokens (relevance) and which questions (contribution) the
+    policy gradient trusts. Both off by default (the run is then plain GRPO, bit for bit).
+
+    Args:
+        relevance: null (off) or "logp_gap": per completion token, r_t = |log pi(y_t | q, audio) - log pi(y_t | q)|,
+            the sampled token's log-probability gap with and without the audio under the sampling policy (one extra
+            no-grad forward per rollout over the completions, audio-free prompt), turned into a weight on the
+            policy-gradient term (the KL term unchanged).
+        relevance_keep: the fraction of each scope's tokens kept, highest relevance first, in (0, 1]; 1 keeps all.
+        relevance_scope: "sequence" (the top fraction of each completion) or "group" (of a prompt's G completions).
+        relevance_threshold: set: keep the tokens with r_t >= it instead of a top fraction.
+        relevance_floor: the weight of the tokens not kept, in [0, 1) (0: masked out).
+        contribution: each prompt's audio-free pass rate from ``contribution_samples`` extra audio-free samples,
+            against its group's own pass rate (the accuracy rule), labelled as ``r1aqa audio-contribution`` labels
+            (needs_audio / answerable_without_audio / unsolved); the group's advantages times its label's weight.
+        contribution_samples: audio-free samples per prompt (k; the offline tool's default is 8).
+        contribution_margin: the pass-rate gain from the audio that makes a question needs_audio.
+        contribution_weights: {label: weight} multiplying a group's advantages (a label not named: 1); default
+            {answerable_without_audio: 0.0}: such groups are dropped (no policy gradient; under dynamic sampling
+            they count as not informative and are replaced by more draws).
+    """
+
+    relevance: str | None = None
+    relevance_keep: float = 0.5
+    relevance_scope: str = "sequence"
+    relevance_threshold: float | None = None
+    relevance_floor: float = 0.0
+    contribution: bool = False
+    contribution_samples: int = 8
+    contribution_margin: float = 0.25
+    contribution_weights: dict[str, float] = field(default_factory=lambda: {"answerable_without_audio": 0.0})
+
+    def __post_init__(self) -> None:
+        g = "grounding"
+        _check(self.relevance in (None, *RELEVANCE), g, "relevance", self.relevance,
+               f"null or one of {', '.join(RELEVANCE)}")
+        _check(0 < self.relevance_keep <= 1, g, "relevance_keep", self.relevance_keep, "must be in (0, 1]")
+        _check(self.relevance_scope in RELEVANCE_SCOPES, g, "relevance_scope", self.relevance_scope,
+               f"one of {', '.join(RELEVANCE_SCOPES)}")
+        _check(self.relevance_threshold is None or self.relevance_threshold >= 0, g, "relevance_threshold",
+               self.relevance_threshold, "must be >= 0 or null")
+        _check(0 <= self.relevance_floor < 1, g, "relevance_floor", self.relevance_floor, "must be in [0, 1)")
+        _check(self.contribution_samples >= 1, g, "contribution_samples", self.contribution_samples, "must be >= 1")
+        _check(0 < self.contribution_margin <= 1, g, "contribution_margin", self.contribution_margin,
+               "must be in (0, 1]")
+        weights = dict(self.contribution_weights or {})
+        _check(set(weights) <= set(LABELS), g, "contribution_weights", weights,
+               f"labels among {', '.join(LABELS)}")
+        _check(all(float(w) >= 0 for w in weights.values()), g, "contribution_weights", weights, "weights >= 0")
+        self.contribution_weights = {k: float(v) for k, v in weights.items()}
+
+
 @dataclass
 class Evaluation:
     """Greedy answers for validation and ``r1aqa eval``.
@@ -162,7 +235,7 @@ class Evaluation:
 
 
 GROUPS = {"policy": Policy, "sampling": Sampling, "optimization": Optimization, "selection": Selection,
-          "evaluation": Evaluation}
+          "grounding": Grounding, "evaluation": Evaluation}
 # the earlier flat keyword -> its group (and name there): an old config or checkpoint is told where it went
 MOVED = {
     **{f.name: ("policy", f.name) for f in fields(Policy)},

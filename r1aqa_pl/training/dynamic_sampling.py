@@ -10,6 +10,10 @@ topped up with the latest dropped groups (zero advantage: plain GRPO's step, KL 
 shortfall is logged. Extra informative groups of the last draw are discarded: the next step
 samples afresh from the updated policy (on-policy, as DAPO).
 
+With ``grounding.contribution`` a group whose advantages its audio contribution weighs by 0 (answerable
+without the audio) carries no policy gradient either: it is dropped the same way, counted apart
+(``ungrounded``), and more is drawn in its place.
+
 The pool is plain state (:meth:`state_dict`), saved in the checkpoint with the other resume state,
 so a run interrupted in the middle of a refill continues with the same next step.
 """
@@ -22,13 +26,15 @@ from r1aqa_pl.rollout.base import ScoredGroup
 class GroupPool:
     """Informative groups waiting for their optimizer step, and the counts logged for it."""
 
-    def __init__(self, max_extra_draws: int = 4, metric: str = "total"):
+    def __init__(self, max_extra_draws: int = 4, metric: str = "total", grounded: bool = False):
+        """``grounded``: the groups carry an audio-contribution weight; the step's stats add the fraction dropped
+        for it (``ungrounded_fraction``)."""
         if max_extra_draws < 0:
             raise ValueError(f"max_extra_draws must be >= 0, got {max_extra_draws}")
-        self.max_extra_draws, self.metric = max_extra_draws, metric
+        self.max_extra_draws, self.metric, self.grounded = max_extra_draws, metric, grounded
         self.groups: list[ScoredGroup] = []
         self.spare: list[ScoredGroup] = []  # the latest zero-variance groups, for a step that stays short
-        self.draws = self.drawn = self.dropped = 0
+        self.draws = self.drawn = self.dropped = self.ungrounded = 0
 
     def add(self, groups: list[ScoredGroup], target: int) -> None:
         """One drawn batch: keep its informative groups, remember up to ``target`` dropped ones."""
@@ -39,6 +45,7 @@ class GroupPool:
                 self.groups.append(g)
             else:
                 self.dropped += 1
+                self.ungrounded += g.weight == 0
                 self.spare = (self.spare + [g])[-target:]
 
     def full(self, target: int) -> bool:
@@ -57,14 +64,17 @@ class GroupPool:
         stats = {"dropped_fraction": self.dropped / max(1, self.drawn),
                  "extra_draws": float(max(0, self.draws - base_draws)),
                  "shortfall": float(max(0, shortfall))}
+        if self.grounded:
+            stats["ungrounded_fraction"] = self.ungrounded / max(1, self.drawn)
         self.groups, self.spare = [], []
-        self.draws = self.drawn = self.dropped = 0
+        self.draws = self.drawn = self.dropped = self.ungrounded = 0
         return step, stats
 
     def state_dict(self) -> dict:
         return {"groups": self.groups, "spare": self.spare, "draws": self.draws, "drawn": self.drawn,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "ungrounded": self.ungrounded}
 
     def load_state_dict(self, state: dict) -> None:
         self.groups, self.spare = list(state["groups"]), list(state["spare"])
         self.draws, self.drawn, self.dropped = int(state["draws"]), int(state["drawn"]), int(state["dropped"])
+        self.ungrounded = int(state.get("ungrounded", 0))  # absent from a checkpoint of before the knob

@@ -9,6 +9,7 @@ losses, log-probs), each a seam chosen in the config; this file orchestrates.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -18,17 +19,19 @@ import torch
 from torch import Tensor
 
 from r1aqa_pl.algo.advantages import ADVANTAGES, AdvantageEstimator, AdvantageName
+from r1aqa_pl.algo.grounding import LABELS, audio_relevance, contribution_weights, pass_rates, relevance_weights
 from r1aqa_pl.algo.logprobs import completion_logprobs, completion_mask
-from r1aqa_pl.algo.losses import LOSSES, LossName, PolicyLoss
-from r1aqa_pl.algo.rewards import Reward, RewardName, build_rewards, score_completions
+from r1aqa_pl.algo.losses import LOSSES, LossName, PolicyLoss, takes_pg_weight, truncated_importance_weights
+from r1aqa_pl.algo.rewards import Reward, RewardName, ThinkLength, accuracy, build_rewards, score_completions
 from r1aqa_pl.registry import spec
 from r1aqa_pl.rollout import EngineName, Rollout, RolloutEngine
 from r1aqa_pl.rollout.base import ScoredGroup
 from r1aqa_pl.task import answer_format
 from r1aqa_pl.training import resume, strategy
-from r1aqa_pl.training.config import Evaluation, Optimization, Policy, Sampling, Selection, group
+from r1aqa_pl.training.config import Evaluation, Grounding, Optimization, Policy, Sampling, Selection, group
 from r1aqa_pl.training.dynamic_sampling import GroupPool
 from r1aqa_pl.training.policy_module import PolicyModule
+from r1aqa_pl.training.signals import StepSignals
 
 
 class GRPOModule(PolicyModule):
@@ -43,6 +46,11 @@ class GRPOModule(PolicyModule):
     are drawn per optimizer step until it has its ``batch_size × gradient_accumulation_steps`` prompts (see
     :mod:`r1aqa_pl.training.dynamic_sampling`). An optimizer step then spans a varying number of batches
     (``trainer.max_steps`` counts steps).
+
+    Off by default, each a knob (see :mod:`r1aqa_pl.training.config`): ``grounding.relevance`` weighs the policy
+    gradient per token by how much the audio decides it, ``grounding.contribution`` weighs (or drops) the groups
+    the policy answers as well without the audio, ``sampling.keep_logprobs`` logs the rollout engine's agreement
+    with the update and ``optimization.behaviour_correction: tis`` corrects for it.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class GRPOModule(PolicyModule):
         advantage: AdvantageName | AdvantageEstimator = "group",
         loss: LossName | PolicyLoss = "grpo",
         engine: EngineName | RolloutEngine = "hf",
+        grounding: Grounding = Grounding(),
     ):
         """
         Args:
@@ -65,14 +74,17 @@ class GRPOModule(PolicyModule):
             selection: which sampled groups train (dynamic sampling).
             evaluation: greedy answers for validation and ``r1aqa eval``.
             rewards: summed, each times its weight: registered names (accuracy, format, think_format,
-                mmau_accuracy, majority_vote) or ``{class_path, init_args: {weight, ...}}`` of ``Reward`` subclasses.
+                mmau_accuracy, majority_vote, think_length) or ``{class_path, init_args: {weight, ...}}`` of ``Reward``
+                subclasses.
             advantage: rewards -> advantages: group | batch | none (the std that scales them), or a class path.
             loss: grpo | bnpo | dapo | dr_grpo | gspo, or ``{class_path, init_args}`` (e.g. ClippedSurrogateLoss
                 with beta, epsilon_low, epsilon_high).
             engine: the rollout engine: a registered name (hf) or the class path of a ``RolloutEngine`` subclass.
+            grounding: audio-grounded signals: token relevance and online audio contribution (both off).
         """
         self.sampling = group(Sampling, sampling)
         self.selection = group(Selection, selection)
+        self.grounding = group(Grounding, grounding)
         self.rewards = build_rewards(rewards, think=group(Policy, policy).think)
         self.advantage = ADVANTAGES.build(advantage)
         self.loss = LOSSES.build(loss)
@@ -86,12 +98,25 @@ class GRPOModule(PolicyModule):
         if metric != "total" and metric not in [r.label for r in self.rewards]:
             raise ValueError(f"selection.metric {metric!r}: neither 'total' nor one of the rewards "
                              f"({', '.join(r.label for r in self.rewards)})")
-        self.pool = GroupPool(self.selection.max_extra_draws, metric)
+        self.pool = GroupPool(self.selection.max_extra_draws, metric, grounded=self.grounding.contribution)
         self.prompts_per_batch = 1
+        g, o = self.grounding, self.optimization
+        if (g.relevance or g.contribution) and not self.policy_config.with_audio:
+            raise ValueError("grounding.relevance / grounding.contribution compare the policy with and without the "
+                             "audio: they need policy.with_audio true")
+        if (g.relevance or o.behaviour_correction) and not takes_pg_weight(self.loss):
+            raise ValueError(f"grounding.relevance / optimization.behaviour_correction weigh the policy-gradient term "
+                             f"per token: the loss {type(self.loss).__name__} takes no pg_weight (see PolicyLoss)")
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "sampling": asdict(self.sampling), "selection": asdict(self.selection),
-                "rewards": [spec(r) for r in self.rewards], "advantage": spec(self.advantage), "loss": spec(self.loss)}
+                "grounding": asdict(self.grounding), "rewards": [spec(r) for r in self.rewards],
+                "advantage": spec(self.advantage), "loss": spec(self.loss)}
+
+    @property
+    def keeps_logprobs(self) -> bool:
+        """The rollout keeps the engine's log-probs: asked for, or needed by the behaviour correction."""
+        return self.sampling.keep_logprobs or self.optimization.behaviour_correction is not None
 
     @property
     def beta(self) -> float:
@@ -135,7 +160,8 @@ class GRPOModule(PolicyModule):
         checkpoint["grpo_resume"] = resume.resume_state(self, self.buffer, self.pool.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resume_rng, self.buffer, pool = resume.load_resume_state(self, checkpoint.get("grpo_resume"))
+        # on another world size: the data position is rewritten in prompts, the pools redistributed (warned)
+        self._resume_rng, self.buffer, pool = resume.load_resume_state(self, checkpoint.get("grpo_resume"), checkpoint)
         if pool:
             self.pool.load_state_dict(pool)
 
@@ -174,36 +200,51 @@ class GRPOModule(PolicyModule):
         return inputs
 
     def sample(self, questions, audio) -> Rollout:
-        """G scored completions per prompt, with their advantages (no log-probs yet)."""
-        s = self.sampling
+        """G scored completions per prompt, with their advantages (no log-probs yet); with ``grounding.contribution``
+        also k audio-free answers per prompt, the group's advantages weighed by its label."""
+        s, g = self.sampling, self.grounding
         inputs = self.encode_rollout(questions, audio)
-        with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights
-            completion_ids = self.engine.sample(
-                self.family,
-                self.policy,
-                inputs,
-                s.G,
-                share_prompt=self.policy_config.share_prompt,
-                do_sample=True,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_new_tokens=s.max_new_tokens,
-                suppress_tokens=self.suppress_ids,
-                **sync,
-                **({} if s.top_k is None else {"top_k": s.top_k}),
-            )
+        no_audio = self.encode(questions, [None] * len(questions), with_audio=False) if g.contribution else None
+        kw = dict(share_prompt=self.policy_config.share_prompt, do_sample=True, temperature=s.temperature,
+                  top_p=s.top_p, max_new_tokens=s.max_new_tokens, suppress_tokens=self.suppress_ids,
+                  **({} if s.top_k is None else {"top_k": s.top_k}))
+        rollout_logp = free_ids = None
+        with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights (once for both samplings)
+            if self.keeps_logprobs:
+                completion_ids, rollout_logp = self.engine.sample(self.family, self.policy, inputs, s.G, **kw, **sync,
+                                                                  with_logprobs=True)
+            else:
+                completion_ids = self.engine.sample(self.family, self.policy, inputs, s.G, **kw, **sync)
+            if no_audio is not None:
+                free_ids = self.engine.sample(self.family, self.policy, no_audio, g.contribution_samples, **kw, **sync)
         mask = completion_mask(completion_ids, self.eos_ids)
         texts = self.decode(completion_ids)
         group_questions = [q for q in questions for _ in range(s.G)]  # aligned with the rows
         total, per_fn = score_completions(texts, group_questions, self.rewards)
         A = self.advantage(total, s.G)
-        return Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device))
+        ro = Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device),
+                     rollout_logp=rollout_logp)
+        if free_ids is not None:
+            k = g.contribution_samples
+            ro.pass_with = pass_rates(accuracy(texts, group_questions), s.G)
+            ro.pass_without = pass_rates(accuracy(self.decode(free_ids), [q for q in questions for _ in range(k)]), k)
+            _, ro.group_weight = contribution_weights(ro.pass_with, ro.pass_without, g.contribution_margin,
+                                                      g.contribution_weights)
+            ro.advantages = ro.advantages * ro.group_weight.to(self.device).repeat_interleave(s.G)
+        return ro
 
     def with_logprobs(self, ro: Rollout) -> Rollout:
-        """The log-probs the update needs: the sampling policy's (μ > 1) and the reference's (beta > 0)."""
+        """The log-probs the update needs: the sampling policy's (μ > 1), the reference's (beta > 0) and the sampling
+        policy's without the audio (``grounding.relevance``)."""
         ro.old_logp = self.logprobs(self.policy, ro, grad=False) if self.optimization.num_iterations > 1 else None
         ro.ref_logp = self.ref_logprobs(ro) if self.beta > 0 else None
+        ro.no_audio_logp = self.no_audio_logprobs(ro) if self.grounding.relevance else None
         return ro
+
+    def no_audio_logprobs(self, ro: Rollout) -> Tensor:
+        """The completions' log-probs under this policy with the audio left out of their prompts (one no-grad pass)."""
+        inputs = self.encode(ro.questions, [None] * len(ro.questions), with_audio=False)
+        return self.logprobs(self.policy, dataclasses.replace(ro, inputs=inputs), grad=False)
 
     def assemble(self, groups: list[ScoredGroup]) -> Rollout:
         """One rollout from pooled groups of several draws: their prompts encoded together, completions
@@ -224,7 +265,15 @@ class GRPOModule(PolicyModule):
         per_fn = {k: torch.cat([g.per_fn[k].cpu() for g in groups]) for k in groups[0].per_fn}
         A = self.advantage(total, self.sampling.G)
         texts = [t for g in groups for t in g.texts]
-        return Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
+        ro = Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
+        if self.keeps_logprobs:
+            ro.rollout_logp = torch.cat([padded(g.rollout_logp, 0) for g in groups])
+        if self.grounding.contribution:  # each group's own label weight, as :meth:`sample` gave it
+            ro.pass_with = torch.tensor([g.pass_with for g in groups])
+            ro.pass_without = torch.tensor([g.pass_without for g in groups])
+            ro.group_weight = torch.tensor([g.weight for g in groups])
+            ro.advantages = ro.advantages * ro.group_weight.to(self.device).repeat_interleave(self.sampling.G)
+        return ro
 
     def dynamic_step(self, batch) -> list[Rollout] | None:
         """Draw a batch into the pool; the step's rollout once every rank's pool is full (or draws run out)."""
@@ -293,7 +342,7 @@ class GRPOModule(PolicyModule):
             "max_completion_length": self.sampling.max_new_tokens,
             "num_micro_batches": n_micro,
         }
-        stats, loss_sum = defaultdict(list), torch.zeros((), device=self.device)
+        stats, loss_sum, signals = defaultdict(list), torch.zeros((), device=self.device), StepSignals()
         for ro in rollouts:
             for inputs, rows in self.micro_batches(ro):
                 i_micro += 1
@@ -301,9 +350,7 @@ class GRPOModule(PolicyModule):
                 aux = self.family.collect_router_logits(self.policy) if o.router_aux_loss_coef else nullcontext()
                 with aux as routed:
                     logp = self.micro_logprobs(self.policy, inputs, ro, rows)
-                old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
-                ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
-                loss, st = self.loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], **totals)
+                loss, st = self.micro_loss(logp, ro, rows, totals, signals)
                 if routed is not None:  # MoE: the routers' load-balancing loss, averaged over the micro-batches
                     aux_loss = self.family.router_aux_loss(self.policy, routed)
                     loss = loss + o.router_aux_loss_coef * aux_loss / n_micro
@@ -331,6 +378,7 @@ class GRPOModule(PolicyModule):
                 )
         opt.zero_grad(set_to_none=True)
         log = {f"train/{k}": torch.stack(v).mean() for k, v in stats.items()}
+        log.update(signals.log())
         log.update(
             {
                 "train/loss": loss_sum,
@@ -342,8 +390,39 @@ class GRPOModule(PolicyModule):
         )  # the loggers' x: optimizer steps
         self.log_dict(log, prog_bar=False)
 
+    def micro_loss(self, logp: Tensor, ro: Rollout, rows: slice, totals: dict, signals: StepSignals | None = None):
+        """The loss of one micro-batch (rows ``rows`` of ``ro``) from its log-probs with grad: old_logp is the sampling
+        policy's (taken before the first update when μ > 1, else these log-probs detached: the same policy)."""
+        old = ro.old_logp[rows] if ro.old_logp is not None else logp.detach()
+        ref = ro.ref_logp[rows] if ro.ref_logp is not None else None
+        weight = self.pg_weight(old, ro, rows, signals or StepSignals())
+        extra = {} if weight is None else {"pg_weight": weight}
+        return self.loss(logp, old, ref, ro.advantages[rows], ro.mask[rows], **totals, **extra)
+
+    def pg_weight(self, old: Tensor, ro: Rollout, rows: slice, signals: StepSignals) -> Tensor | None:
+        """The per-token weight of the policy-gradient term, None when no knob sets one: the truncated importance
+        weights against the engine's log-probs (``behaviour_correction: tis``) times the audio-relevance weights
+        (``grounding.relevance``). Records the rollout/trainer agreement, the weights and the relevance."""
+        mask, weight, g = ro.mask[rows], None, self.grounding
+        if ro.rollout_logp is not None:
+            behaviour = ro.rollout_logp[rows].to(old)
+            signals.agreement(old, behaviour, mask)
+            if self.optimization.behaviour_correction == "tis":
+                cap = self.optimization.tis_cap
+                weight = truncated_importance_weights(old, behaviour, cap) * mask.to(old)
+                signals.tis_weights(weight, mask, cap)
+        if g.relevance:
+            r = audio_relevance(old, ro.no_audio_logp[rows])
+            kept = relevance_weights(r, mask, g.relevance_keep, g.relevance_threshold, g.relevance_scope,
+                                     self.sampling.G, g.relevance_floor).to(old)
+            domains = [q.domain for q in ro.questions for _ in range(self.sampling.G)][rows]
+            signals.relevance_mask(r, kept, mask, domains)
+            weight = kept if weight is None else weight * kept
+        return weight
+
     def log_rollouts(self, rollouts: list[Rollout]) -> None:
-        """Rewards (total, per function, per domain), their spread, and completion lengths."""
+        """Rewards (total, per function, per domain), their spread, completion lengths, the think part's length per
+        domain (think mode or the think_length reward) and the audio contribution's pass rates and labels."""
         G = self.sampling.G
         r = torch.cat([ro.rewards for ro in rollouts])
         lengths = torch.cat([ro.mask.sum(1) for ro in rollouts]).float()
@@ -356,13 +435,34 @@ class GRPOModule(PolicyModule):
         }
         for name in (r.label for r in self.rewards):
             log[f"train/rewards/{name}"] = torch.cat([ro.per_fn[name] for ro in rollouts]).mean()
-        if self.policy_config.think:  # words inside <think> and inside <answer>, separately
-            texts = [t for ro in rollouts for t in ro.texts]
-            for part in ("think", "answer"):
-                words = [float(len((answer_format.tagged(t, part) or "").split())) for t in texts]
-                log[f"train/{part}_length"] = torch.tensor(words).mean()
+        texts = [t for ro in rollouts for t in ro.texts]
+        think = self.policy_config.think or any(isinstance(f, ThinkLength) for f in self.rewards)
+        # the words the think_length reward counts: inside <think></think>, or to the end after an unclosed <think>
+        think_words = torch.tensor([float(answer_format.think_words(t)) for t in texts]) if think else None
+        if self.policy_config.think:  # words of thinking and inside <answer>, separately
+            log["train/think_length"] = think_words.mean()
+            log["train/answer_length"] = torch.tensor([float(len((answer_format.tagged(t) or "").split()))
+                                                       for t in texts]).mean()
         domains = [q.domain for ro in rollouts for q in ro.questions for _ in range(G)]
         for d in sorted(set(domains)):
-            log[f"train/reward/{d}"] = r[torch.tensor([x == d for x in domains])].mean()
+            rows = torch.tensor([x == d for x in domains])
+            log[f"train/reward/{d}"] = r[rows].mean()
+            if think_words is not None:
+                log[f"train/think_length/{d}/mean"] = think_words[rows].mean()
+                log[f"train/think_length/{d}/max"] = think_words[rows].max()
+        if self.grounding.contribution:
+            log.update(self.contribution_log(rollouts))
         self.log_dict({k: v.float() for k, v in log.items()}, prog_bar=False)
         self.log("reward", log["train/reward"].float(), prog_bar=True, logger=False)
+
+    def contribution_log(self, rollouts: list[Rollout]) -> dict[str, Tensor]:
+        """Over the step's prompts: mean pass rate with and without the audio, the fraction of each label (the rule of
+        ``r1aqa audio-contribution``) and the mean weight their groups' advantages got."""
+        pw = torch.cat([ro.pass_with for ro in rollouts])
+        po = torch.cat([ro.pass_without for ro in rollouts])
+        labels, _ = contribution_weights(pw, po, self.grounding.contribution_margin, {})
+        out = {"train/contribution/pass_with": pw.mean(), "train/contribution/pass_without": po.mean(),
+               "train/contribution/weight": torch.cat([ro.group_weight for ro in rollouts]).mean()}
+        for lb in LABELS:
+            out[f"train/contribution/{lb}"] = torch.tensor(sum(x == lb for x in labels) / len(labels))
+        return out

@@ -76,8 +76,11 @@ class PolicyModule(L.LightningModule):
         if isinstance(self.policy.generation_config.eos_token_id, int):
             self.eos_ids = [self.policy.generation_config.eos_token_id]
 
-    def encode(self, questions: list[Question], audio: list) -> dict[str, Tensor]:
-        inputs = self.family.encode(self.processor, questions, audio, self.template, self.policy_config.with_audio)
+    def encode(self, questions: list[Question], audio: list, with_audio: bool | None = None) -> dict[str, Tensor]:
+        """The prompts' tensors on the device; ``with_audio`` (default ``policy.with_audio``) false leaves the audio
+        out (the same prompt, its audio turn removed)."""
+        with_audio = self.policy_config.with_audio if with_audio is None else with_audio
+        inputs = self.family.encode(self.processor, questions, audio, self.template, with_audio)
         dtype = next(self.policy.parameters()).dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in inputs.items()}

@@ -3,12 +3,26 @@
 Every rank's RNG state (rollouts sample from it), every rank's rollouts still waiting for their
 optimizer step and, under dynamic sampling, every rank's pool of groups mid-refill, saved in the
 checkpoint's ``grpo_resume`` entry and restored right before the first rollout after a resume.
+
+On another number of processes (a pre-empted job restarted on another allocation) the resume is
+detected (``grpo_resume["world_size"]``) and one warning says what carries over and what does not:
+
+* exactly: weights, optimizer moments and step, LR schedule (Lightning; under ZeRO the universal
+  checkpoint, :func:`r1aqa_pl.training.strategy.reshard_on_load`), and the data position counted in
+  prompts of the epoch's order (:func:`reposition_data`: the prompts not yet served are dealt over
+  the new ranks, never the per-rank batch count applied to another sharding);
+* redistributed: the dynamic-sampling pools' groups, dealt over the new ranks (beyond a rank's
+  step, dropped and counted);
+* not exact: each rank's random stream (a rank of the new run has no saved one: it continues from the
+  run's seed), and rollouts waiting for their step (sampled per rank: dropped, their prompts served
+  again).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import torch
 
@@ -103,19 +117,95 @@ def resume_state(module, buffer: list, pool: dict | None = None) -> dict:
     return {"world_size": len(per_rank), "ranks": per_rank}
 
 
-def load_resume_state(module, state: dict) -> tuple[dict | None, list, dict | None]:
-    """(this rank's RNG state, buffered rollouts, pool state), tensors on the CPU, from :func:`resume_state`."""
+def load_resume_state(module, state: dict, checkpoint: dict | None = None) -> tuple[dict | None, list, dict | None]:
+    """(this rank's RNG state, buffered rollouts, pool state), tensors on the CPU, from :func:`resume_state`.
+
+    ``checkpoint`` (Lightning's, as ``on_load_checkpoint`` gets it): on another world size or batch size, its data
+    position and loop counters are rewritten in place (:func:`reposition_data`) before Lightning restores them."""
     if not state:
         return None, [], None
     trainer = getattr(module, "_trainer", None)
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-    if state["world_size"] != world:
+    old = state["world_size"]
+    if old == world:
+        data = reposition_data(module, checkpoint, old) if checkpoint is not None else None
+        if data and rank == 0:  # the same processes, another data.batch_size
+            log.warning("batch size changed: the data position is carried over in prompts (%s)", data)
+        mine = state["ranks"][rank]
+        return mine["rng"], to_device(mine["buffer"], "cpu"), to_device(mine.get("pool"), "cpu")
+    buffered = [ro for r in state["ranks"] for ro in to_device(r["buffer"], "cpu")]
+    prompts = sum(len(ro.questions) for ro in buffered)
+    target = getattr(module, "prompts_per_batch", 1) * module.accumulation()  # a rank's prompts per optimizer step
+    pool, pools = reshard_pools([to_device(r.get("pool"), "cpu") for r in state["ranks"]], world, rank, target)
+    data = reposition_data(module, checkpoint, old, rewind=prompts) if checkpoint is not None else None
+    if rank == 0:
         log.warning(
-            "resuming on %d processes from a checkpoint written by %d: RNG streams and buffered rollouts "
-            "are not restored (the run continues, but not bit-for-bit)",
-            world,
-            state["world_size"],
+            "world size changed: checkpoint written by %d processes, resumed on %d. Carried over exactly: weights, "
+            "optimizer moments and step, LR schedule, data position (%s). Not exact: per-rank random streams (not "
+            "restored: each rank continues from the run's seed); %d buffered rollouts (%d prompts) dropped%s; "
+            "dynamic-sampling pool: %s",
+            old, world, data or "not converted: the checkpoint holds no data module position", len(buffered), prompts,
+            ", their prompts served again" if prompts and data else "", pools,
         )
-        return None, [], None
-    mine = state["ranks"][rank]
-    return mine["rng"], to_device(mine["buffer"], "cpu"), to_device(mine.get("pool"), "cpu")
+    return None, [], pool
+
+
+def reshard_pools(pools: list[dict | None], world: int, rank: int, target: int) -> tuple[dict | None, str]:
+    """This rank's dynamic-sampling pool when ``len(pools)`` ranks' pools are dealt over ``world`` ranks: the groups
+    (informative, then the spare zero-variance ones) of every old rank in rank order, dealt round-robin; a rank keeps
+    at most ``target`` (its step's prompts) of each, the rest dropped. The draws of the step so far (equal on every
+    rank: they draw in step) stay; the drawn / dropped counts (the logged fraction) are split. Returns (this rank's
+    pool state or None, a summary for the log)."""
+    pools = [p for p in pools if p]
+    if not any(p["groups"] or p["spare"] for p in pools):
+        return None, "empty"
+    out: dict = {}
+    for key in ("groups", "spare"):
+        every = [g for p in pools for g in p[key]]
+        mine = every[rank::world]
+        out[key] = mine[:target] if key == "groups" else mine[-target:]
+        if key == "groups":
+            total, kept = len(every), sum(min(len(every[r::world]), target) for r in range(world))
+    for key in ("drawn", "dropped", "ungrounded"):  # ungrounded: absent from a checkpoint of before the knob
+        n = sum(int(p.get(key, 0)) for p in pools)
+        out[key] = n // world + (rank < n % world)
+    out["draws"] = max(int(p["draws"]) for p in pools)
+    return out, f"{total} groups from {len(pools)} ranks dealt over {world}: {kept} kept, {total - kept} dropped"
+
+
+def _per_rank(prompts: int, world: int) -> int:
+    """Prompts of ``prompts`` a rank serves when they are dealt over ``world`` ranks (padded, as DistributedSampler)."""
+    return math.ceil(prompts / world)
+
+
+def reposition_data(module, checkpoint: dict, old_world: int, rewind: int = 0) -> str | None:
+    """The data position on another world size or batch size, in prompts: the checkpoint's data-module entry gains
+    ``prompts`` (of this epoch's order already served, ``rewind`` of them given back) and Lightning's batch counters
+    are set to this run's per-rank batches, so that the epoch ends when the prompts not yet served have been dealt
+    over the new ranks (:class:`~r1aqa_pl.data.datamodule.ResumableSampler`'s ``consumed``), and the next epochs
+    run whole. In place; returns a summary for the log, None when nothing changed (or nothing can be told)."""
+    trainer = getattr(module, "_trainer", None)
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    pos = checkpoint.get(type(dm).__qualname__) if dm is not None else None
+    datasets = getattr(dm, "datasets", {})
+    if not isinstance(pos, dict) or "train" not in datasets or "batches" not in pos:
+        return None
+    n, world, batch = len(datasets["train"]), trainer.world_size, int(dm.hparams.batch_size)
+    old_batch = int((checkpoint.get("datamodule_hyper_parameters") or {}).get("batch_size", batch))
+    if (old_world, old_batch) == (world, batch) and not rewind:
+        return None
+    seen = pos["prompts"] if "prompts" in pos else min(pos["batches"] * old_batch, _per_rank(n, old_world)) * old_world
+    served = max(0, seen - rewind)
+    remaining = _per_rank(n - served, world) if served < n else 0  # this run's per-rank prompts left in the epoch
+    per_epoch, left = math.ceil(_per_rank(n, world) / batch), math.ceil(remaining / batch)
+    done = per_epoch - left
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    if progress is not None:  # Lightning's per-rank batch counters, in this run's batches
+        shift = done - progress["current"]["processed"]
+        for part in ("total", "current"):
+            for k in ("ready", "started", "processed", "completed"):
+                progress[part][k] = max(0, progress[part][k] + shift)
+        progress["is_last_batch"] = left == 0
+    pos.update(prompts=served, batches=done)
+    return (f"{served} of {n} prompts of epoch {pos.get('epoch', 0)} served, {n - served if served < n else 0} "
+            f"left, dealt over {world} ranks: {left} batches of {batch} each")

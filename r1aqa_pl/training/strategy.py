@@ -31,13 +31,20 @@ Under DDP nothing here does anything. What changes under DeepSpeed, and where it
   (partitioned, offloaded, gathered layer by layer on every forward): less GPU memory, much slower.
 * **Export under ZeRO-3** (:func:`zero3_state_dict`): rank 0 consolidates the weights from the
   sharded checkpoint Lightning has just written (no collective needed).
+* **Resuming on another world size** (:func:`universal_checkpoint`, :func:`reshard_on_load`): a ZeRO checkpoint is
+  sharded per rank and DeepSpeed refuses to load it on another number of processes; it is converted once into
+  DeepSpeed's universal checkpoint (inside the checkpoint folder) and loaded from there, which restores the fp32
+  weights, Adam's moments and step whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -172,9 +179,11 @@ def check_deepspeed_config(cfg: dict[str, Any], max_grad_norm: float | None = No
 
 
 def configure_deepspeed(module, micro_batch_size: int | None = None) -> None:
-    """Called from ``setup()``: complete the strategy's DeepSpeed config before the engine is built."""
+    """Called from ``setup()``: complete the strategy's DeepSpeed config before the engine is built, and let it
+    resume from a checkpoint written on another number of processes (:func:`reshard_on_load`)."""
     if is_deepspeed(module):
         check_deepspeed_config(_strategy(module).config, module.optimization.max_grad_norm, micro_batch_size)
+        reshard_on_load(_strategy(module))
 
 
 def zero3_hf_config(module):
@@ -315,3 +324,67 @@ def zero3_state_dict(checkpoint_dir: str, prefix: str = "policy.", dtype: torch.
     if not out:
         raise ValueError(f"{checkpoint_dir}: no '{prefix}*' weights in this DeepSpeed checkpoint")
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
+
+
+# ---------------------------------------------------------------- resuming on another world size
+
+
+def checkpoint_world_size(checkpoint_dir: str | Path) -> int | None:
+    """How many data-parallel ranks wrote a Lightning DeepSpeed checkpoint folder (its ZeRO optimizer shards);
+    None for anything else (a single-file checkpoint)."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    tag = (folder / "latest").read_text().strip() if (folder / "latest").is_file() else "checkpoint"
+    shards = glob.glob(str(folder / tag / "*zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+    return len(shards) or None
+
+
+def universal_checkpoint(checkpoint_dir: str | Path, workers: int | None = None) -> Path:
+    """DeepSpeed's universal checkpoint of a Lightning DeepSpeed checkpoint folder, written once beside its shards
+    (``<folder>/universal`` and ``<folder>/latest_universal``, removed with the folder): every parameter's fp32 weight,
+    ``exp_avg`` and ``exp_avg_sq`` whole, the optimizer's step and param groups, and Lightning's own state (loops,
+    LR scheduler, the data position, ``grpo_resume``) as it was. Any number of processes loads it. Returns
+    ``<folder>/universal``. Takes the model's fp32 weights and both moments on disk again (12 bytes a parameter)."""
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    folder = Path(checkpoint_dir)
+    out = folder / "universal"
+    if (folder / "latest_universal").is_file() and out.is_dir():
+        return out
+    tag = (folder / "latest").read_text().strip() if (folder / "latest").is_file() else "checkpoint"
+    n = workers or max(1, min(4, os.cpu_count() or 1))
+    args = argparse.Namespace(input_folder=str(folder / tag), output_folder=str(out), num_extract_workers=n,
+                              num_merge_workers=max(1, n // 2), keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)
+    ds_to_universal.main(args)  # writes <folder>/latest_universal last
+    return out
+
+
+def reshard_on_load(strategy) -> None:
+    """Make Lightning's DeepSpeedStrategy resume from a ZeRO checkpoint written by another number of processes: when
+    the folder's shard count differs from the world size, rank 0 converts it (:func:`universal_checkpoint`, once)
+    and the engine loads the universal checkpoint. On the same world size the load is DeepSpeed's own, unchanged.
+    Installed on the strategy instance (its ``load_checkpoint``), once."""
+    if getattr(strategy, "_r1aqa_reshard", False):
+        return
+    load = strategy.load_checkpoint
+
+    def load_checkpoint(checkpoint_path, *args, **kwargs):
+        saved = checkpoint_world_size(checkpoint_path)
+        engine = getattr(strategy, "model", None)
+        if saved is not None and saved != strategy.world_size and hasattr(engine, "_config"):
+            if strategy.is_global_zero:
+                there = (Path(checkpoint_path) / "latest_universal").is_file()
+                log.warning("DeepSpeed checkpoint written by %d processes, resuming on %d: loading DeepSpeed's "
+                            "universal checkpoint %s/universal (%s)", saved, strategy.world_size, checkpoint_path,
+                            "converted before" if there else "converting the shards now, once")
+                universal_checkpoint(checkpoint_path)
+            strategy.barrier("r1aqa_universal_checkpoint")
+            engine._config.load_universal_checkpoint = True
+        return load(checkpoint_path, *args, **kwargs)
+
+    strategy.load_checkpoint = load_checkpoint
+    strategy._r1aqa_reshard = True

@@ -73,7 +73,7 @@ def weighted(**weights):
 
 
 def test_registry_and_unknown_names():
-    assert set(REWARDS) == {"accuracy", "format", "think_format", "mmau_accuracy", "majority_vote"}
+    assert set(REWARDS) == {"accuracy", "format", "think_format", "mmau_accuracy", "majority_vote", "think_length"}
     assert [(r.label, r.weight) for r in weighted(accuracy=1.0, format=0.5)] == [("accuracy", 1.0), ("format", 0.5)]
     with pytest.raises(ValueError, match=r"unknown reward 'acc'; known: accuracy, format, think_format"):
         build_rewards(["acc", "format"])

@@ -9,9 +9,9 @@ The DDP run happens in a subprocess running this file as a script (``python test
 worker ...``): Lightning's "ddp" launcher starts rank 1 by re-running that same command line, as it
 does for ``lightning fit`` (``ddp_spawn`` would have to pickle the module back to the test). The same worker
 as 2 nodes x 1 process on this host (``num_nodes=2``), started by two torchrun agents (c10d rendezvous) or with
-srun's SLURM_* variables, must reproduce that 1 node x 2 processes run exactly.
-The DeepSpeed configuration is checked without a GPU here (Lightning's DeepSpeedStrategy needs CUDA);
-``scripts/gpu_smoke.sh`` runs it.
+srun's SLURM_* variables, must reproduce that 1 node x 2 processes run exactly; under DDP and under ZeRO-3 (Lightning's
+DeepSpeedStrategy on DeepSpeed's CPU accelerator, :func:`cpu_deepspeed`: its CUDA-only checks bypassed).
+``scripts/gpu_smoke.sh`` runs the DeepSpeed configuration on a GPU.
 """
 
 from __future__ import annotations
@@ -35,9 +35,49 @@ def speech_constant(completions, questions):
     return [1.0 if q.domain == "speech" else float(i % 2) for i, q in enumerate(questions)]
 
 
-def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False, num_nodes: int = 1) -> None:
+def cpu_deepspeed(config: dict):
+    """Lightning's DeepSpeedStrategy on DeepSpeed's CPU accelerator (gloo): the strategy's CUDA-only checks bypassed,
+    everything else the real code path."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+    class CPUDeepSpeed(DeepSpeedStrategy):
+        @property
+        def root_device(self):
+            return torch.device("cpu", 0)
+
+        def setup_environment(self):  # skips the "CUDA only" check
+            DDPStrategy.setup_environment(self)
+
+        def setup_distributed(self):  # skips the CUDA device-index check
+            from lightning.fabric.utilities.seed import reset_seed
+
+            reset_seed()
+            self.set_world_ranks()
+            self._init_deepspeed_distributed()
+
+    return CPUDeepSpeed(config=config, process_group_backend="gloo")
+
+
+def zero3() -> dict:
+    """ZeRO-3 in fp32 on the CPU, partitioning even the tiny policy's weights (below the threshold ZeRO-3 keeps them
+    whole on every rank, as it keeps a 7B's norms and biases): what is gathered when is then observable."""
+    from r1aqa_pl.training.strategy import deepspeed_config
+
+    cfg = deepspeed_config(stage=3, offload_optimizer=False, offload_parameters=False, bf16=False,
+                           max_grad_norm=None, pin_memory=False)
+    cfg.pop("gradient_clipping")  # filled in from the module's max_grad_norm
+    cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    return cfg
+
+
+def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False, num_nodes: int = 1,
+           engine: str = "ddp") -> None:
     """2 ranks in all: ``num_nodes=1`` is 1 node x 2 devices (Lightning's launcher starts rank 1), ``num_nodes=2``
-    is 2 nodes x 1 device, each node's process started outside (torchrun or SLURM: Lightning starts none)."""
+    is 2 nodes x 1 device, each node's process started outside (torchrun or SLURM: Lightning starts none).
+    ``engine``: ddp, or z3 (ZeRO-3 on DeepSpeed's CPU accelerator; the weights digest is of the gathered weights)."""
+    import contextlib
     import hashlib
 
     import lightning as L
@@ -65,13 +105,22 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
 
         def on_train_end(self, trainer, pl_module):
             digest = hashlib.sha256()
-            for k, v in sorted(pl_module.policy.state_dict().items()):
-                digest.update(k.encode() + v.detach().cpu().numpy().tobytes())
+            gathered = contextlib.nullcontext()
+            if engine == "z3":  # the whole weights from the partitions (a collective: every rank is here)
+                import deepspeed
+
+                gathered = deepspeed.zero.GatheredParameters(list(pl_module.policy.parameters()))
+            with gathered:
+                weights = pl_module.policy.state_dict()
+                for k, v in sorted(weights.items()):
+                    digest.update(k.encode() + v.detach().cpu().numpy().tobytes())
+                numel = sum(v.numel() for v in weights.values())
             (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(
                 {"prompts": self.prompts, "weights": digest.hexdigest(), "world_size": trainer.world_size,
                  "steps": trainer.global_step, "batches": self.batches, "updates": updates,
                  "num_nodes": trainer.num_nodes, "node_rank": trainer.node_rank, "local_rank": trainer.local_rank,
                  "environment": type(trainer.strategy.cluster_environment).__name__,
+                 "zero_stage": strategy.zero_stage(pl_module), "numel": numel,
                  "pid": os.getpid(), "parent": os.getppid()}))
 
     L.seed_everything(0)
@@ -101,7 +150,7 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
         accelerator="cpu",
         devices=2 // num_nodes,
         num_nodes=num_nodes,
-        strategy=DDPStrategy(process_group_backend="gloo"),
+        strategy=cpu_deepspeed(zero3()) if engine == "z3" else DDPStrategy(process_group_backend="gloo"),
         max_steps=steps,
         val_check_interval=steps,
         check_val_every_n_epoch=None,
@@ -120,7 +169,8 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
         (out_dir / "metrics.json").write_text(json.dumps(metrics))
-        module.export_hf(str(out_dir / "final"))
+        if engine == "ddp":
+            module.export_hf(str(out_dir / "final"))
     # gloo: the module registered the process group's destruction at exit (strategy.destroy_process_group_at_exit)
     assert torch.distributed.get_backend() == "gloo" and strategy.destroy_process_group_at_exit.registered
 
@@ -252,7 +302,6 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import lightning as L
     import torch
-    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
     from r1aqa_pl.data.datamodule import AudioQADataModule
@@ -261,21 +310,6 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
     from r1aqa_pl.training.strategy import deepspeed_config
 
     torch.set_num_threads(1)
-
-    class CPUDeepSpeed(DeepSpeedStrategy):
-        @property
-        def root_device(self):
-            return torch.device("cpu", 0)
-
-        def setup_environment(self):  # skips the "CUDA only" check
-            DDPStrategy.setup_environment(self)
-
-        def setup_distributed(self):  # skips the CUDA device-index check
-            from lightning.fabric.utilities.seed import reset_seed
-
-            reset_seed()
-            self.set_world_ranks()
-            self._init_deepspeed_distributed()
 
     class Steps(L.Callback):
         def __init__(self):
@@ -319,7 +353,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
         # partition even these tiny weights (below the threshold ZeRO-3 keeps them whole on every rank, as it keeps a
         # 7B's norms and biases): what is gathered when is then observable
         cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-        strategy = CPUDeepSpeed(config=cfg, process_group_backend="gloo")
+        strategy = cpu_deepspeed(cfg)
     rec = Steps()
     generation = watch_generation()
     trainer = L.Trainer(
@@ -491,6 +525,14 @@ def clean_env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
+def slurm_env(port: int, node: int) -> dict:
+    """The variables ``srun --nodes 2 --ntasks-per-node 1`` sets for the task on ``node`` (with MASTER_ADDR/PORT)."""
+    return {**clean_env(), "SLURM_JOB_ID": str(port), "SLURM_JOB_NAME": "r1aqa", "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_NODELIST": "localhost,localhost", "SLURM_LOCALID": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "SLURM_PROCID": str(node), "SLURM_NODEID": str(node)}
+
+
 @pytest.fixture(scope="module")
 def single_node_run(demo, tmp_path_factory):
     """The worker as 1 node x 2 processes (Lightning's launcher starts rank 1), run once for the multi-node tests."""
@@ -569,19 +611,61 @@ def test_two_slurm_nodes_on_one_host_equal_the_two_process_run(demo, single_node
     root, warm = demo
     one_node, t_single = single_node_run
     port, t0 = free_port(), time.time()
-    slurm = {"SLURM_JOB_ID": str(port), "SLURM_JOB_NAME": "r1aqa", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1",
-             "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODELIST": "localhost,localhost",
-             "SLURM_LOCALID": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     cmd = [sys.executable, "tests/training/test_scaleout.py", "worker", str(tmp_path), str(root), warm, "2",
            "num_nodes=2"]
-    results = run_together(
-        [(cmd, {**clean_env(), **slurm, "SLURM_PROCID": str(n), "SLURM_NODEID": str(n)}) for n in (0, 1)],
-        timeout=300,
-    )
+    results = run_together([(cmd, slurm_env(port, node)) for node in (0, 1)], timeout=300)
     assert all(rc == 0 for rc, _ in results), "\n".join(out[-4000:] for _, out in results)
     metrics = assert_same_run(tmp_path, one_node, "SLURMEnvironment")
     print(f"2 nodes x 1 (SLURM variables) {time.time() - t0:.1f} s vs 1 node x 2 {t_single:.1f} s: "
           f"grad_norm {metrics['train/grad_norm']:.6f} loss {metrics['train/loss']:.6g}")
+
+
+@pytest.fixture(scope="module")
+def single_node_zero3_run(demo, tmp_path_factory):
+    """The worker under ZeRO-3 as 1 node x 2 processes, run once for the multi-node ZeRO-3 tests."""
+    root, warm = demo
+    out = tmp_path_factory.mktemp("z3_1x2")
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "tests/training/test_scaleout.py", "worker", str(out), str(root), warm, "2", "engine=z3"],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return out, time.time() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "slurm"])
+def test_two_nodes_on_one_host_under_zero3_equal_the_two_process_run(demo, single_node_zero3_run, tmp_path, launcher):
+    """The same 2 nodes x 1 process launches (torchrun c10d, srun's variables) under ZeRO-3 on DeepSpeed's CPU
+    accelerator: the weights partitioned over the two "nodes", gathered for each rollout, the gradients
+    reduce-scattered between them. Equal to the 1 node x 2 processes ZeRO-3 run: same prompts per rank, same
+    gathered weights, same logged numbers (the same collectives in the same order over gloo)."""
+    pytest.importorskip("deepspeed")
+    root, warm = demo
+    one_node, t_single = single_node_zero3_run
+    port, env, t0 = free_port(), clean_env(), time.time()
+    args = ["tests/training/test_scaleout.py", "worker", str(tmp_path), str(root), warm, "2", "num_nodes=2",
+            "engine=z3"]
+    if launcher == "torchrun":
+        commands = [([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                      "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"r1aqa-{port}",
+                      "--max-restarts", "0", *args], env) for _ in (0, 1)]
+    else:
+        commands = [([sys.executable, *args], slurm_env(port, node)) for node in (0, 1)]
+    results = run_together(commands, timeout=300)
+    assert all(rc == 0 for rc, _ in results), "\n".join(out[-4000:] for _, out in results)
+    environment = "TorchElasticEnvironment" if launcher == "torchrun" else "SLURMEnvironment"
+    metrics = assert_same_run(tmp_path, one_node, environment)
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    whole = sum(v.numel() for v in Qwen2AudioForConditionalGeneration.from_pretrained(warm).state_dict().values())
+    for run in (tmp_path, one_node):  # ZeRO-3 indeed, and the digests are of the whole (gathered) weights
+        ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [(r["zero_stage"], r["numel"]) for r in ranks] == [(3, whole), (3, whole)]
+    print(f"ZeRO-3 2 nodes x 1 ({launcher}) {time.time() - t0:.1f} s vs 1 node x 2 {t_single:.1f} s: "
+          f"grad_norm {metrics['train/grad_norm']:.6f} loss {metrics['train/loss']:.6g} "
+          f"val/acc/total {metrics['val/acc/total']:.4f}")
 
 
 @pytest.mark.slow
@@ -828,12 +912,13 @@ def test_without_a_sharded_strategy_the_helpers_do_nothing():
 
 
 if __name__ == "__main__" and len(sys.argv) >= 5 and sys.argv[1] == "worker":
-    # worker OUT ROOT WARM [STEPS] [dynamic] [num_nodes=N]
+    # worker OUT ROOT WARM [STEPS] [dynamic] [num_nodes=N] [engine=ddp|z3]
     worker(
         *sys.argv[2:5],
         steps=int(sys.argv[5]) if len(sys.argv) > 5 else 2,
         dynamic="dynamic" in sys.argv[6:],
         num_nodes=next((int(a.split("=", 1)[1]) for a in sys.argv[6:] if a.startswith("num_nodes=")), 1),
+        engine=next((a.split("=", 1)[1] for a in sys.argv[6:] if a.startswith("engine=")), "ddp"),
     )
 elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "deepspeed":
     deepspeed_worker(sys.argv[2])
