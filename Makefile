@@ -29,8 +29,13 @@ MIN_FREE_GIB ?= 7
 # make compare / compare-recipes: the seeds, and how many runs go side by side (one thread each on 2 cores)
 SEEDS ?= [0,1,2]
 JOBS ?= 2
+# make compare-recipes: its arms (names of r1aqa_pl.tools.compare.ARM_SPECS, or of ARMS_FILE, a YAML file of more arms)
+RECIPE_ARMS ?= [grpo,grpo_ds,grpo_curriculum,grpo_filtered]
+ARMS_FILE ?=
+# make compare-shift: optimizer steps per arm (SFT then GRPO: half each), as the documented `make compare` runs
+SHIFT_STEPS ?= 500
 
-.PHONY: help install lint demo test test-slow eval eval-all bench compare compare-recipes memory tensorboard clean
+.PHONY: help install lint demo test test-slow eval eval-all bench compare compare-recipes compare-shift memory tensorboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,8 +90,12 @@ bench: install ## time the GRPO step and evaluation against a straightforward re
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set, over seeds; prints the tables [SEEDS=[0,1,2]] [JOBS=2]
 	$(PY) -m r1aqa_pl compare --out checkpoints/compare --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
-compare-recipes: install ## GRPO vs dynamic sampling vs curriculum vs audio-contribution weights, over seeds [SEEDS=...] [JOBS=2]
-	$(PY) -m r1aqa_pl compare --out checkpoints/compare-recipes --arms '[grpo,grpo_ds,grpo_curriculum,grpo_filtered]' \
+compare-recipes: install ## GRPO vs dynamic sampling vs curriculum vs audio-contribution weights, over seeds [SEEDS=...] [JOBS=2] [RECIPE_ARMS=...] [ARMS_FILE=...]
+	$(PY) -m r1aqa_pl compare --out checkpoints/compare-recipes --arms '$(RECIPE_ARMS)' \
+	  $(if $(ARMS_FILE),--arms_file "$(ARMS_FILE)") --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
+
+compare-shift: install ## SFT vs GRPO vs SFT then GRPO, scored on test-mini and on the synthetic shifted set, over seeds [SEEDS=...] [JOBS=2] [SHIFT_STEPS=500]
+	$(PY) -m r1aqa_pl compare --shift true --out checkpoints/compare-shift --steps $(SHIFT_STEPS) \
 	  --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
 memory: install ## the per-GPU memory estimate of each configuration (r1aqa memory)

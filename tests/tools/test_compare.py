@@ -125,6 +125,125 @@ def test_plan_recipe_arms_and_seed(tmp_path):
         compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["grpo_curriculum"])
 
 
+def test_plan_sft_then_grpo_and_several_sets(tmp_path):
+    """``sft_grpo``: SFT then GRPO, half the steps each, GRPO from SFT's last weights: the same prompts as the
+    single arms; every run validated on each set of ``val_sets``."""
+    sets = {"mmau": "test-mini.json", "shift": "test-shifted.json"}
+    p = compare.plan(tmp_path / "out", tmp_path / "demo", grpo_config=_fake_config(tmp_path),
+                     arms=list(compare.SHIFT_ARMS), val_sets=sets)
+    runs = p["runs"]
+    assert list(runs) == ["sft", "grpo", "sft_grpo"] and p["val_sets"] == sets
+    first, second = runs["sft_grpo"]["stages"]
+    assert (first["arm"], second["arm"]) == ("sft", "grpo") and first["steps"] == second["steps"] == 20
+    assert runs["sft_grpo"]["prompts_seen"] == runs["grpo"]["prompts_seen"] == runs["sft"]["prompts_seen"] == 240
+    assert runs["sft_grpo"]["completions_seen"] == 20 * 6 + 20 * 6 * 5
+    assert _value(first["overrides"], "--model.init_args.policy.model_name_or_path") == str(tmp_path / "demo" / "warm")
+    assert _value(second["overrides"], "--model.init_args.policy.model_name_or_path") == str(
+        Path(first["log_dir"]) / "checkpoints" / "last_hf")
+    assert _value(first["overrides"], "--data.init_args.batch_size") == "6"
+    assert first["configs"][-1].endswith("sft.yaml")
+    assert "--data.init_args.batch_size" not in second["overrides"] and len(second["configs"]) == 1
+    for stage in (first, second):
+        assert _value(stage["overrides"], "--trainer.max_steps") == "20"
+    assert _value(second["overrides"], "--trainer.val_check_interval") == "20"  # 10 steps × 2 batches, lands on 20
+    assert len({first["log_dir"], second["log_dir"], runs["sft"]["log_dir"], runs["grpo"]["log_dir"]}) == 4
+    for r in (runs["sft"], runs["grpo"], first, second):
+        assert json.loads(_value(r["overrides"], "--data.init_args.val_file")) == {
+            k: str(tmp_path / "demo" / "data" / f) for k, f in sets.items()}
+    with pytest.raises(ValueError, match="cannot be split"):
+        compare.plan(tmp_path, tmp_path, steps=3, grpo_config=_fake_config(tmp_path), arms=["sft_grpo"])
+
+
+def test_arms_from_a_file(tmp_path):
+    """A new arm is data: a label, overrides, overlays, labels, stages; refused when malformed."""
+    f = tmp_path / "arms.yaml"
+    f.write_text(yaml.safe_dump({
+        "grpo_knob": {"label": "GRPO + a knob", "overrides": ["--model.init_args.knob", "0.5"], "labels": True},
+        "sft_knob": {"label": "SFT then GRPO + a knob", "stages": ["sft", "grpo_knob"], "style": ["tab:cyan", ":"]},
+    }))
+    specs = compare.load_arms(f)
+    assert specs["grpo_knob"].overrides == ("--model.init_args.knob", "0.5")
+    assert specs["grpo"] == compare.ARM_SPECS["grpo"]
+    p = compare.plan(tmp_path / "out", tmp_path / "demo", grpo_config=_fake_config(tmp_path),
+                     arms=["grpo", "grpo_knob", "sft_knob"], labels=tmp_path / "labels.jsonl", specs=specs)
+    knob = p["runs"]["grpo_knob"]
+    assert knob["label"] == "GRPO + a knob" and _value(knob["overrides"], "--model.init_args.knob") == "0.5"
+    assert _value(knob["overrides"], "--data.init_args.audio_contribution") == str(tmp_path / "labels.jsonl")
+    assert [st["arm"] for st in p["runs"]["sft_knob"]["stages"]] == ["sft", "grpo_knob"]
+    assert p["runs"]["sft_knob"]["style"] == ["tab:cyan", ":"]
+    with pytest.raises(ValueError, match="audio-contribution labels"):  # a stage's labels count
+        compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["sft_knob"], specs=specs)
+    for bad, match in (({"x": {"label": "x", "lr": 1}}, "unknown field"), ({"x": {"overrides": []}}, "label"),
+                       ({"x": {"label": "x", "trainer": "dpo"}}, "trainer"),
+                       ({"x": {"label": "x", "stages": ["sft", "sft_grpo"]}}, "single-run")):
+        with pytest.raises(ValueError, match=match):
+            compare.load_arms(extra=bad)
+
+
+def test_merge_stages_and_shift_breakdown():
+    sft = {"val/acc/total": [(0, 0.5), (10, 0.7)], "train/loss": [(1, 2.0), (10, 1.0)]}
+    grpo = {"val/acc/total": [(0, 0.7), (5, 0.75), (10, 0.8)], "train/loss": [(1, 0.5)]}
+    merged = compare.merge_stages([sft, grpo], [0, 10])
+    assert merged["val/acc/total"] == [(0, 0.5), (10, 0.7), (15, 0.75), (20, 0.8)]  # the second start left out
+    assert merged["train/loss"] == [(1, 2.0), (10, 1.0), (11, 0.5)]
+    recs = [{"shift": "form", "shift_detail": "yes/no", "answer": "yes", "choices": ["yes", "no"],
+             "model_prediction": "yes"},
+            {"shift": "form", "shift_detail": "inverted", "answer": "low tone", "choices": ["low tone", "high tone"],
+             "model_prediction": "high tone"},
+            {"shift": "sound", "shift_detail": "out-of-range sound", "answer": "three",
+             "choices": ["one", "two", "three"], "model_prediction": "three"},
+            {"answer": "x", "choices": ["x", "y"], "model_prediction": "x"}]  # no shift: in no group
+    b = compare.shift_breakdown(recs)
+    assert b == {"form": {"acc": 0.5, "n": 2, "chance": 0.5}, "sound": {"acc": 1.0, "n": 1, "chance": 1 / 3},
+                 "form: yes/no": {"acc": 1.0, "n": 1, "chance": 0.5},
+                 "form: inverted": {"acc": 0.0, "n": 1, "chance": 0.5}}
+
+
+def _shift_results():
+    """Two seeds of three arms on two sets, as compare writes them."""
+    def run(label, ends, shift_end):
+        def st(start, end):
+            return {"start": {"total": start}, "end": {"total": end}}
+        return {"label": label, "start": {"total": 0.5}, "end": {"total": ends[0]}, "wall_s": 100.0,
+                "prompts_seen": 80, "sets": {"mmau": st(0.5, ends[0]), "shift": st(0.4, ends[1])},
+                "shifts": {"shift": {"start": {"wording": {"acc": 0.3, "n": 30, "chance": 0.5}},
+                                     "end": {"wording": {"acc": shift_end, "n": 30, "chance": 0.5},
+                                             "form: yes/no": {"acc": 0.0, "n": 24, "chance": 0.5},
+                                             "form": {"acc": 0.1, "n": 30, "chance": 0.5}}}}}
+
+    seeds = {}
+    for k, (sft, grpo, both) in enumerate((((0.9, 0.6), (0.8, 0.65), (0.85, 0.6)),
+                                           ((0.8, 0.5), (0.8, 0.45), (0.9, 0.6)))):
+        seeds[str(k)] = {"val_sets": {"mmau": "test-mini.json", "shift": "test-shifted.json"},
+                         "chance_sets": {"mmau": {"total": 0.48}, "shift": {"total": 0.46}},
+                         "runs": {"sft": run("SFT (audio)", sft, 0.6), "grpo": run("GRPO (audio)", grpo, 0.7),
+                                  "sft_grpo": run("SFT then GRPO", both, 0.8)}}
+    return {"seeds": seeds}
+
+
+def test_shift_tables_over_seeds():
+    res = _shift_results()
+    lines = compare.sets_table(res).splitlines()
+    assert lines[0] == ("| run | in-distribution (test-mini): start (%) | end (%) | shifted (test-shifted): start (%) "
+                        "| end (%) | shift − mmau at end (pts) | wall (s) | prompts seen |")
+    # SFT: test-mini ends 90, 80; shifted 60, 50; the drop -30, -30
+    assert lines[2] == ("| SFT (audio) | 50.0 ± 0.0 [50.0–50.0] | 85.0 ± 7.1 [80.0–90.0] | 40.0 ± 0.0 [40.0–40.0] "
+                        "| 55.0 ± 7.1 [50.0–60.0] | -30.0 ± 0.0 [-30.0–-30.0] | 100 ± 0 [100–100] | 80 |")
+    assert lines[-1].startswith("| chance (uniform guess) |  | 48.0 |  | 46.0 |")
+    h2h = compare.head_to_head(res).splitlines()
+    assert h2h[0] == "| arms | set | seed 0 | seed 1 | mean (pts) | first above on |"
+    assert h2h[2] == ("| GRPO (audio) − SFT (audio) | in-distribution (test-mini) | -10.0 | +0.0 | -5.0 "
+                      "| 0/2 (tied on 1) |")
+    assert h2h[3] == "| GRPO (audio) − SFT (audio) | shifted (test-shifted) | +5.0 | -5.0 | +0.0 | 1/2 |"
+    assert len(h2h) == 2 + 3 * 2  # three pairs × two sets
+    kinds = compare.shift_table(res).splitlines()
+    assert kinds[0] == ("| shift | questions | chance (%) | warm start (%) | SFT (audio) (%) | GRPO (audio) (%) "
+                        "| SFT then GRPO (%) |")
+    assert [row.split(" | ")[0] for row in kinds[2:]] == ["| wording", "| form", "| ↳ yes/no"]
+    assert kinds[2] == ("| wording | 30 | 50.0 | 30.0 ± 0.0 [30.0–30.0] | 60.0 ± 0.0 [60.0–60.0] "
+                        "| 70.0 ± 0.0 [70.0–70.0] | 80.0 ± 0.0 [80.0–80.0] |")
+
+
 def test_dry_run_gives_each_seed_its_own_cache(tmp_path, capsys):
     res = compare.compare(out=str(tmp_path / "cmp"), seeds=[0, 2], arms=["grpo"], dry_run=True)
     assert list(res["seeds"]) == [0, 2]
@@ -267,6 +386,40 @@ def test_compare_tiny_end_to_end(tiny_run, tmp_path):
     assert len(pred) == 24
     noaudio_scalars = runs.load_scalars(out / "seed0" / "grpo_noaudio")
     assert noaudio_scalars["val/count/no_audio"][-1][1] == 24
+
+
+@pytest.mark.slow  # four `fit` subprocesses (SFT, GRPO, SFT then GRPO), two at a time: ~1 min on 2 busy cores
+def test_compare_shift_tiny_end_to_end(tiny_run, tmp_path):
+    """``make compare-shift`` in miniature: 4 steps (SFT then GRPO: 2 + 2), scored on test-mini and the shifted set."""
+    out = tmp_path / "shift"
+    res = subprocess.run(
+        [sys.executable, "-m", "r1aqa_pl", "compare", "--shift", "true", "--out", str(out), "--steps", "4",
+         "--demo_dir", str(tiny_run.root), "--jobs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = json.loads((out / "compare.json").read_text())["seeds"]["0"]
+    runs_ = results["runs"]
+    assert list(runs_) == ["sft", "grpo", "sft_grpo"] and results["val_sets"] == compare.SHIFT_SETS
+    n_shift = len(json.loads((tiny_run.root / "data" / "test-shifted.json").read_text()))
+    for name, r in runs_.items():
+        assert r["returncode"] == 0 and r["prompts_seen"] == 4 * 16 and r["wall_s"] > 0, name
+        assert [p[0] for p in r["curves"]["total"]] == ([0, 2, 4] if name == "sft_grpo" else [0, 4])
+        for label in ("mmau", "shift"):
+            assert r["sets"][label]["start"]["total"] is not None and r["sets"][label]["end"]["total"] is not None
+        kinds = r["shifts"]["shift"]["end"]
+        assert sum(kinds[k]["n"] for k in ("wording", "options", "sound", "form", "combined")) == n_shift
+        assert r["sets"]["mmau"]["curves"]["total"] == r["curves"]["total"]  # the monitor set is the plain val/acc
+    # one warm start: every arm starts from the same numbers on both sets; the second stage starts where SFT ended
+    for label in ("mmau", "shift"):
+        assert len({json.dumps(r["sets"][label]["start"]) for r in runs_.values()}) == 1
+    (handoff,) = runs_["sft_grpo"]["handoff"]
+    assert handoff["end"] == handoff["next_start"]
+    assert runs_["sft_grpo"]["wall_s"] == pytest.approx(sum(st["wall_s"] for st in runs_["sft_grpo"]["stages"]))
+    text = (out / "compare.md").read_text()
+    for heading in ("### every set", "### arms head to head", "### shift: end accuracy per kind", "### seed 0"):
+        assert heading in text
+    assert "| SFT then GRPO |" in text and "| ↳ yes/no |" in text
 
 
 # ---------------------------------------------------------------- the real-model SFT config
