@@ -27,3 +27,31 @@ def fit(module, dm, steps=2, callbacks=(), validate=False, **kw):
                         callbacks=list(callbacks), **kw)
     trainer.fit(module, dm)
     return trainer
+
+
+class SaveMidRefill(L.Callback):
+    """Writes one checkpoint after the first batch (past step 1) that leaves groups waiting in the pool."""
+
+    def __init__(self, path):
+        self.path, self.step = path, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.step is None and trainer.global_step >= 1 and pl_module.pool.groups:
+            trainer.save_checkpoint(self.path)
+            self.step = trainer.global_step
+
+
+class Record(L.Callback):
+    """The train/ metrics logged at each optimizer step."""
+
+    def __init__(self):
+        self.train, self._last = {}, None
+
+    def on_train_start(self, trainer, pl_module):
+        self._last = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step != self._last:
+            self._last = trainer.global_step
+            self.train[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                                               if k.startswith("train/")}

@@ -6,7 +6,7 @@ labels and drops groups as the offline tool labels them, also under dynamic samp
 import lightning as L
 import pytest
 import torch
-from helpers import batch_of, datamodule, fit
+from helpers import Record, SaveMidRefill, batch_of, datamodule, fit
 
 from r1aqa_pl.algo.grounding import relevance_weights
 from r1aqa_pl.algo.losses import PolicyLoss, behaviour_disagreement, grpo_loss, truncated_importance_weights
@@ -250,28 +250,7 @@ def test_buffered_rollouts_keep_the_new_fields_through_a_checkpoint(tmp_path):
         assert torch.equal(getattr(back, f), getattr(ro, f)), f
 
 
-class SaveMidRefill(L.Callback):
-    def __init__(self, path):
-        self.path, self.step = path, None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.step is None and trainer.global_step >= 1 and pl_module.pool.groups:
-            trainer.save_checkpoint(self.path)
-            self.step = trainer.global_step
-
-
-class Record(L.Callback):
-    def __init__(self):
-        self.train, self._last = {}, None
-
-    def on_train_start(self, trainer, pl_module):
-        self._last = trainer.global_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step != self._last:
-            self._last = trainer.global_step
-            self.train[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                                               if k.startswith("train/")}
 
 
 def run_all_on(synth_dir, tiny_dir, callbacks=(), ckpt_path=None):

@@ -7,7 +7,7 @@ group mixed (rows alternate 0 / 1), so which groups must be dropped is known exa
 import lightning as L
 import pytest
 import torch
-from helpers import datamodule, fit
+from helpers import Record, SaveMidRefill, datamodule, fit
 
 from r1aqa_pl.algo import rewards
 from r1aqa_pl.rollout.base import ScoredGroup
@@ -119,33 +119,6 @@ def test_bounded_draws_then_step_anyway(synth_dir, tiny_dir, monkeypatch):
     logged = trainer.callback_metrics
     assert float(logged["train/dynamic/shortfall"]) == 2.0 and float(logged["train/dynamic/extra_draws"]) == 2.0
     assert float(logged["train/dynamic/dropped_fraction"]) == 1.0
-
-
-class SaveMidRefill(L.Callback):
-    """Writes one checkpoint after the first batch (past step 1) that leaves groups waiting in the pool."""
-
-    def __init__(self, path):
-        self.path, self.step = path, None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.step is None and trainer.global_step >= 1 and pl_module.pool.groups:
-            trainer.save_checkpoint(self.path)
-            self.step = trainer.global_step
-
-
-class Record(L.Callback):
-    def __init__(self):
-        self.train, self._last = {}, None
-
-    def on_train_start(self, trainer, pl_module):
-        self._last = trainer.global_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step != self._last:
-            self._last = trainer.global_step
-            self.train[trainer.global_step] = {
-                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
-            }
 
 
 def run_dynamic(synth_dir, tiny_dir, steps, callbacks=(), ckpt_path=None):
