@@ -30,7 +30,7 @@ MIN_FREE_GIB ?= 7
 SEEDS ?= [0,1,2]
 JOBS ?= 2
 # make compare-recipes: its arms (names of r1aqa_pl.tools.compare.ARM_SPECS, or of ARMS_FILE, a YAML file of more arms)
-RECIPE_ARMS ?= [grpo,grpo_ds,grpo_curriculum,grpo_filtered]
+RECIPE_ARMS ?= [grpo,grpo_ds,grpo_curriculum,grpo_filtered,grpo_relevance,grpo_contribution,grpo_think,grpo_think_length]
 ARMS_FILE ?=
 # make compare-shift: optimizer steps per arm (SFT then GRPO: half each), as the documented `make compare` runs
 SHIFT_STEPS ?= 500
@@ -64,7 +64,9 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install ## prepare the tiny policy + synthetic data, then GRPO on CPU (lightning fit --config configs/demo.yaml) [SEED=0] [FAMILY=qwen2_5_omni]
 	$(PY) -m r1aqa_pl demo-prepare --out $(RUN_DIR) --seed $(SEED) --family $(FAMILY)
 	$(VENV)/bin/lightning fit --config configs/demo.yaml --seed_everything $(SEED) --data.init_args.seed $(SEED) \
-	  $(if $(filter-out qwen2_audio,$(FAMILY)),--model.init_args.policy.model_name_or_path $(RUN_DIR)/warm-$(FAMILY)) $(DEMO_ARGS)
+	  $(if $(filter-out qwen2_audio,$(FAMILY)),--model.init_args.policy.model_name_or_path $(RUN_DIR)/warm-$(FAMILY)) \
+	  $$($(PY) -c "from r1aqa_pl.models import FAMILIES; n = FAMILIES.build('$(FAMILY)').max_clips; print(f'--data.init_args.max_clips {n}' if n else '')") \
+	  $(DEMO_ARGS)
 
 lint: install ## ruff over the package and the tests (the rules: pyproject.toml)
 	$(VENV)/bin/ruff check r1aqa_pl tests
@@ -90,7 +92,7 @@ bench: install ## time the GRPO step and evaluation against a straightforward re
 compare: install ## GRPO vs SFT vs audio-free on the synthetic set, over seeds; prints the tables [SEEDS=[0,1,2]] [JOBS=2]
 	$(PY) -m r1aqa_pl compare --out checkpoints/compare --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 
-compare-recipes: install ## GRPO vs dynamic sampling vs curriculum vs audio-contribution weights, over seeds [SEEDS=...] [JOBS=2] [RECIPE_ARMS=...] [ARMS_FILE=...]
+compare-recipes: install ## GRPO vs dynamic sampling, curriculum, audio-contribution weights, audio relevance, online contribution, think (± length reward), over seeds [SEEDS=...] [JOBS=2] [RECIPE_ARMS=...] [ARMS_FILE=...]
 	$(PY) -m r1aqa_pl compare --out checkpoints/compare-recipes --arms '$(RECIPE_ARMS)' \
 	  $(if $(ARMS_FILE),--arms_file "$(ARMS_FILE)") --seeds '$(SEEDS)' --jobs $(JOBS) $(COMPARE_ARGS)
 

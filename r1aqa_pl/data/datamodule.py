@@ -186,6 +186,8 @@ class AudioQADataModule(L.LightningDataModule):
         max_skip_fraction: in skip mode, the largest fraction of a file that may be lost before it raises.
         with_audio: False gives ``audio=None`` in every batch (the audio-free ablation; no audio is checked).
         limit_val: only the first N valid val records (quick evaluations during training).
+        max_clips: leave out (counted, warned) the questions over more clips than this, e.g. 1 for a family whose
+            chat template takes one audio part per turn (Audio Flamingo 3); default: keep every question.
         avqa_naming: how AVQA ``video_name`` maps to a wav name: "r1aqa" or "video_name" (see :func:`avqa_audio_name`).
         hide_train_answers: blank every training record's answer (test-time RL: no label reaches the trainer;
             a reward that reads ``answer`` then scores 0).
@@ -217,6 +219,7 @@ class AudioQADataModule(L.LightningDataModule):
         max_skip_fraction: float = 0.1,
         with_audio: bool = True,
         limit_val: int | None = None,
+        max_clips: int | None = None,
         avqa_naming: Literal["r1aqa", "video_name"] = "r1aqa",
         hide_train_answers: bool = False,
         audio_contribution: str | None = None,
@@ -267,6 +270,13 @@ class AudioQADataModule(L.LightningDataModule):
                 check_audio_files=h.with_audio,
             )
             total = len(qs) + sum(counts.values())
+            if h.max_clips is not None:
+                kept = [q for q in qs if len(q.clips) <= h.max_clips]
+                if len(kept) < len(qs):
+                    counts["too_many_clips"] = counts.get("too_many_clips", 0) + len(qs) - len(kept)
+                    log.warning("%s: left out %d of %d questions over more than %d clip(s) (data.max_clips)",
+                                path, len(qs) - len(kept), len(qs), h.max_clips)
+                qs = kept
             if split.startswith("val") and h.limit_val:
                 qs = qs[: h.limit_val]
             if split == "train" and h.audio_contribution:
@@ -274,7 +284,9 @@ class AudioQADataModule(L.LightningDataModule):
             if split == "train" and h.hide_train_answers:
                 qs = [dataclasses.replace(q, answer="", raw={}) for q in qs]
             self.startup_skipped[split] = counts
-            budget = math.floor(h.max_skip_fraction * total) - sum(counts.values())
+            # questions left out by choice (max_clips) do not use up the bad-record budget
+            lost = sum(n for reason, n in counts.items() if reason != "too_many_clips")
+            budget = math.floor(h.max_skip_fraction * total) - lost
             ds = self.datasets[split] = AudioQADataset(
                 qs, self.sampling_rate, self.max_samples, h.with_audio, h.on_error, max_bad=budget
             )

@@ -48,6 +48,7 @@ class AudioFlamingo3(Qwen2Audio):
     model_types = ("audioflamingo3",)
     audio_keys = ("input_features", "input_features_mask")
     structural_tokens = ("<sound>", "<|im_start|>")
+    max_clips = 1  # the hub's chat template writes one <sound> per turn, however many audio parts it is given
 
     def model_class(self):
         from transformers import AudioFlamingo3ForConditionalGeneration

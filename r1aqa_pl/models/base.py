@@ -96,6 +96,7 @@ class PolicyFamily:
     # LoRA on the language model's projections only (a plain name list would also hit the encoder's q/k/v)
     lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     lora_exclude_modules: str | None = None  # where peft turns the pattern into bare names (see qwen3_omni.py)
+    max_clips: int | None = None  # clips one question may have (None: any); checked when a run starts
 
     @property
     def audio_placeholder(self) -> str:

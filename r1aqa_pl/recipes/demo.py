@@ -61,7 +61,7 @@ def prepare(
 
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.data.synth import VERSION, synth, synth_vocabulary
-    from r1aqa_pl.models import build_tiny_model
+    from r1aqa_pl.models import FAMILIES, build_tiny_model
     from r1aqa_pl.training.report import StepProgressBar
     from r1aqa_pl.training.sft_module import SFTModule
 
@@ -109,6 +109,7 @@ def prepare(
             batch_size=warm_batch_size,
             seed=seed,
             with_audio=warm_audio,
+            max_clips=FAMILIES.build(family).max_clips,  # Audio Flamingo 3: the two-clip questions left out
         )
         module = SFTModule(
             dict(model_name_or_path=str(tiny), with_audio=warm_audio), optimization=dict(lr=warm_lr, warmup_steps=0)

@@ -149,6 +149,7 @@ class GRPOModule(PolicyModule):
             object.__setattr__(self, "ref_policy", ref)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.beta > 0 and self.ref_policy is None and not self.policy_config.lora:
             object.__setattr__(self, "ref_policy", strategy.reference_copy(self))
         if self.ref_policy is not None:

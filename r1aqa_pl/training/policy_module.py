@@ -60,6 +60,22 @@ class PolicyModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         strategy.destroy_process_group_at_exit()
 
+    def on_fit_start(self) -> None:
+        self.check_clips()
+
+    def check_clips(self) -> None:
+        """Questions over more clips than the family takes stop the run now, not at the batch that holds one."""
+        most, dm = self.family.max_clips, getattr(self.trainer, "datamodule", None)
+        if most is None or dm is None or not self.policy_config.with_audio:
+            return
+        for split, ds in getattr(dm, "datasets", {}).items():
+            over = [q for q in getattr(ds, "questions", []) if len(q.clips) > most]
+            if over:
+                raise ValueError(
+                    f"{over[0].source or over[0].id}: {len(over)} {split} question(s) over more than {most} clip(s), "
+                    f"which {self.family.name} does not take in one question: set data.init_args.max_clips {most} "
+                    "to leave them out (counted in the log), or use a family that takes several clips")
+
     # -- model ------------------------------------------------------------------------------
     def configure_model(self) -> None:
         """Load lazily so that a sharded strategy (DeepSpeed ZeRO-3) sees the model being built."""

@@ -62,3 +62,25 @@ def test_two_clip_questions_train_pool_and_validate(synth_dir, tiny_dir, tmp_pat
     assert tower and any(not torch.equal(p.detach(), before[n]) for n, p in tower)
     written = json.loads(next((tmp_path / "eval").rglob("*.json")).read_text())
     assert len(written) == 2 and all("model_prediction" in r and len(r["audio_id"]) == 2 for r in written)
+
+
+def test_a_family_of_one_clip_refuses_at_start_or_leaves_them_out_counted(synth_dir, tmp_path, caplog):
+    """Audio Flamingo 3 (one <sound> per turn): a fit over questions with two clips stops before the first step,
+    naming the record and the fix; with data.max_clips 1 those questions are left out, counted and logged."""
+    import pytest
+
+    from r1aqa_pl.data.synth import synth_vocabulary
+    from r1aqa_pl.models import build_tiny_model
+
+    af3 = build_tiny_model(str(tmp_path / "af3"), family="audio_flamingo3", words=synth_vocabulary())
+    m = GRPOModule(af3, sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3))
+    with pytest.raises(ValueError, match=r"train\.jsonl:\d+: 4 train question\(s\) over more than 1 clip\(s\), which "
+                                         r"audio_flamingo3 does not take .* data\.init_args\.max_clips 1"):
+        fit(m, datamodule(synth_dir, af3), steps=1)
+    dm = datamodule(synth_dir, af3, max_clips=1)
+    m = GRPOModule(af3, sampling=dict(G=2, max_new_tokens=4), optimization=dict(lr=1e-3))
+    with caplog.at_level("WARNING"):
+        trainer = fit(m, dm, steps=1)
+    assert trainer.global_step == 1
+    assert len(dm.datasets["train"]) == 44 and dm.startup_skipped["train"] == {"too_many_clips": 4}
+    assert "left out 4 of 48 questions over more than 1 clip(s)" in caplog.text

@@ -305,6 +305,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
 
     from r1aqa_pl.benchmarks.callback import BenchmarkEvaluation
     from r1aqa_pl.data.datamodule import AudioQADataModule
+    from r1aqa_pl.models import family_for
     from r1aqa_pl.training.checkpointing import HFCheckpoint
     from r1aqa_pl.training.grpo_module import GRPOModule
     from r1aqa_pl.training.strategy import deepspeed_config
@@ -330,6 +331,7 @@ def lightning_deepspeed_worker(out: str, root: str, warm: str, engine: str, step
         batch_size=2,
         val_batch_size=12,
         seed=0,
+        max_clips=family_for(warm).max_clips,  # Audio Flamingo 3 takes one clip per question
     )
     module = GRPOModule(
         warm,
