@@ -14,7 +14,16 @@ Runs of the real entry point (``python -m r1aqa_pl fit --config ...``), each in 
 * ``grpo_filtered`` -- questions the warm start answers as well without the audio seen a quarter as
   often (``FILTER_WEIGHTS``);
 * ``sft_grpo``      -- SFT then GRPO: the two arms one after the other, each for half the steps, GRPO from
-  SFT's last weights (so it sees the same prompts as the others).
+  SFT's last weights (so it sees the same prompts as the others);
+* ``grpo_relevance`` -- audio-relevance weighting (``grounding.relevance: logp_gap``, ``relevance_keep`` 0.5): the
+  policy gradient on the half of each completion's tokens whose log-prob the audio changes most;
+* ``grpo_contribution`` -- online audio contribution (``grounding.contribution``): each step, groups the policy
+  answers as well without the audio (8 extra audio-free samples per prompt) weigh ``FILTER_WEIGHTS`` (a quarter),
+  the online twin of ``grpo_filtered``;
+* ``grpo_think``    -- think mode (``policy.think``, 32 new tokens in training and validation), the next one's baseline;
+* ``grpo_think_length`` -- think mode plus the ``think_length`` reward (``configs/demo_think_length.yaml``: a
+  budget of 2 words of thinking for a question the group always answers, 10 for one it never does, scaled to the
+  32 tokens; the documented 50-150 words could never be exceeded there).
 
 **Arms are data** (:class:`Arm`, :data:`ARM_SPECS`): a name, a label, the ``fit`` overrides and config overlays
 that make it differ from the shared command, whether it reads the audio-contribution labels, and for an arm
@@ -84,6 +93,12 @@ COLUMNS = (*DOMAINS, "total")
 ACC = {c: f"val/acc/{c}" for c in COLUMNS}
 # the filtered arm: questions the starting policy answers as well without the audio are seen a quarter as often
 FILTER_WEIGHTS = {"answerable_without_audio": 0.25}
+# the think arms: think prompt and think_format (policy.think), 32 new tokens instead of the answer's 8
+THINK_OVERRIDES = ("--model.init_args.policy.think", "true", "--model.init_args.sampling.max_new_tokens", "32",
+                   "--model.init_args.evaluation.max_new_tokens", "32")
+# the length reward (configs/demo_think_length.yaml: a reward list is a config, not a command-line value) scaled to
+# that room: 2 words of thinking for a question the group always answers, 10 for one it never does
+THINK_LENGTH_CONFIG = "configs/demo_think_length.yaml"
 
 
 @dataclass(frozen=True)
@@ -130,10 +145,28 @@ ARM_SPECS: dict[str, Arm] = {
                          overrides=("--data.init_args.label_weights", json.dumps(FILTER_WEIGHTS)), labels=True,
                          style=("tab:red", "--")),
     "sft_grpo": Arm("SFT then GRPO", stages=("sft", "grpo"), style=("tab:brown", "-")),
+    # audio-grounded GRPO (issue 30): the policy gradient on the half of each completion's tokens whose log-prob
+    # the audio changes most
+    "grpo_relevance": Arm("GRPO + audio-relevance weighting",
+                          overrides=("--model.init_args.grounding.relevance", "logp_gap",
+                                     "--model.init_args.grounding.relevance_keep", "0.5"),
+                          style=("tab:cyan", "-")),
+    # the online twin of grpo_filtered: each step, groups the policy answers as well without the audio (from 8
+    # extra audio-free samples per prompt) weigh a quarter, as FILTER_WEIGHTS does from the warm start's labels
+    "grpo_contribution": Arm("GRPO + online audio contribution",
+                             overrides=("--model.init_args.grounding.contribution", "true",
+                                        "--model.init_args.grounding.contribution_weights", json.dumps(FILTER_WEIGHTS)),
+                             style=("tab:olive", "--")),
+    # think mode, the baseline of the length reward: room for a short thought before the 8-token answer
+    "grpo_think": Arm("GRPO, think mode", overrides=THINK_OVERRIDES, style=("tab:pink", "-")),
+    "grpo_think_length": Arm("GRPO, think mode + length reward",
+                             overrides=THINK_OVERRIDES, configs=(THINK_LENGTH_CONFIG,),
+                             style=("tab:pink", "--")),
 }
 ARMS = {name: arm.label for name, arm in ARM_SPECS.items()}  # name -> label
 DEFAULT_ARMS = ("grpo", "sft", "grpo_noaudio")           # make compare
-RECIPE_ARMS = ("grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered")  # make compare-recipes
+RECIPE_ARMS = ("grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered", "grpo_relevance", "grpo_contribution",
+               "grpo_think", "grpo_think_length")  # make compare-recipes
 SHIFT_ARMS = ("sft", "grpo", "sft_grpo")  # make compare-shift
 # make compare-shift: in-distribution (the monitor set, the plain val/acc/*) and the synthetic shifted set
 SHIFT_SETS = {"mmau": "test-mini.json", "shift": "test-shifted.json"}

@@ -110,7 +110,8 @@ def test_plan_recipe_arms_and_seed(tmp_path):
         labels=labels,
     )
     r = p["runs"]
-    assert list(r) == ["grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered"] and p["seed"] == 3
+    assert list(r) == ["grpo", "grpo_ds", "grpo_curriculum", "grpo_filtered", "grpo_relevance", "grpo_contribution",
+                       "grpo_think", "grpo_think_length"] and p["seed"] == 3
     for run in r.values():  # one seed drives the run's sampling and the data order
         assert _value(run["overrides"], "--seed_everything") == "3" == _value(run["overrides"], "--data.init_args.seed")
         assert run["prompts_seen"] == 40 * 3 * 2
@@ -121,8 +122,36 @@ def test_plan_recipe_arms_and_seed(tmp_path):
         json.loads(_value(r["grpo_filtered"]["overrides"], "--data.init_args.label_weights")) == compare.FILTER_WEIGHTS
     )
     assert "--data.init_args.audio_contribution" not in r["grpo"]["overrides"] + r["grpo_ds"]["overrides"]
+    assert _value(r["grpo_relevance"]["overrides"], "--model.init_args.grounding.relevance") == "logp_gap"
+    assert _value(r["grpo_contribution"]["overrides"], "--model.init_args.grounding.contribution") == "true"
+    for name in ("grpo_think", "grpo_think_length"):
+        assert _value(r[name]["overrides"], "--model.init_args.policy.think") == "true"
+    assert r["grpo_think_length"]["configs"][-1] == compare.THINK_LENGTH_CONFIG
     with pytest.raises(ValueError, match="audio-contribution labels"):
         compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["grpo_curriculum"])
+
+
+@pytest.mark.slow  # one `fit --print_config` per arm: ~10 s each
+@pytest.mark.parametrize("name", ["grpo_relevance", "grpo_contribution", "grpo_think", "grpo_think_length"])
+def test_new_recipe_arms_resolve_through_the_cli(name):
+    """The audio-grounding and length arms' overrides and overlays resolve on the demo config to what they name."""
+    arm = compare.ARM_SPECS[name]
+    cmd = [sys.executable, "-m", "r1aqa_pl", "fit", "--config", "configs/demo.yaml"]
+    for c in arm.configs:
+        cmd += ["--config", c]
+    out = subprocess.run([*cmd, *arm.overrides, "--print_config"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = yaml.safe_load(out.stdout[out.stdout.index("# lightning"):])["model"]["init_args"]
+    g = m["grounding"]
+    assert (g["relevance"], g["contribution"]) == (
+        "logp_gap" if name == "grpo_relevance" else None, name == "grpo_contribution")
+    if name == "grpo_contribution":
+        assert g["contribution_weights"] == compare.FILTER_WEIGHTS
+    assert m["policy"]["think"] == name.startswith("grpo_think")
+    assert m["sampling"]["max_new_tokens"] == (32 if name.startswith("grpo_think") else 8)
+    lengths = [r for r in m["rewards"] if isinstance(r, dict) and r["class_path"].endswith("ThinkLength")]
+    assert len(lengths) == (name == "grpo_think_length")
 
 
 def test_plan_sft_then_grpo_and_several_sets(tmp_path):
