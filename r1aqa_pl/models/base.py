@@ -58,7 +58,8 @@ def whisper_tokens(frames: int) -> int:
 
 def clips_of(audio) -> list:
     """A question's audio as a list of clips: one waveform, or a list of them (a multi-audio question)."""
-    if isinstance(audio, (list, tuple)) and len(audio) and getattr(audio[0], "ndim", 0) >= 1:
+    if isinstance(audio, (list, tuple)) and len(audio) and (isinstance(audio[0], (list, tuple))
+                                                            or getattr(audio[0], "ndim", 0) >= 1):
         return list(audio)
     return [audio]
 

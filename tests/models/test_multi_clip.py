@@ -92,3 +92,11 @@ def test_several_clips_shared_prefix_equals_the_familys_own_forward(tiny):
     with torch.no_grad():
         lp3 = logprobs.completion_logprobs(family, model, third, ids[2 * G:], mask[2 * G:], G, 0.9, True)
     assert torch.allclose(lp3[m[2 * G:]], lp[True][2 * G:][m[2 * G:]], atol=1e-5, rtol=1e-5)
+
+
+def test_a_questions_audio_reads_as_its_clips():
+    one = np.zeros(5, np.float32)
+    assert [len(c) for c in clips_of(one)] == [5]
+    assert [len(c) for c in clips_of([one, np.zeros(3)])] == [5, 3]
+    assert clips_of([0.1, 0.2]) == [[0.1, 0.2]]  # one waveform as a plain list stays one clip
+    assert clips_of([[0.1], [0.2, 0.3]]) == [[0.1], [0.2, 0.3]]  # clips as plain lists
