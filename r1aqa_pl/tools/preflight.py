@@ -25,7 +25,7 @@ import contextlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -157,14 +157,18 @@ def dtype_problem(dtype: str, device_type: str, bf16_supported: bool) -> str | N
 
 # ---------------------------------------------------------------- sections
 
+def data_files(dm) -> list[tuple[str, str]]:
+    """(label, path) of the run's training file and each validation file."""
+    h = dm.hparams
+    vals = h.val_file if isinstance(h.val_file, dict) else {"val": h.val_file} if h.val_file else {}
+    return [(label, path) for label, path in [("train", h.train_file), *vals.items()] if path]
+
+
 def check_data_section(report: Report, dm) -> None:
     from r1aqa_pl.data.check import check_data
 
     h = dm.hparams
-    vals = h.val_file if isinstance(h.val_file, dict) else {"val": h.val_file} if h.val_file else {}
-    for label, path in [("train", h.train_file), *vals.items()]:
-        if not path:
-            continue
+    for label, path in data_files(dm):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             status = check_data(**{("train" if label == "train" else "val"): path}, audio_dir=h.audio_dir,
@@ -264,12 +268,10 @@ def questions_of(dm, n: int) -> dict[str, list]:
     from r1aqa_pl.task.question import Question
 
     h = dm.hparams
-    vals = h.val_file if isinstance(h.val_file, dict) else {"val": h.val_file} if h.val_file else {}
     out = {}
-    for label, path in [("train", h.train_file), *vals.items()]:
-        if path:
-            qs = (check_audio(q) for q in iter_questions(path, h.audio_dir) if isinstance(q, Question))
-            out[label] = [q for _, q in zip(range(n), (q for q in qs if isinstance(q, Question)))]
+    for label, path in data_files(dm):
+        qs = (check_audio(q) for q in iter_questions(path, h.audio_dir) if isinstance(q, Question))
+        out[label] = [q for _, q in zip(range(n), (q for q in qs if isinstance(q, Question)))]
     return out
 
 
@@ -409,7 +411,6 @@ def estimate(module, run: dict, usable: list) -> dict:
                     grad_bytes=wb, master_weights=wb == 2, reference=module.beta > 0 and not p.lora, G=s.G,
                     micro_batch_prompts=o.micro_batch_prompts, max_new_tokens=s.max_new_tokens,
                     audio_seconds=max(seconds), activation_bytes=wb)
-    cfg = replace(cfg, prompts_per_batch=1)
     trainable = sum(q.numel() for q in params if q.requires_grad)
     return estimate_memory(trainable, sum(q.numel() for q in params), cfg, module.family.arch(module.policy.config))
 

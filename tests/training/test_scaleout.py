@@ -535,18 +535,23 @@ def slurm_env(port: int, node: int) -> dict:
             "MASTER_PORT": str(port), "SLURM_PROCID": str(node), "SLURM_NODEID": str(node)}
 
 
-@pytest.fixture(scope="module")
-def single_node_run(demo, tmp_path_factory):
-    """The worker as 1 node x 2 processes (Lightning's launcher starts rank 1), run once for the multi-node tests."""
+def one_node_two_processes(demo, tmp_path_factory, name: str, *extra: str) -> tuple[Path, float]:
+    """The worker as 1 node x 2 processes (Lightning's launcher starts rank 1): (its folder, seconds)."""
     root, warm = demo
-    out = tmp_path_factory.mktemp("ddp_1x2")
+    out = tmp_path_factory.mktemp(name)
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "tests/training/test_scaleout.py", "worker", str(out), str(root), warm, "2"],
+        [sys.executable, "tests/training/test_scaleout.py", "worker", str(out), str(root), warm, "2", *extra],
         cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return out, time.time() - t0
+
+
+@pytest.fixture(scope="module")
+def single_node_run(demo, tmp_path_factory):
+    """The 1 x 2 DDP run, run once for the multi-node tests."""
+    return one_node_two_processes(demo, tmp_path_factory, "ddp_1x2")
 
 
 def assert_same_run(two_nodes: Path, one_node: Path, environment: str) -> dict:
@@ -624,16 +629,8 @@ def test_two_slurm_nodes_on_one_host_equal_the_two_process_run(demo, single_node
 
 @pytest.fixture(scope="module")
 def single_node_zero3_run(demo, tmp_path_factory):
-    """The worker under ZeRO-3 as 1 node x 2 processes, run once for the multi-node ZeRO-3 tests."""
-    root, warm = demo
-    out = tmp_path_factory.mktemp("z3_1x2")
-    t0 = time.time()
-    proc = subprocess.run(
-        [sys.executable, "tests/training/test_scaleout.py", "worker", str(out), str(root), warm, "2", "engine=z3"],
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return out, time.time() - t0
+    """The 1 x 2 run under ZeRO-3, run once for the multi-node ZeRO-3 tests."""
+    return one_node_two_processes(demo, tmp_path_factory, "z3_1x2", "engine=z3")
 
 
 @pytest.mark.slow
