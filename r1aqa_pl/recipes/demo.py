@@ -36,6 +36,7 @@ def prepare(
     warm_audio: bool = False,
     init_std: float | None = 0.125,
     n_mels: int = 32,
+    think: bool = False,
     force: bool = False,
 ) -> str:
     """Build (or reuse) the demo's data, tiny policy and warm start under ``out``; returns the warm folder:
@@ -55,6 +56,12 @@ def prepare(
         warm_audio: warm-start with the audio in the prompt (False: on the question text alone).
         init_std: the tiny model's initial weight scale (see ``r1aqa_pl.models.tiny.save_tiny``).
         n_mels: the tiny model's mel bins.
+        think: the warm start thinks before it answers (the think prompt and ``THINK_SFT_TARGET``: the question
+            and its options restated in ``<think>``), in its own ``warm-think/`` beside ``warm/``: the start of
+            a think-mode run whose length reward has a think part to shape. It hears another question's clips
+            (:func:`foreign_audio`): trained on the text alone, its thought fell apart once GRPO put audio in
+            the prompt (seed 0, 8 prompts × 4 samples at temperature 1: the think format in 1 of 32 completions
+            with the audio, 31 of 32 without; trained on foreign clips, 32 of 32 with the audio).
         force: rebuild every stage.
     """
     import lightning as L
@@ -62,6 +69,7 @@ def prepare(
     from r1aqa_pl.data.datamodule import AudioQADataModule
     from r1aqa_pl.data.synth import VERSION, synth, synth_vocabulary
     from r1aqa_pl.models import FAMILIES, build_tiny_model
+    from r1aqa_pl.task import answer_format
     from r1aqa_pl.training.report import StepProgressBar
     from r1aqa_pl.training.sft_module import SFTModule
 
@@ -69,7 +77,8 @@ def prepare(
     # one tiny policy and warm start per family: another family's demo never rebuilds the folder that
     # earlier checkpoints were trained from (and are rebuilt from by `r1aqa eval`)
     suffix = "" if family == DEFAULT_FAMILY else f"-{family}"
-    data, tiny, warm = root / "data", root / f"tiny{suffix}", root / f"warm{suffix}"
+    data, tiny = root / "data", root / f"tiny{suffix}"
+    warm = root / f"warm{'-think' if think else ''}{suffix}"
     recipe = {
         "family": family,
         "synth_version": VERSION,
@@ -100,19 +109,26 @@ def prepare(
             str(tiny), family=family, words=synth_vocabulary(), seed=seed, init_std=init_std, n_mels=n_mels
         )
         force = True
-    if force or not (warm / "config.json").exists():
-        print(f"[demo] SFT warm start ({warm_steps} steps) -> {warm}")
+    # each warm folder records what it was trained from: the plain and the think one are rebuilt independently
+    foreign = think and not warm_audio
+    warm_recipe = {**recipe, "think": think, "warm_clips": "foreign" if foreign else "own" if warm_audio else "none"}
+    warm_stamp = warm / "prepared.json"
+    if (force or not (warm / "config.json").exists() or not warm_stamp.exists()
+            or json.loads(warm_stamp.read_text()) != warm_recipe):
+        print(f"[demo] SFT warm start ({warm_steps} steps{', thinking' if think else ''}) -> {warm}")
         L.seed_everything(seed, workers=True)
         dm = AudioQADataModule(
             train_file=str(data / "train.jsonl"),
             feature_extractor=str(tiny),
             batch_size=warm_batch_size,
             seed=seed,
-            with_audio=warm_audio,
+            with_audio=warm_audio or think,
             max_clips=FAMILIES.build(family).max_clips,  # Audio Flamingo 3: the two-clip questions left out
         )
-        module = SFTModule(
-            dict(model_name_or_path=str(tiny), with_audio=warm_audio), optimization=dict(lr=warm_lr, warmup_steps=0)
+        module = (with_foreign_audio(SFTModule) if foreign else SFTModule)(
+            dict(model_name_or_path=str(tiny), with_audio=warm_audio or think, think=think),
+            optimization=dict(lr=warm_lr, warmup_steps=0),
+            target=answer_format.THINK_SFT_TARGET if think else answer_format.SFT_TARGET,
         )
         trainer = L.Trainer(
             accelerator="cpu",
@@ -128,5 +144,34 @@ def prepare(
         )
         trainer.fit(module, dm)
         module.export_hf(str(warm))
+        warm_stamp.write_text(json.dumps(warm_recipe))
     stamp.write_text(json.dumps(recipe))
     return str(warm)
+
+
+def foreign_audio(audio: list) -> list:
+    """Each item of a batch gets the clips of the next item with as many clips (cyclically), silence of its own
+    clips' shape when it has no such partner: audio in the prompt that says nothing about the item's answer."""
+    import numpy as np
+
+    def arity(a):
+        return len(a) if isinstance(a, list) else 1
+
+    out = []
+    for i, a in enumerate(audio):
+        n = len(audio)
+        j = next((k % n for k in range(i + 1, i + n) if arity(audio[k % n]) == arity(a)), None)
+        out.append(audio[j] if j is not None else
+                   [np.zeros_like(c) for c in a] if isinstance(a, list) else np.zeros_like(a))
+    return out
+
+
+def with_foreign_audio(sft_class):
+    """``sft_class`` trained on another question's clips (:func:`foreign_audio`): the format learnt with audio in the
+    prompt, as GRPO will see it, and nothing about the answers (the warm start must leave GRPO at chance)."""
+
+    class ForeignAudioSFT(sft_class):
+        def training_step(self, batch, batch_idx):
+            return super().training_step({**batch, "audio": foreign_audio(batch["audio"])}, batch_idx)
+
+    return ForeignAudioSFT

@@ -14,8 +14,12 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TAGS = (ANSWER_OPEN, ANSWER_CLOSE, THINK_OPEN, THINK_CLOSE)
 # evaluation stops a row once its completion contains this: nothing after it is ever read
 STOP = ANSWER_CLOSE
-# the supervised baseline's target ({answer}: the right choice string; {choices} may be used too)
+# the supervised baseline's target ({answer}: the right choice string; {choices}, {question} and {options}, the
+# choices joined by spaces, may be used too)
 SFT_TARGET = ANSWER_OPEN + "{answer}" + ANSWER_CLOSE
+# a warm start that thinks before it answers: the question and its options restated (4 to 12 words on the synthetic
+# set), so that a think-mode run starts from completions with a think part a length reward can shape
+THINK_SFT_TARGET = THINK_OPEN + "{question} {options}" + THINK_CLOSE + SFT_TARGET
 
 _ANSWER_FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _THINK_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)

@@ -118,6 +118,8 @@ class Arm:
         stages: instead of one run, these arms one after another, the steps split evenly, each from the last
             weights of the one before (``sft_grpo``: SFT then GRPO).
         style: matplotlib (color, line style).
+        warm: its start, a folder of the seed's cache: ``warm`` (answers only) or ``warm-think`` (thinks before it
+            answers: ``demo.prepare(think=True)``, the think arms' start).
     """
 
     label: str
@@ -128,7 +130,10 @@ class Arm:
     with_audio: bool = True
     stages: tuple[str, ...] = ()
     style: tuple[str, str] = ("black", "-")
+    warm: str = "warm"
 
+
+WARM_FOLDERS = {"warm": {}, "warm-think": {"think": True}}  # an arm's start -> what demo.prepare builds it with
 
 ARM_SPECS: dict[str, Arm] = {
     "grpo": Arm("GRPO (audio)", style=("tab:blue", "-")),
@@ -158,10 +163,10 @@ ARM_SPECS: dict[str, Arm] = {
                                         "--model.init_args.grounding.contribution_weights", json.dumps(FILTER_WEIGHTS)),
                              style=("tab:olive", "--")),
     # think mode, the baseline of the length reward: room for a short thought before the 8-token answer
-    "grpo_think": Arm("GRPO, think mode", overrides=THINK_OVERRIDES, style=("tab:pink", "-")),
+    "grpo_think": Arm("GRPO, think mode", overrides=THINK_OVERRIDES, style=("tab:pink", "-"), warm="warm-think"),
     "grpo_think_length": Arm("GRPO, think mode + length reward",
                              overrides=THINK_OVERRIDES, configs=(THINK_LENGTH_CONFIG,),
-                             style=("tab:pink", "--")),
+                             style=("tab:pink", "--"), warm="warm-think"),
 }
 ARMS = {name: arm.label for name, arm in ARM_SPECS.items()}  # name -> label
 DEFAULT_ARMS = ("grpo", "sft", "grpo_noaudio")           # make compare
@@ -192,6 +197,8 @@ def load_arms(path: str | Path | None = None, extra: dict | None = None) -> dict
     for name, arm in specs.items():
         if arm.trainer not in ("grpo", "sft"):
             raise ValueError(f"arm {name!r}: trainer must be grpo or sft, got {arm.trainer!r}")
+        if arm.warm not in WARM_FOLDERS:
+            raise ValueError(f"arm {name!r}: warm must be one of {sorted(WARM_FOLDERS)}, got {arm.warm!r}")
         bad = [s for s in arm.stages if s not in specs or specs[s].stages]
         if bad:
             raise ValueError(f"arm {name!r}: stages {bad} are not single-run arms")
@@ -244,7 +251,7 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     every_asked = int(eval_every or max(1, int(vci) // accum))
     every = eval_interval(steps, every_asked)
     out, demo_dir = Path(out), Path(demo_dir)
-    warm, data_dir = demo_dir / "warm", demo_dir / "data"
+    data_dir = demo_dir / "data"
     chosen = list(arms or DEFAULT_ARMS)
     unknown = sorted(set(chosen) - set(specs))
     if unknown:
@@ -282,7 +289,7 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
         overrides += list(spec.overrides)
         configs = [str(grpo_config), *([str(sft_config)] if sft else []), *spec.configs]
         prompts = n_steps * batch * accum
-        run = {"configs": configs, "overrides": overrides, "prompts_seen": prompts,
+        run = {"configs": configs, "overrides": overrides, "prompts_seen": prompts, "warm": spec.warm,
                "completions_seen": prompts * (1 if sft else G), "batch_size": batch * accum if sft else batch,
                "with_audio": spec.with_audio, "steps": n_steps, "eval_every": n_every, "label": spec.label,
                "style": list(spec.style)}
@@ -295,13 +302,13 @@ def plan(out: str | Path, demo_dir: str | Path, steps: int | None = None, eval_e
     for name in chosen:
         spec = specs[name]
         if not spec.stages:
-            runs[name] = single(name, spec, steps, warm, name)
+            runs[name] = single(name, spec, steps, demo_dir / spec.warm, name)
             continue
         k = len(spec.stages)
         if steps // k < 2:
             raise ValueError(f"arm {name!r}: {steps} steps cannot be split over its {k} stages (2 each at least)")
         shares = [steps // k] * (k - 1) + [steps - (steps // k) * (k - 1)]
-        stages, start = [], warm
+        stages, start = [], demo_dir / specs[spec.stages[0]].warm
         for i, (stage, n_steps) in enumerate(zip(spec.stages, shares)):
             r = single(stage, specs[stage], n_steps, start, f"{name}__{i + 1}_{stage}")
             stages.append({**r, "arm": stage})
@@ -353,6 +360,10 @@ def summarize(scalars: dict[str, list[tuple[int, float]]], label: str | None = N
         pts = scalars.get(tag)
         if pts:
             out[tag.replace("/", "_") + "_last"] = float(pts[-1][1])
+    think = scalars.get("train/think_length")
+    if think:  # words of thinking per completion, mean over the first and the last tenth of the logged steps
+        n = max(1, len(think) // 10)
+        out["think_words"] = {"first": sum(v for _, v in think[:n]) / n, "last": sum(v for _, v in think[-n:]) / n}
     return out
 
 
@@ -497,9 +508,15 @@ def seeds_table(results: dict) -> str:
         f"steps to {100 * TARGET:.0f} %",
         "wall (s)",
     ]
+    think = any(r.get("think_words") for p in seeds.values() for r in p["runs"].values())
+    if think:
+        head.append("think words, first → last tenth of steps")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for arm in arms:
         rs = [seeds[k]["runs"][arm] for k in seeds]
+        words = [r.get("think_words") or {} for r in rs]
+        words_cell = ("–" if not any(words) else
+                      f"{_spread([w.get('first') for w in words])} → {_spread([w.get('last') for w in words])}")
 
         def pct(get, rs=rs):
             return [None if get(r) is None else 100 * get(r) for r in rs]
@@ -516,6 +533,7 @@ def seeds_table(results: dict) -> str:
                     f"{sum(x is not None for x in reached)}/{len(rs)}",
                     _spread(reached, 0),
                     _spread([r.get("wall_s") for r in rs], 0),
+                    *([words_cell] if think else []),
                 ]
             )
             + " |"
@@ -808,7 +826,10 @@ def compare(
             continue
         # the cache's recipe as prepare takes it (its stamp also records what it derives: synth_version)
         kept = {k: v for k, v in recipe.items() if k in inspect.signature(prepare).parameters}
-        prepare(out=str(d), **{**kept, "seed": seed, **{k: v for k, v in sizes.items() if v is not None}})
+        warms = sorted({specs[st].warm for name in p["runs"] for st in (specs[name].stages or [name])})
+        for w in warms:  # the plain warm start first: it builds the data and tiny policy the think one reuses
+            prepare(out=str(d), **{**kept, "seed": seed, **{k: v for k, v in sizes.items() if v is not None},
+                                   **WARM_FOLDERS[w]})
         for label, f in (val_sets or {}).items():
             if not (d / "data" / f).is_file():
                 raise FileNotFoundError(f"validation set {label!r}: {d / 'data' / f} not found (an older cache?)")
@@ -819,7 +840,7 @@ def compare(
                         if any(specs[st].labels for st in (specs[name].stages or [name]))}
         if needs_labels and wait_labels:  # computed once per cache, first in the queue
             jobs_list.insert(0, (label_job, _labels_job(d, seed), seed_out / "logs" / "labels.log", None))
-        p["warm_sha256"] = _weights_hash(d / "warm")
+        p["warm_sha256"] = {w: _weights_hash(d / w) for w in warms}
         p["chance"] = chance(d / "data" / "test-mini.json")
         if val_sets:
             p["chance_sets"] = {label: chance(d / "data" / f) for label, f in val_sets.items()}
@@ -841,9 +862,10 @@ def compare(
     out_p.mkdir(parents=True, exist_ok=True)
     md = []
     for seed, (p, d) in plans.items():
-        if _weights_hash(d / "warm") != p["warm_sha256"]:
+        changed = [w for w, h in p["warm_sha256"].items() if _weights_hash(d / w) != h]
+        if changed:
             raise RuntimeError(
-                f"{d}/warm changed during the comparison (rebuilt by another process?): "
+                f"{d}/{changed[0]} changed during the comparison (rebuilt by another process?): "
                 "the runs no longer share their start; run again"
             )
         for r in p["runs"].values():

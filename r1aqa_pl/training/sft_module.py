@@ -26,7 +26,8 @@ class SFTModule(PolicyModule):
             optimization: the optimizer (gradient accumulation is the trainer's ``accumulate_grad_batches``).
             evaluation: greedy answers for validation and ``r1aqa eval``.
             engine: the engine that generates the validation answers.
-            target: the text trained on, formatted with ``answer`` and ``choices``.
+            target: the text trained on, formatted with ``answer``, ``choices``, ``question`` and ``options`` (the
+                choices joined by spaces), e.g. ``answer_format.THINK_SFT_TARGET`` for a warm start that thinks.
         """
         self.target = target
         super().__init__(policy, optimization, evaluation, engine)
@@ -37,7 +38,8 @@ class SFTModule(PolicyModule):
     def targets(self, questions: list[Question]) -> tuple[Tensor, Tensor]:
         """Target ids (right-padded, each ending in EOS) and their mask."""
         tok = self.processor.tokenizer
-        texts = [self.target.format(answer=q.answer, choices=q.choices) for q in questions]
+        texts = [self.target.format(answer=q.answer, choices=q.choices, question=q.question,
+                                    options=" ".join(q.choices)) for q in questions]
         ids = [tok(t, add_special_tokens=False).input_ids + [self.eos_ids[0]] for t in texts]
         T = max(map(len, ids))
         pad = tok.pad_token_id

@@ -126,6 +126,13 @@ def test_plan_recipe_arms_and_seed(tmp_path):
     assert _value(r["grpo_contribution"]["overrides"], "--model.init_args.grounding.contribution") == "true"
     for name in ("grpo_think", "grpo_think_length"):
         assert _value(r[name]["overrides"], "--model.init_args.policy.think") == "true"
+        # their own start, a warm start that thinks before it answers (demo.prepare(think=True))
+        assert _value(r[name]["overrides"], "--model.init_args.policy.model_name_or_path") == str(
+            tmp_path / "demo" / "warm-think")
+    grpo_start = _value(r["grpo"]["overrides"], "--model.init_args.policy.model_name_or_path")
+    assert grpo_start == str(tmp_path / "demo" / "warm")
+    with pytest.raises(ValueError, match="warm must be one of"):
+        compare.load_arms(extra={"mine": {"label": "mine", "warm": "warm-cold"}})
     assert r["grpo_think_length"]["configs"][-1] == compare.THINK_LENGTH_CONFIG
     with pytest.raises(ValueError, match="audio-contribution labels"):
         compare.plan(tmp_path, tmp_path, grpo_config=_fake_config(tmp_path), arms=["grpo_curriculum"])
@@ -342,6 +349,17 @@ def test_seeds_table_means_spreads_and_steps_to_target():
         "| GRPO (audio) | 45.0 ± 7.1 [40.0–50.0] | 80.0 ± 14.1 [70.0–90.0] | 82.0 ± 11.3 [74.0–90.0] "
         "| 1/2 | 200 (1/2) | 110 ± 14 [100–120] |"
     )
+    # a think arm: words of thinking over the first and last tenth of its logged steps (20 points: 2 each)
+    for k, (a, z) in enumerate([(9.0, 3.0), (11.0, 5.0)]):
+        think = [(i + 1, a if i < 2 else (z if i >= 18 else 7.0)) for i in range(20)]
+        r = compare.summarize({"val/acc/total": [(0, 0.5), (100, 0.6)], "train/think_length": think})
+        seeds[k]["runs"]["think"] = {**r, "wall_s": 50.0}
+    assert seeds[0]["runs"]["think"]["think_words"] == {"first": 9.0, "last": 3.0}
+    lines = compare.seeds_table({"seeds": seeds}).splitlines()
+    assert lines[0].endswith("| wall (s) | think words, first → last tenth of steps |")
+    assert lines[2].endswith("| – |")
+    assert lines[3] == ("| think | 50.0 ± 0.0 [50.0–50.0] | 60.0 ± 0.0 [60.0–60.0] | 60.0 ± 0.0 [60.0–60.0] | 0/2 | – "
+                        "| 50 ± 0 [50–50] | 10.0 ± 1.4 [9.0–11.0] → 4.0 ± 1.4 [3.0–5.0] |")
 
 
 def test_chance_per_domain(synth_dir):
