@@ -7,6 +7,8 @@ positions: the ~750 audio and prompt positions of a real model never reach the L
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,7 +32,7 @@ def selective_logp(hidden: Tensor, lm_head, targets: Tensor, temperature: float)
 
 def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], completion_ids: Tensor,
                         completion_attention: Tensor, G: int, temperature: float = 1.0,
-                        share_prompt: bool = True) -> Tensor:
+                        share_prompt: bool = True, with_routes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Per-token log p(completion | prompt, audio) for B prompts × G completions, shape [B·G, T].
 
     Completions are group-contiguous (rows b·G … b·G+G−1 belong to prompt b). With ``share_prompt``
@@ -44,13 +46,24 @@ def completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor], 
     Columns that are padding in every row of this micro-batch are dropped first (the leading prompt ones,
     the completions' after the last EOS) and the result padded back with 0 to the completions' width: a
     micro-batch pays for its own longest prompt and completion, not the rollout's.
+
+    ``with_routes`` (a mixture of experts): also the experts each layer chose at the position that predicted each
+    token, [B·G, T, layers, k] (-1 in the dropped columns), recorded in this same forward: what the update routed,
+    to compare with the rollout's (:func:`r1aqa_pl.rollout.hf.decoding_routes`).
     """
     T_rollout = completion_ids.shape[1]
     inputs, completion_ids, completion_attention = without_padding_columns(inputs, completion_ids,
                                                                          completion_attention)
-    logp = _completion_logprobs(family, model, inputs, completion_ids, completion_attention, G, temperature,
-                                share_prompt)
-    return F.pad(logp, (0, T_rollout - logp.shape[1]))
+    with family.record_routes(model) if with_routes else nullcontext([]) as routes:
+        logp, positions = _completion_logprobs(family, model, inputs, completion_ids, completion_attention, G,
+                                               temperature, share_prompt)
+    logp = F.pad(logp, (0, T_rollout - logp.shape[1]))
+    if not with_routes:
+        return logp
+    # one forward: one router call per layer over the forward's [batch, sequence] positions
+    per_layer = [positions(calls[0].view(positions.shape + (-1,))) for calls in routes]
+    chosen = torch.stack(per_layer, 2)  # [B·G, T, layers, k]
+    return logp, F.pad(chosen, (0, 0, 0, 0, 0, T_rollout - chosen.shape[1]), value=-1)
 
 
 def without_padding_columns(inputs: dict[str, Tensor], completion_ids: Tensor, completion_attention: Tensor):
@@ -75,13 +88,14 @@ def _completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor],
     if not share_prompt:
         rep = {k: v.repeat_interleave(G, 0) for k, v in family.audio_inputs(inputs).items()}
         rep["input_ids"] = torch.cat([inputs["input_ids"].repeat_interleave(G, 0), completion_ids], 1)
-        hidden = family.full_forward(core, rep, full_mask)[:, P - 1:-1]
+        out = family.full_forward(core, rep, full_mask)
+        positions = Positions(lambda x: x[:, P - 1:-1], out.shape[:2])
     elif checkpointing:
         embeds = torch.cat([family.prompt_embeds(core, inputs).repeat_interleave(G, 0),
                             core.get_input_embeddings()(completion_ids)], 1)
         out = core(inputs_embeds=embeds, attention_mask=full_mask, position_ids=family.position_ids(full_mask),
-                   use_cache=False)
-        hidden = out.last_hidden_state[:, P - 1:-1]
+                   use_cache=False).last_hidden_state
+        positions = Positions(lambda x: x[:, P - 1:-1], out.shape[:2])
     else:
         B, T = prompt_mask.shape[0], completion_ids.shape[1]
         token_major = lambda t: t.view(B, G, T).transpose(1, 2).reshape(B, T * G)  # noqa: E731 — row g's token j at j·G+g
@@ -92,6 +106,21 @@ def _completion_logprobs(family: PolicyFamily, model, inputs: dict[str, Tensor],
         with grouped_attention_on(family.language_model(core), PackedGroups(prompt_mask, completion_attention, G)):
             out = core(inputs_embeds=embeds, attention_mask=torch.ones_like(pos), position_ids=pos,
                        use_cache=False).last_hidden_state  # [B, P + T·G, H]
-        comp = out[:, P:].view(B, T, G, -1).transpose(1, 2).reshape(B * G, T, -1)
-        hidden = torch.cat([out[:, P - 1:P].repeat_interleave(G, 0), comp[:, :-1]], 1)
-    return selective_logp(hidden, lm_head, completion_ids, temperature)
+
+        def unpack(x: Tensor) -> Tensor:  # the prompt's last position G times, then each row's tokens but its last
+            comp = x[:, P:].reshape(B, T, G, -1).transpose(1, 2).reshape(B * G, T, -1)
+            return torch.cat([x[:, P - 1:P].repeat_interleave(G, 0), comp[:, :-1]], 1)
+
+        positions = Positions(unpack, out.shape[:2])
+    return selective_logp(positions(out), lm_head, completion_ids, temperature), positions
+
+
+class Positions:
+    """The positions of a forward's [batch, sequence, ...] output that predict the completions' tokens, as [B·G, T, ...]
+    (one rule for the hidden states and anything else recorded per position, e.g. the routers' choices)."""
+
+    def __init__(self, select, shape: tuple[int, int]):
+        self.select, self.shape = select, tuple(shape)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.select(x)

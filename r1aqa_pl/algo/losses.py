@@ -57,6 +57,19 @@ def behaviour_disagreement(logp: Tensor, rollout_logp: Tensor, mask: Tensor,
             "outside_band": ((ratio < band[0]) | (ratio > band[1])).float().mean()}
 
 
+def routing_disagreement(rollout_routes: Tensor, routes: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """How often the update routed a real token to other experts than the rollout did, from the chosen experts of
+    both ([N, T, layers, k], each set sorted): the fraction of (token, layer) pairs whose expert set differs, and
+    the fraction of tokens with such a layer. A flip sends the token through other weights: its log-prob
+    difference is no longer rounding."""
+    real = mask.bool()
+    flipped = (rollout_routes != routes).any(-1)[real].float()  # [real tokens, layers]
+    if flipped.numel() == 0:
+        zero = torch.zeros((), device=mask.device)
+        return {"routed_flips": zero, "routed_flips_tokens": zero}
+    return {"routed_flips": flipped.mean(), "routed_flips_tokens": flipped.amax(-1).mean()}
+
+
 def log_importance_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor | None = None, level: str = "token") -> Tensor:
     """log of the importance ratio pi/pi_old, [N,T].
 

@@ -17,6 +17,7 @@ tiny build in :data:`r1aqa_pl.models.tiny.BUILDERS`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 import torch
@@ -213,6 +214,32 @@ class PolicyFamily:
 
     def before_generate(self, model) -> None:
         """Reset state a family keeps between forwards (none by default) before ``generate`` runs."""
+
+    def routers(self, model) -> list:
+        """A mixture-of-experts family's router modules in layer order; [] for a dense family."""
+        return []
+
+    def chosen_experts(self, router_output) -> Tensor:
+        """The expert indices [tokens, k] one router call chose, from that router's forward output."""
+        raise NotImplementedError
+
+    @contextmanager
+    def record_routes(self, model):
+        """Within the block, each router call's chosen experts (sorted, int16) per layer: yields ``routes`` with
+        ``routes[layer]`` the calls' [tokens, k] in call order; an empty list for a dense family."""
+        routes: list[list[Tensor]] = [[] for _ in self.routers(model)]
+
+        def hook(layer):
+            def record(module, args, out):
+                routes[layer].append(self.chosen_experts(out).detach().sort(-1).values.to(torch.int16))
+            return record
+
+        handles = [r.register_forward_hook(hook(i)) for i, r in enumerate(self.routers(model))]
+        try:
+            yield routes
+        finally:
+            for h in handles:
+                h.remove()
 
     def collect_router_logits(self, model):
         """A mixture-of-experts family: a context collecting its routers' logits (see ``router_aux_loss``)."""

@@ -6,8 +6,9 @@ encoder), with a mixture-of-experts language model:
 
 - every expert's weights are resident (and trained); each token runs its router's top-k experts;
 - routing is a hard top-k, so a rollout and the update that re-scores it can route a token to other
-  experts when the numbers differ slightly (batch shapes, the shared prefix's cache): the
-  rollout-vs-update log-probability mismatch, measured in ``tests/models/test_omni.py``;
+  experts when the numbers differ slightly (batch shapes, the shared prefix's cache): with
+  ``sampling.keep_logprobs`` each step logs how often (``train/rollout_agreement/routed_flips``, from
+  :meth:`Qwen3Omni.chosen_experts` recorded by ``record_routes``); ``r1aqa moe-mismatch`` measures it offline;
 - the routers' auxiliary load-balancing loss (Switch-Transformer style, as transformers computes it)
   is off by default; :meth:`Qwen3Omni.collect_router_logits` records the router logits of the
   forwards run inside it and :meth:`Qwen3Omni.router_aux_loss` turns them into the loss
@@ -90,6 +91,9 @@ class Qwen3Omni(Qwen2_5Omni):
         from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m
 
         return [r for r in model.modules() if isinstance(r, m.Qwen3OmniMoeThinkerTextTopKRouter)]
+
+    def chosen_experts(self, router_output) -> Tensor:
+        return router_output[2]  # (logits, top-k weights, top-k indices)
 
     @contextmanager
     def collect_router_logits(self, model):

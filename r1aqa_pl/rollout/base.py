@@ -31,7 +31,10 @@ class RolloutEngine:
         ``share_prompt``: the trainer's setting; an engine may compute each prompt once for its G samples.
         ``with_logprobs=True`` (passed only when ``sampling.keep_logprobs`` or a behaviour correction asks for it):
         return (ids, the log-probability of each sampled token under the distribution it was drawn from, [B·G, T],
-        at the sampling temperature before any top-k/top-p filtering): the behaviour policy's."""
+        at the sampling temperature before any top-k/top-p filtering): the behaviour policy's. ``with_routes=True``
+        (asked of a mixture-of-experts family, with ``with_logprobs``): return (ids, log-probs, the experts each layer
+        chose at the position that predicted each token, [B·G, T, layers, k] sorted); an engine that cannot see
+        its routers may refuse it."""
         raise NotImplementedError
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
@@ -65,6 +68,7 @@ class ScoredGroup:
     pass_with: float | None = None
     pass_without: float | None = None
     weight: float = 1.0
+    rollout_routes: Tensor | None = None
 
     def informative(self, metric: str = "total") -> bool:
         """Rewards that differ: a group whose G rewards are equal has zero advantage and no policy gradient; so has
@@ -83,7 +87,8 @@ class Rollout:
 
     Rows are group-contiguous; ``inputs`` are the processor's tensors for the B prompts.
     ``old_logp`` is set when the rollout is reused for several updates (``num_iterations`` > 1),
-    ``ref_logp`` when the KL term is on, ``rollout_logp`` (the engine's, [B·G, T]) with ``sampling.keep_logprobs``,
+    ``ref_logp`` when the KL term is on, ``rollout_logp`` (the engine's, [B·G, T]) with ``sampling.keep_logprobs``
+    and, for a mixture of experts, ``rollout_routes`` (the experts the engine's forwards chose, [B·G, T, layers, k]),
     ``no_audio_logp`` (the sampling policy's without the audio) with ``grounding.relevance``, and with
     ``grounding.contribution`` each prompt's ``pass_with`` / ``pass_without`` and ``group_weight`` [B] (already
     multiplied into ``advantages``).
@@ -104,6 +109,7 @@ class Rollout:
     pass_with: Tensor | None = None
     pass_without: Tensor | None = None
     group_weight: Tensor | None = None
+    rollout_routes: Tensor | None = None
 
     def groups(self, G: int, audio: list) -> list[ScoredGroup]:
         """This rollout's prompts one by one with their G scored completions (``audio``: the batch's clips)."""
@@ -125,6 +131,7 @@ class Rollout:
                     None if self.pass_with is None else float(self.pass_with[b]),
                     None if self.pass_without is None else float(self.pass_without[b]),
                     1.0 if self.group_weight is None else float(self.group_weight[b]),
+                    None if self.rollout_routes is None else self.rollout_routes[rows],
                 )
             )
         return out

@@ -20,6 +20,14 @@ from r1aqa_pl.models.base import PolicyFamily
 from r1aqa_pl.rollout.base import ENGINES, RolloutEngine
 
 
+def decoding_routes(routes: list[list[Tensor]], shape: tuple[int, int]) -> Tensor:
+    """[N, T, layers, k]: per layer, each ``generate`` forward's last position (the one that predicts the next
+    token: the prompt's last token, then each sampled token in turn), from :meth:`PolicyFamily.record_routes`."""
+    N, T = shape
+    per_layer = [torch.stack([c.view(N, -1, c.shape[-1])[:, -1] for c in calls[:T]], 1) for calls in routes]
+    return torch.stack(per_layer, 2)
+
+
 class StopAfterText(StoppingCriteria):
     """Stop a row once its recent tokens decode to text containing ``stop`` (e.g. ``</answer>``).
 
@@ -45,12 +53,15 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def sample(self, family: PolicyFamily, model, inputs: dict[str, Tensor], G: int, share_prompt: bool = True,
-               with_logprobs: bool = False, **generate_kwargs) -> Tensor | tuple[Tensor, Tensor]:
+               with_logprobs: bool = False, with_routes: bool = False, **generate_kwargs) -> Tensor | tuple:
         """As the seam's; ``with_logprobs`` also returns each sampled token's log-probability under the
         distribution it was drawn from, the logits at the sampling temperature before any filtering
-        ([B·G, T] fp32, the quantity the update recomputes): the rollout/trainer agreement check."""
+        ([B·G, T] fp32, the quantity the update recomputes): the rollout/trainer agreement check;
+        ``with_routes`` (a mixture of experts, with ``with_logprobs``) then also the experts each layer chose for
+        the position that predicted each token ([B·G, T, layers, k]): the routing agreement check."""
         if with_logprobs:
             generate_kwargs.update(output_logits=True, return_dict_in_generate=True)
+        record = family.record_routes(model) if with_routes else contextlib.nullcontext([])
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         family.before_generate(model)
         rep = lambda t: t.repeat_interleave(G, 0)  # noqa: E731 — prompt b's rows are b·G … b·G+G−1
@@ -69,16 +80,18 @@ class HFEngine(RolloutEngine):
             else:  # layer kinds the grouped cache does not know (sliding windows): the prompt's cache G times
                 cache.batch_repeat_interleave(G)
                 attention = contextlib.nullcontext()
-            with attention:
+            with attention, record as routes:
                 out = model.generate(input_ids=rep(ids), attention_mask=rep(mask), cache=cache, **generate_kwargs)
         else:
-            out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
+            with record as routes:
+                out = model.generate(**family.model_inputs({k: rep(v) for k, v in inputs.items()}), **generate_kwargs)
         if not with_logprobs:
             return out[:, ids.shape[1]:]
         new = out.sequences[:, ids.shape[1]:]
         T = generate_kwargs.get("temperature", 1.0) if generate_kwargs.get("do_sample") else 1.0
         logits = torch.stack(out.logits, 1)[:, :new.shape[1]].float() / T
-        return new, logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        logp = logits.log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        return (new, logp, decoding_routes(routes, new.shape)) if with_routes else (new, logp)
 
     def answer(self, family: PolicyFamily, model, inputs: dict[str, Tensor], tokenizer, stop: str | None,
                **generate_kwargs) -> Tensor:

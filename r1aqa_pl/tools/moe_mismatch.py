@@ -1,9 +1,10 @@
 """Rollout-vs-update log-probability mismatch of a tiny policy, and for a mixture of experts how many
 completion tokens the update routes to other experts than the rollout did.
 
-The rollout's log-probabilities are those ``generate`` sampled from (its raw logits, one decoding
-step at a time); the update's are :func:`r1aqa_pl.algo.logprobs.completion_logprobs` over the same
-completions (all positions at once, on the shared prompt cache). In fp32 they agree to rounding; in
+The rollout's log-probabilities and routes are those the training rollout keeps (``HFEngine.sample`` with
+``with_logprobs`` / ``with_routes``: ``generate``'s raw logits, one decoding step at a time); the update's are
+:func:`r1aqa_pl.algo.logprobs.completion_logprobs` over the same completions (all positions at once, on the
+shared prompt), as ``sampling.keep_logprobs`` compares them in training. In fp32 they agree to rounding; in
 bf16 the different shapes round differently, and a router's hard top-k can then pick other experts.
 
     r1aqa moe-mismatch --family qwen3_omni --dtype bfloat16
@@ -18,18 +19,12 @@ import numpy as np
 import torch
 
 from r1aqa_pl.algo import logprobs
+from r1aqa_pl.algo.losses import routing_disagreement
 from r1aqa_pl.models import build_tiny_model, load_policy
+from r1aqa_pl.rollout.hf import HFEngine
 from r1aqa_pl.task.question import Question
 
 WORDS = [f"w{i}" for i in range(40)]
-
-
-def routed_experts(family, model):
-    """A context recording each router call's top-k expert indices (empty for a dense family)."""
-    if not hasattr(family, "routers"):
-        from contextlib import nullcontext
-        return nullcontext([])
-    return family.collect_router_logits(model)
 
 
 def measure(family_name: str, dtype: str, B: int = 4, G: int = 4, T: int = 12, seed: int = 0) -> dict:
@@ -44,39 +39,21 @@ def measure(family_name: str, dtype: str, B: int = 4, G: int = 4, T: int = 12, s
     audio = [0.1 * rng.standard_normal(int((0.5 + 0.4 * i) * sr)).astype(np.float32) for i in range(B)]
     inputs = {k: (v.to(getattr(torch, dtype)) if v.is_floating_point() else v)
               for k, v in family.encode(processor, qs, audio).items()}
-    rep = {k: v.repeat_interleave(G, 0) for k, v in inputs.items()}
-    P = inputs["input_ids"].shape[1]
+    moe = bool(family.routers(model))
     torch.manual_seed(seed)
-    family.before_generate(model)
-    with torch.no_grad(), routed_experts(family, model) as rollout_routes:
-        out = model.generate(**rep, do_sample=True, top_k=0, max_new_tokens=T, min_new_tokens=T,
-                             suppress_tokens=family.structural_token_ids(processor), output_logits=True,
-                             return_dict_in_generate=True)
-    ids = out.sequences[:, P:]
-    rollout = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    ids, rollout, *rollout_routes = HFEngine().sample(
+        family, model, inputs, G, with_logprobs=True, with_routes=moe, do_sample=True, top_k=0, max_new_tokens=T,
+        min_new_tokens=T, suppress_tokens=family.structural_token_ids(processor))
     mask = torch.ones_like(ids)
-    with torch.no_grad(), routed_experts(family, model) as update_routes:
-        update = logprobs.completion_logprobs(family, model, inputs, ids, mask, G, share_prompt=True).float()
-    diff = (update - rollout).abs()
-    result = {"family": family_name, "dtype": dtype, "tokens": ids.numel(), "max_abs": float(diff.max()),
-              "mean_abs": float(diff.mean()), "max_ratio_dev": float((torch.exp(update - rollout) - 1).abs().max())}
-    if rollout_routes:
-        result["flipped"] = routing_flips(family, model, rollout_routes, update_routes, B * G, P, T)
+    with torch.no_grad():
+        out = logprobs.completion_logprobs(family, model, inputs, ids, mask, G, with_routes=moe)
+    update = (out[0] if moe else out).float()
+    delta = update - rollout
+    result = {"family": family_name, "dtype": dtype, "tokens": ids.numel(), "max_abs": float(delta.abs().max()),
+              "mean_abs": float(delta.abs().mean()), "max_ratio_dev": float((delta.exp() - 1).abs().max())}
+    if moe:
+        result.update({k: float(v) for k, v in routing_disagreement(rollout_routes[0], out[1], mask).items()})
     return result
-
-
-def routing_flips(family, model, rollout_routes, update_routes, N: int, P: int, T: int) -> float:
-    """Fraction of (completion token, layer) pairs whose top-k expert set differs between rollout and update.
-
-    Rollout: the prefill routes N·P prompt tokens per layer, then each decoding step N tokens (completion
-    inputs 0 … T-2); update: the prompt pass routes B·P tokens, then the completion pass N·T tokens."""
-    k = model.config.text_config.num_experts_per_tok
-    layers = len(family.routers(model))
-    top = [torch.topk(g.float(), k, -1).indices.sort(-1).values for g in rollout_routes]
-    steps = [torch.stack([top[layers * (1 + s) + ell] for s in range(T - 1)], 1) for ell in range(layers)]
-    comp = [torch.topk(g.float(), k, -1).indices.sort(-1).values for g in update_routes[layers:]]
-    flips = [(steps[ell] != comp[ell].view(N, T, k)[:, :T - 1]).any(-1).float().mean() for ell in range(layers)]
-    return float(torch.stack(flips).mean())
 
 
 def main(argv=None) -> None:

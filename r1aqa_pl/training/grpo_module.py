@@ -119,6 +119,11 @@ class GRPOModule(PolicyModule):
         return self.sampling.keep_logprobs or self.optimization.behaviour_correction is not None
 
     @property
+    def keeps_routes(self) -> bool:
+        """A mixture of experts that keeps the engine's log-probs keeps its routers' choices too (the routing check)."""
+        return self.keeps_logprobs and bool(self.family.routers(self.policy))
+
+    @property
     def beta(self) -> float:
         """The KL weight: > 0 means a reference policy and its log-probs."""
         return float(getattr(self.loss, "beta", 0.0) or 0.0)
@@ -209,9 +214,12 @@ class GRPOModule(PolicyModule):
         kw = dict(share_prompt=self.policy_config.share_prompt, do_sample=True, temperature=s.temperature,
                   top_p=s.top_p, max_new_tokens=s.max_new_tokens, suppress_tokens=self.suppress_ids,
                   **({} if s.top_k is None else {"top_k": s.top_k}))
-        rollout_logp = free_ids = None
+        rollout_logp = rollout_routes = free_ids = None
         with strategy.generation_context(self) as sync:  # ZeRO-3: gathered weights (once for both samplings)
-            if self.keeps_logprobs:
+            if self.keeps_routes:
+                completion_ids, rollout_logp, rollout_routes = self.engine.sample(
+                    self.family, self.policy, inputs, s.G, **kw, **sync, with_logprobs=True, with_routes=True)
+            elif self.keeps_logprobs:
                 completion_ids, rollout_logp = self.engine.sample(self.family, self.policy, inputs, s.G, **kw, **sync,
                                                                   with_logprobs=True)
             else:
@@ -224,7 +232,7 @@ class GRPOModule(PolicyModule):
         total, per_fn = score_completions(texts, group_questions, self.rewards)
         A = self.advantage(total, s.G)
         ro = Rollout(questions, inputs, completion_ids, mask, texts, total, per_fn, A.to(self.device),
-                     rollout_logp=rollout_logp)
+                     rollout_logp=rollout_logp, rollout_routes=rollout_routes)
         if free_ids is not None:
             k = g.contribution_samples
             ro.pass_with = pass_rates(accuracy(texts, group_questions), s.G)
@@ -269,6 +277,9 @@ class GRPOModule(PolicyModule):
         ro = Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
         if self.keeps_logprobs:
             ro.rollout_logp = torch.cat([padded(g.rollout_logp, 0) for g in groups])
+        if self.keeps_routes:  # [G, T_g, layers, k] each, padded along T with -1 (masked anyway)
+            pad = lambda r: torch.nn.functional.pad(r, (0, 0, 0, 0, 0, T - r.shape[1]), value=-1)  # noqa: E731
+            ro.rollout_routes = torch.cat([pad(g.rollout_routes) for g in groups]).to(self.device)
         if self.grounding.contribution:  # each group's own label weight, as :meth:`sample` gave it
             ro.pass_with = torch.tensor([g.pass_with for g in groups])
             ro.pass_without = torch.tensor([g.pass_without for g in groups])
@@ -292,7 +303,8 @@ class GRPOModule(PolicyModule):
         """Slices of whole groups (``micro_batch_prompts`` prompts × G completions)."""
         return ro.micro_batches(self.sampling.G, self.optimization.micro_batch_prompts)
 
-    def micro_logprobs(self, model, inputs: dict[str, Tensor], ro: Rollout, rows: slice) -> Tensor:
+    def micro_logprobs(self, model, inputs: dict[str, Tensor], ro: Rollout, rows: slice,
+                       with_routes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         return completion_logprobs(
             self.family,
             model,
@@ -302,6 +314,7 @@ class GRPOModule(PolicyModule):
             self.sampling.G,
             self.sampling.temperature,
             self.policy_config.share_prompt,
+            with_routes=with_routes,
         )
 
     def logprobs(self, model, ro: Rollout, grad: bool) -> Tensor:
@@ -328,12 +341,13 @@ class GRPOModule(PolicyModule):
             if len(self.buffer) < self.optimization.gradient_accumulation_steps:
                 return
             rollouts, self.buffer = self.buffer, []
-        for _ in range(self.optimization.num_iterations):
-            self.update(rollouts)
+        for i in range(self.optimization.num_iterations):
+            self.update(rollouts, first=i == 0)
         self.log_rollouts(rollouts)
 
-    def update(self, rollouts: list[Rollout]) -> None:
-        """One optimizer step over the buffered rollouts, gradients accumulated per micro-batch."""
+    def update(self, rollouts: list[Rollout], first: bool = True) -> None:
+        """One optimizer step over the buffered rollouts, gradients accumulated per micro-batch. ``first``: the first
+        update of these rollouts, whose forwards run the sampling policy's weights (the routing check is made there)."""
         o = self.optimization
         opt, sched = self.optimizers(), self.lr_schedulers()
         n_micro, i_micro = sum(1 for ro in rollouts for _ in self.micro_batches(ro)), 0
@@ -349,8 +363,12 @@ class GRPOModule(PolicyModule):
                 i_micro += 1
                 strategy.begin_micro_batch(self, last=i_micro == n_micro)  # DeepSpeed bookkeeping, else no-op
                 aux = self.family.collect_router_logits(self.policy) if o.router_aux_loss_coef else nullcontext()
+                routes = first and ro.rollout_routes is not None
                 with aux as routed:
-                    logp = self.micro_logprobs(self.policy, inputs, ro, rows)
+                    logp = self.micro_logprobs(self.policy, inputs, ro, rows, with_routes=routes)
+                if routes:  # the experts this forward chose against the rollout's, per real token and layer
+                    logp, chosen = logp
+                    signals.routing(ro.rollout_routes[rows], chosen, ro.mask[rows])
                 loss, st = self.micro_loss(logp, ro, rows, totals, signals)
                 if routed is not None:  # MoE: the routers' load-balancing loss, averaged over the micro-batches
                     aux_loss = self.family.router_aux_loss(self.policy, routed)

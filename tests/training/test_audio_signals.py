@@ -241,13 +241,16 @@ def test_buffered_rollouts_keep_the_new_fields_through_a_checkpoint(tmp_path):
     ro = Rollout([q], {"input_ids": torch.tensor([[1, 2, 3]])}, ids, torch.ones_like(ids), ["a", "b"], torch.ones(2),
                  {"accuracy": torch.zeros(2)}, torch.tensor([1.0, -1.0]), rollout_logp=torch.tensor([[-0.5, -1.0]] * 2),
                  no_audio_logp=torch.full((2, 2), -2.0), pass_with=torch.tensor([0.5]),
-                 pass_without=torch.tensor([0.0]), group_weight=torch.tensor([1.0]))
+                 pass_without=torch.tensor([0.0]), group_weight=torch.tensor([1.0]),
+                 rollout_routes=torch.tensor([[[[0, 2]], [[1, 3]]], [[[0, 1]], [[-1, -1]]]], dtype=torch.int16))
     m = GRPOModule("unused", sampling=dict(G=2))
     torch.save({"grpo_resume": resume.resume_state(m, [ro])}, tmp_path / "c.pt")
     m.on_load_checkpoint({"grpo_resume": torch.load(tmp_path / "c.pt", weights_only=True)["grpo_resume"]})
     back = m.buffer[0]
-    for f in ("rollout_logp", "no_audio_logp", "pass_with", "pass_without", "group_weight"):
+    for f in ("rollout_logp", "no_audio_logp", "pass_with", "pass_without", "group_weight", "rollout_routes"):
         assert torch.equal(getattr(back, f), getattr(ro, f)), f
+    (g,) = back.groups(2, [None])  # and into dynamic sampling's pool
+    assert torch.equal(g.rollout_routes, ro.rollout_routes)
 
 
 

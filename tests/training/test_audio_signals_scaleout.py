@@ -76,13 +76,18 @@ def demo(tmp_path_factory):
     from r1aqa_pl.recipes.demo import prepare
 
     root = tmp_path_factory.getbasetemp() / "r1aqa_demo_small"
-    return root, prepare(out=str(root), n_train=48, n_test=24, warm_steps=20)
+    return root, {f: prepare(out=str(root), n_train=48, n_test=24, warm_steps=20, family=f)
+                  for f in ("qwen2_audio", "qwen3_omni")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["ddp", "z3"])
-def test_every_knob_in_two_processes(demo, tmp_path, engine):
-    root, warm = demo
+@pytest.mark.parametrize("engine,family", [("ddp", "qwen2_audio"), ("z3", "qwen2_audio"), ("ddp", "qwen3_omni"),
+                                           ("z3", "qwen3_omni")])
+def test_every_knob_in_two_processes(demo, tmp_path, engine, family):
+    """qwen3_omni, a mixture of experts: the routing agreement too (the routers' hooks on every rank, ZeRO-3's
+    partitioned weights gathered for the rollout)."""
+    root, warms = demo
+    warm = warms[family]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "tests/training/test_audio_signals_scaleout.py", "worker", str(tmp_path),
                            str(root), warm, engine], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -94,6 +99,8 @@ def test_every_knob_in_two_processes(demo, tmp_path, engine):
                 "train/contribution/pass_without", "train/dynamic/ungrounded_fraction", "train/rewards/think_length"):
         assert key in logged and logged[key] == logged[key], key
     assert logged["train/rollout_agreement/max_abs"] < 1e-4  # fp32
+    if family == "qwen3_omni":
+        assert logged["train/rollout_agreement/routed_flips"] == 0.0
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "worker":

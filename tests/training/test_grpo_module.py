@@ -67,7 +67,7 @@ def test_a_micro_batch_runs_without_the_rollouts_padding(synth_dir, tiny_dir):
     with torch.no_grad():
         lp = completion_logprobs(m.family, m.policy, one, ids, mask, 3)
         hook.remove()
-        padded = logprobs._completion_logprobs(m.family, m.policy, one, ids, mask, 3, 1.0, True)
+        padded, _ = logprobs._completion_logprobs(m.family, m.policy, one, ids, mask, 3, 1.0, True)
     assert seen == [int(lengths[b]) + 3 * 4]  # its own prompt, then 3 completions x the longest (4 tokens)
     assert lp.shape == padded.shape == (3, 6)
     assert torch.allclose(lp[mask.bool()], padded[mask.bool()], atol=1e-5)
