@@ -22,6 +22,10 @@ DATA ?=
 AUDIO_DIR ?=
 OUT ?=
 BATCH ?= 8
+# robust scores (docs/benchmarks.md): the choices in K orders, K sampled answers per question
+PERMUTATIONS ?=
+SAMPLES ?=
+ROBUST = $(if $(PERMUTATIONS),--permutations $(PERMUTATIONS)) $(if $(SAMPLES),--samples $(SAMPLES))
 RUN ?= $(RUN_DIR)
 PYTEST_ARGS ?=
 # the install stops early, with a clear message, when the venv's disk has less than this free (torch is ~6 GiB)
@@ -77,14 +81,14 @@ test: install ## run the test suite (slow tests excluded)
 test-slow: install ## run only the slow tests (learning curves, multi-process)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [BENCH=mmau|mmar|mmsu|mmau_pro] [DATA=file] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16]
+eval: install ## score a checkpoint on a benchmark: make eval CKPT=path [BENCH=mmau|mmar|mmsu|mmau_pro] [DATA=file] [AUDIO_DIR=dir] [OUT=dir] [BATCH=n] [DTYPE=bfloat16] [PERMUTATIONS=k] [SAMPLES=k]
 	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/checkpoint [BENCH=mmar] [DATA=...] [OUT=...]"; exit 2; }
 	$(PY) -m r1aqa_pl eval --checkpoint "$(CKPT)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
-	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE))
+	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(OUT),--out "$(OUT)") $(if $(DTYPE),--dtype $(DTYPE)) $(ROBUST)
 
-eval-all: install ## evaluate every checkpoint of a run, one table per file: make eval-all RUN=dir [DATA=file or '[a,b]'] [BENCH=...] [DTYPE=bfloat16]
+eval-all: install ## evaluate every checkpoint of a run, one table per file: make eval-all RUN=dir [DATA=file or '[a,b]'] [BENCH=...] [DTYPE=bfloat16] [PERMUTATIONS=k] [SAMPLES=k]
 	$(PY) -m r1aqa_pl eval-all --run "$(RUN)" $(if $(DATA),--data "$(DATA)") --batch_size $(BATCH) $(if $(BENCH),--benchmark $(BENCH)) \
-	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE))
+	  $(if $(AUDIO_DIR),--audio_dir "$(AUDIO_DIR)") $(if $(DTYPE),--dtype $(DTYPE)) $(ROBUST)
 
 bench: install ## time the GRPO step and evaluation against a straightforward reference (r1aqa bench) [FAMILY=qwen2_5_omni]
 	$(PY) -m r1aqa_pl bench --family $(FAMILY) $(BENCH_ARGS)

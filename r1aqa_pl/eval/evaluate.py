@@ -295,7 +295,8 @@ def evaluate(
         "data": str(data), "audio_dir": audio_dir, "with_audio": with_audio, "limit": limit,
         "batch_size": batch_size, "max_new_tokens": module.evaluation.max_new_tokens,
         "records": len(source), "not_scored": dict(not_scored), "logged": logged,
-        "seconds": round(time.time() - t0, 2), **result,
+        "seconds": round(time.time() - t0, 2),
+        "settings": score_settings(permutations, samples, temperature, seed, bootstrap), **result,
     }
     if extra is not None:
         keys = [record_identity(r, added) if isinstance(r, dict) and bench.prediction_key in r else None
@@ -405,6 +406,14 @@ def accuracy_table(rows: list[dict], root: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def score_settings(permutations: int = 1, samples: int = 0, temperature: float = 1.0, seed: int = SEED,
+                   bootstrap: int = RESAMPLES) -> dict:
+    """What, beside the checkpoint and the data, decides a ``results.json``: the robust scores asked for and the
+    intervals' resampling (an earlier result is reused by ``eval-all`` only when they are the same)."""
+    return {"permutations": permutations, "samples": samples, "temperature": temperature if samples else None,
+            "seed": seed, "bootstrap": bootstrap}
+
+
 def evaluate_all(
     *,
     run: str,
@@ -417,6 +426,11 @@ def evaluate_all(
     with_audio: bool = True,
     force: bool = False,
     dtype: Dtype | None = None,
+    permutations: int = 1,
+    samples: int = 0,
+    temperature: float = 1.0,
+    seed: int = SEED,
+    bootstrap: int = RESAMPLES,
 ) -> dict[str, list[dict]]:
     """Evaluate every checkpoint of a run folder on one or more benchmark files and print one table per
     file, best total accuracy first.
@@ -424,7 +438,7 @@ def evaluate_all(
     Each ``*.ckpt`` (file or DeepSpeed folder) found recursively is evaluated through its ``_hf``
     folder when there is one; results go to that checkpoint's default output folder (see
     :func:`evaluate`), in a subfolder per file (its name without extension) when there are several.
-    Checkpoints whose ``results.json`` already exists are not evaluated again.
+    Checkpoints whose ``results.json`` already exists with the same robust-score settings are not evaluated again.
 
     Args:
         run: the run folder (e.g. ``checkpoints/demo``).
@@ -438,10 +452,14 @@ def evaluate_all(
         with_audio: False asks the questions without their audio.
         force: evaluate again even where ``results.json`` exists.
         dtype: weights dtype (``bfloat16`` on a GPU); default: each checkpoint's own.
+        permutations, samples, temperature, seed, bootstrap: the robust scores and intervals, as :func:`evaluate`
+            takes them, for every checkpoint.
 
     Returns:
         Per data file, the results of every checkpoint (stored ones included), best total accuracy first.
     """
+    check_settings(permutations, samples, temperature, bootstrap)
+    settings = score_settings(permutations, samples, temperature, seed, bootstrap)
     files = [resolve_data(d, benchmark)[0] for d in ([data] if isinstance(data, str) or data is None else data)]
     if not Path(run).is_dir():
         raise FileNotFoundError(f"{run}: no such run folder")
@@ -458,14 +476,19 @@ def evaluate_all(
                 outs = [o / Path(f).name.split(".")[0] for o in outs]
             # an earlier `r1aqa eval` of the .ckpt itself counts as well as one of its _hf folder
             done = [d / "results.json" for d in outs if (d / "results.json").is_file()]
-            if done and not force:
+            stored = json.loads(done[0].read_text(encoding="utf-8")) if done and not force else None
+            # a result from before settings were recorded had the defaults
+            if stored is not None and stored.get("settings", score_settings()) == settings:
                 print(f"[eval-all] {ckpt} on {f}: already evaluated ({done[0]}), skipped")
-                rows.append(json.loads(done[0].read_text(encoding="utf-8")))
+                rows.append(stored)
                 continue
-            print(f"[eval-all] {ckpt} on {f}")
+            why = " (evaluated before with other robust-score settings: again)" if stored is not None else ""
+            print(f"[eval-all] {ckpt} on {f}{why}")
             rows.append(evaluate(checkpoint=str(ckpt), data=f, benchmark=benchmark, audio_dir=audio_dir,
                                  out=str(outs[0]) if len(files) > 1 else None, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio, dtype=dtype))
+                                 max_new_tokens=max_new_tokens, limit=limit, with_audio=with_audio, dtype=dtype,
+                                 permutations=permutations, samples=samples, temperature=temperature, seed=seed,
+                                 bootstrap=bootstrap))
         rows.sort(key=lambda r: r["total"]["acc"] if r.get("total", {}).get("total") else -1.0, reverse=True)
         tables[f] = rows
     for f, rows in tables.items():

@@ -294,6 +294,14 @@ def test_evaluate_all_skips_evaluated(tmp_path, tiny_run, monkeypatch, capsys):
     again = ev.evaluate_all(run=str(run), data=str(tiny_run.data))[str(tiny_run.data)]
     assert calls == [] and [r["total"] for r in again] == [r["total"] for r in rows]
     assert "already evaluated" in capsys.readouterr().out
+    # robust scores asked for: the stored greedy-only results do not answer that, every checkpoint runs again
+    monkeypatch.setattr(ev, "evaluate", lambda **kw: calls.append(kw) or rows[0])
+    ev.evaluate_all(run=str(run), data=str(tiny_run.data), permutations=3, samples=2, temperature=0.7)
+    assert len(calls) == len(found) and "other robust-score settings" in capsys.readouterr().out
+    assert {(c["permutations"], c["samples"], c["temperature"], c["seed"]) for c in calls} == {(3, 2, 0.7, 0)}
+    stored = json.loads((ck.default_out(ckpt) / "results.json").read_text())
+    assert stored["settings"] == ev.score_settings() == {"permutations": 1, "samples": 0, "temperature": None,
+                                                          "seed": 0, "bootstrap": 1000}
 
 
 def test_ask(tiny_run, capsys):
