@@ -150,6 +150,28 @@ def load_resume_state(module, state: dict, checkpoint: dict | None = None) -> tu
     return None, [], pool
 
 
+def save_world(module) -> dict:
+    """What a run without GRPO's per-rank state (SFT) records for its resume: the number of processes."""
+    trainer = getattr(module, "_trainer", None)
+    return {"world_size": trainer.world_size if trainer is not None else 1}
+
+
+def load_world(module, state: dict | None, checkpoint: dict) -> str | None:
+    """SFT's resume on another world size or batch size: the data position carried over in prompts
+    (:func:`reposition_data`, in place), said in one warning; a checkpoint from before the world size was recorded
+    counts as written on this one. Returns the summary, None when nothing changed."""
+    trainer = getattr(module, "_trainer", None)
+    world = trainer.world_size if trainer is not None else 1
+    old = int((state or {}).get("world_size", world))
+    data = reposition_data(module, checkpoint, old)
+    if data and (trainer is None or trainer.global_rank == 0):
+        what = f"world size changed: checkpoint written by {old} processes, resumed on {world}" if old != world \
+            else "batch size changed"
+        log.warning("%s: the data position is carried over in prompts (%s); weights, optimizer and LR schedule "
+                    "exactly", what, data)
+    return data
+
+
 def reshard_pools(pools: list[dict | None], world: int, rank: int, target: int) -> tuple[dict | None, str]:
     """This rank's dynamic-sampling pool when ``len(pools)`` ranks' pools are dealt over ``world`` ranks: the groups
     (informative, then the spare zero-variance ones) of every old rank in rank order, dealt round-robin; a rank keeps

@@ -9,7 +9,7 @@ from r1aqa_pl.algo.logprobs import completion_logprobs
 from r1aqa_pl.rollout import EngineName, RolloutEngine
 from r1aqa_pl.task import answer_format
 from r1aqa_pl.task.question import Question
-from r1aqa_pl.training import strategy
+from r1aqa_pl.training import resume, strategy
 from r1aqa_pl.training.config import Evaluation, Optimization, Policy
 from r1aqa_pl.training.policy_module import PolicyModule
 
@@ -59,6 +59,15 @@ class SFTModule(PolicyModule):
             return
         self.clip_gradients(optimizer, gradient_clip_val or self.optimization.max_grad_norm,
                             gradient_clip_algorithm or "norm")
+
+    # -- resume on another world size or batch size (Lightning restores the rest) -------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sft_resume"] = resume.save_world(self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """The data position in prompts when the processes or the batch size changed (Lightning's per-rank batch
+        count would skip or repeat prompts on another sharding)."""
+        resume.load_world(self, checkpoint.get("sft_resume"), checkpoint)
 
     def training_step(self, batch, batch_idx):
         loss = self.sft_loss(batch)

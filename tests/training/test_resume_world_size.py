@@ -527,3 +527,37 @@ if __name__ == "__main__" and len(sys.argv) >= 9 and sys.argv[1] == "worker":
     # worker OUT ROOT WARM ENGINE DEVICES MAX_STEPS STOP_AT [CKPT]
     a = sys.argv[2:]
     worker(a[0], a[1], a[2], a[3], int(a[4]), int(a[5]), int(a[6]), a[7] if len(a) > 7 else None)
+
+
+def test_sft_resumed_on_another_world_size_carries_the_data_position_in_prompts(synth_dir, tiny_dir, caplog):
+    """SFT records its world size; 2 ranks × 2 batches of 2 served, resumed on 1 rank: the one rank serves the 40
+    prompts not yet seen, in the epoch's order, said in one warning. A checkpoint from before the world size was
+    recorded counts as written on this one (the position as saved)."""
+    from r1aqa_pl.training.sft_module import SFTModule
+
+    old = [data_module(synth_dir, tiny_dir, 2, r) for r in range(2)]
+    order = epoch_order(old[0])
+    for dm in old:
+        served(dm.train_dataloader(), 2)
+    ckpt = checkpoint_after(old[0], 2)
+    saving = SFTModule("unused")
+    saving._trainer = fake_trainer(2)
+    saving.on_save_checkpoint(ckpt)
+    assert ckpt["sft_resume"] == {"world_size": 2}
+
+    new = data_module(synth_dir, tiny_dir, 1, 0)
+    module = SFTModule("unused")
+    module._trainer = new.trainer
+    loaded = copy.deepcopy(ckpt)
+    with caplog.at_level(logging.WARNING, logger="r1aqa_pl.training.resume"):
+        module.on_load_checkpoint(loaded)
+    new.load_state_dict(loaded["AudioQADataModule"])
+    assert [p for b in served(new.train_dataloader()) for p in b] == order[8:]
+    assert "world size changed: checkpoint written by 2 processes, resumed on 1" in caplog.text
+    assert "8 of 48 prompts of epoch 0 served" in caplog.text
+
+    caplog.clear()
+    legacy = copy.deepcopy(ckpt)
+    del legacy["sft_resume"]
+    module.on_load_checkpoint(legacy)  # read as 1 process: 2 batches of 2 on this one rank, nothing rewritten
+    assert legacy["AudioQADataModule"] == ckpt["AudioQADataModule"] and "changed" not in caplog.text
