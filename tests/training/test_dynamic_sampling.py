@@ -72,9 +72,9 @@ class Steps(L.Callback):
 def capture_updates(module):
     seen, update = [], module.update
 
-    def recording(rollouts):
+    def recording(rollouts, **kw):
         seen.append([(list(ro.questions), ro.rewards.clone(), ro.advantages.clone()) for ro in rollouts])
-        update(rollouts)
+        update(rollouts, **kw)
 
     module.update = recording
     return seen

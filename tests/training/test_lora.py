@@ -117,7 +117,8 @@ def test_lora_fit_with_gradient_checkpointing_trains_only_the_adapter(synth_dir,
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
     seen, update = [], module.update
-    module.update = lambda rollouts: (seen.extend(AUDIO_EMBEDS in ro.inputs for ro in rollouts), update(rollouts))
+    module.update = lambda rollouts, **kw: (seen.extend(AUDIO_EMBEDS in ro.inputs for ro in rollouts),
+                                            update(rollouts, **kw))
     trainer = fit(module, datamodule(synth_dir, tiny_dir), steps=2)
     assert trainer.global_step == 2 and seen == [True, True]
     assert torch.isfinite(trainer.callback_metrics["train/loss"])

@@ -141,9 +141,9 @@ def worker(out: str, root: str, warm: str, steps: int = 2, dynamic: bool = False
     )
     updates, update = [], module.update
 
-    def recording(rollouts):  # the domains each optimizer step was built from, on this rank
+    def recording(rollouts, **kw):  # the domains each optimizer step was built from, on this rank
         updates.append([q.domain for ro in rollouts for q in ro.questions])
-        update(rollouts)
+        update(rollouts, **kw)
 
     module.update = recording
     trainer = L.Trainer(
