@@ -56,12 +56,13 @@ def prepare(
         warm_audio: warm-start with the audio in the prompt (False: on the question text alone).
         init_std: the tiny model's initial weight scale (see ``r1aqa_pl.models.tiny.save_tiny``).
         n_mels: the tiny model's mel bins.
-        think: the warm start thinks before it answers (the think prompt and ``THINK_SFT_TARGET``: the question
-            and its options restated in ``<think>``), in its own ``warm-think/`` beside ``warm/``: the start of
-            a think-mode run whose length reward has a think part to shape. It hears another question's clips
-            (:func:`foreign_audio`): trained on the text alone, its thought fell apart once GRPO put audio in
-            the prompt (seed 0, 8 prompts × 4 samples at temperature 1: the think format in 1 of 32 completions
-            with the audio, 31 of 32 without; trained on foreign clips, 32 of 32 with the audio).
+        think: the warm start thinks before it answers (the think prompt and ``THINK_SFT_TARGETS``: the options,
+            the question or both restated in ``<think>``, drawn per question), in its own ``warm-think/`` beside
+            ``warm/``: the start of a think-mode run whose length reward has thoughts of several lengths to shape
+            (one length only gave every completion of a group the same penalty: no advantage, no gradient). It
+            hears another question's clips (:func:`foreign_audio`): trained on the text alone, its thought fell
+            apart once GRPO put audio in the prompt (seed 0, 8 prompts × 4 samples at temperature 1: the think
+            format in 1 of 32 completions with the audio, 31 of 32 without; on foreign clips, 32 of 32).
         force: rebuild every stage.
     """
     import lightning as L
@@ -111,7 +112,8 @@ def prepare(
         force = True
     # each warm folder records what it was trained from: the plain and the think one are rebuilt independently
     foreign = think and not warm_audio
-    warm_recipe = {**recipe, "think": think, "warm_clips": "foreign" if foreign else "own" if warm_audio else "none"}
+    warm_recipe = {**recipe, "think": think, "warm_clips": "foreign" if foreign else "own" if warm_audio else "none",
+                   **({"thoughts": list(answer_format.THINK_SFT_TARGETS)} if think else {})}
     warm_stamp = warm / "prepared.json"
     if (force or not (warm / "config.json").exists() or not warm_stamp.exists()
             or json.loads(warm_stamp.read_text()) != warm_recipe):
@@ -128,7 +130,7 @@ def prepare(
         module = (with_foreign_audio(SFTModule) if foreign else SFTModule)(
             dict(model_name_or_path=str(tiny), with_audio=warm_audio or think, think=think),
             optimization=dict(lr=warm_lr, warmup_steps=0),
-            target=answer_format.THINK_SFT_TARGET if think else answer_format.SFT_TARGET,
+            target=list(answer_format.THINK_SFT_TARGETS) if think else answer_format.SFT_TARGET,
         )
         trainer = L.Trainer(
             accelerator="cpu",

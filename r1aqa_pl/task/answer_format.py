@@ -17,9 +17,11 @@ STOP = ANSWER_CLOSE
 # the supervised baseline's target ({answer}: the right choice string; {choices}, {question} and {options}, the
 # choices joined by spaces, may be used too)
 SFT_TARGET = ANSWER_OPEN + "{answer}" + ANSWER_CLOSE
-# a warm start that thinks before it answers: the question and its options restated (4 to 12 words on the synthetic
-# set), so that a think-mode run starts from completions with a think part a length reward can shape
-THINK_SFT_TARGET = THINK_OPEN + "{question} {options}" + THINK_CLOSE + SFT_TARGET
+# a warm start that thinks before it answers, at one of three lengths drawn per question (the options; the question;
+# both: 2 to 12 words on the synthetic set), so that a think-mode run samples thoughts of several lengths within one
+# group, which a length reward's group-relative advantage can then tell apart
+THINK_SFT_TARGETS = tuple(THINK_OPEN + thought + THINK_CLOSE + SFT_TARGET
+                          for thought in ("{options}", "{question}", "{question} {options}"))
 
 _ANSWER_FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _THINK_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)

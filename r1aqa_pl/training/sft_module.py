@@ -19,7 +19,7 @@ class SFTModule(PolicyModule):
 
     def __init__(self, policy: Policy, optimization: Optimization = Optimization(),
                  evaluation: Evaluation = Evaluation(), engine: EngineName | RolloutEngine = "hf",
-                 target: str = answer_format.SFT_TARGET):
+                 target: str | list[str] = answer_format.SFT_TARGET):
         """
         Args:
             policy: the checkpoint and how its forward passes run (a model path alone is accepted).
@@ -27,9 +27,10 @@ class SFTModule(PolicyModule):
             evaluation: greedy answers for validation and ``r1aqa eval``.
             engine: the engine that generates the validation answers.
             target: the text trained on, formatted with ``answer``, ``choices``, ``question`` and ``options`` (the
-                choices joined by spaces), e.g. ``answer_format.THINK_SFT_TARGET`` for a warm start that thinks.
+                choices joined by spaces); or several, one drawn per question each time it is trained on (torch's
+                seeded RNG), e.g. ``answer_format.THINK_SFT_TARGETS``: a warm start that thinks at several lengths.
         """
-        self.target = target
+        self.target = target if isinstance(target, str) else list(target)
         super().__init__(policy, optimization, evaluation, engine)
 
     def hyperparameters(self) -> dict:
@@ -38,8 +39,10 @@ class SFTModule(PolicyModule):
     def targets(self, questions: list[Question]) -> tuple[Tensor, Tensor]:
         """Target ids (right-padded, each ending in EOS) and their mask."""
         tok = self.processor.tokenizer
-        texts = [self.target.format(answer=q.answer, choices=q.choices, question=q.question,
-                                    options=" ".join(q.choices)) for q in questions]
+        forms = [self.target] if isinstance(self.target, str) else self.target
+        drawn = torch.randint(len(forms), (len(questions),)).tolist() if len(forms) > 1 else [0] * len(questions)
+        texts = [forms[k].format(answer=q.answer, choices=q.choices, question=q.question, options=" ".join(q.choices))
+                 for k, q in zip(drawn, questions)]
         ids = [tok(t, add_special_tokens=False).input_ids + [self.eos_ids[0]] for t in texts]
         T = max(map(len, ids))
         pad = tok.pad_token_id

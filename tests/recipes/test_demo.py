@@ -69,7 +69,7 @@ def test_think_warm_start_has_its_own_folder_target_and_foreign_clips(tmp_path, 
     think = Path(demo.prepare(**small, think=True))
     assert think == tmp_path / "warm-think" and _files(warm) == before
     assert json.loads((think / "prepared.json").read_text())["warm_clips"] == "foreign"
-    assert [s[:2] for s in seen] == [("think", answer_format.THINK_SFT_TARGET)] * 2
+    assert [s[:2] for s in seen] == [("think", list(answer_format.THINK_SFT_TARGETS))] * 2
     from r1aqa_pl.data.audio import load_clips
     from r1aqa_pl.data.formats import load_questions
 
@@ -85,14 +85,28 @@ def test_think_warm_start_has_its_own_folder_target_and_foreign_clips(tmp_path, 
     assert len(seen) == 2
 
 
-def test_think_sft_target_restates_question_and_options(tiny_dir):
+def test_think_sft_targets_restate_options_question_or_both_drawn_per_question(tiny_dir):
+    """Three thoughts, one drawn per question from torch's seeded RNG: the same seed draws the same, and over 60
+    draws each length comes up."""
+    import torch
+
     from r1aqa_pl.task import answer_format
     from r1aqa_pl.task.question import Question
     from r1aqa_pl.training.sft_module import SFTModule
 
-    m = SFTModule(dict(model_name_or_path=str(tiny_dir), think=True), target=answer_format.THINK_SFT_TARGET)
+    m = SFTModule(dict(model_name_or_path=str(tiny_dir), think=True), target=answer_format.THINK_SFT_TARGETS)
     m.configure_model()
     q = Question(id="1", audio_path=None, question="is the note high or low?", choices=["high", "low"], answer="low")
-    ids, mask = m.targets([q])
-    text = m.processor.tokenizer.decode(ids[0][mask[0].bool()], skip_special_tokens=True)
-    assert text.split() == "<think> is the note high or low ? high low </think> <answer> low </answer>".split()
+
+    def drawn(seed):
+        torch.manual_seed(seed)
+        ids, mask = m.targets([q] * 60)
+        return [m.processor.tokenizer.decode(i[k.bool()], skip_special_tokens=True).split() for i, k in zip(ids, mask)]
+
+    texts = drawn(0)
+    tail = "</think> <answer> low </answer>".split()
+    thoughts = {" ".join(t[1:-len(tail)]) for t in texts}
+    assert all(t[0] == "<think>" and t[-len(tail):] == tail for t in texts)
+    assert thoughts == {"high low", "is the note high or low ?", "is the note high or low ? high low"}
+    assert drawn(0) == texts and drawn(1) != texts
+    assert SFTModule("unused").target == "<answer>{answer}</answer>"  # one target: no draw
