@@ -27,8 +27,9 @@ Under DDP nothing here does anything. What changes under DeepSpeed, and where it
   ``generate``.
 * **Reference model** (:func:`reference_copy`): a frozen, unsharded bf16 copy on every GPU (16 GB for
   the 7B). Under ZeRO-3 it is loaded from disk once the engine exists (a deep copy of partitioned
-  weights would copy empty shards). R1-AQA/TRL instead wrapped the reference in a second ZeRO-3 engine
-  (partitioned, offloaded, gathered layer by layer on every forward): less GPU memory, much slower.
+  weights would copy empty shards; :func:`define_model_classes` keeps its classes whole). R1-AQA/TRL instead
+  wrapped the reference in a second ZeRO-3 engine (partitioned, offloaded, gathered layer by layer on every
+  forward): less GPU memory, much slower.
 * **Export under ZeRO-3** (:func:`zero3_state_dict`): rank 0 consolidates the weights from the
   sharded checkpoint Lightning has just written (no collective needed).
 * **Resuming on another world size** (:func:`universal_checkpoint`, :func:`reshard_on_load`): a ZeRO checkpoint is
@@ -49,7 +50,7 @@ from typing import Any
 
 import torch
 
-from r1aqa_pl.models import load_policy
+from r1aqa_pl.models import family_for, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,26 @@ def configure_deepspeed(module, micro_batch_size: int | None = None) -> None:
     if is_deepspeed(module):
         check_deepspeed_config(_strategy(module).config, module.optimization.max_grad_norm, micro_batch_size)
         reshard_on_load(_strategy(module))
+    if zero_stage(module) == 3:
+        define_model_classes(module.policy_config.model_name_or_path, module.policy_config.family)
+
+
+def define_model_classes(model_name_or_path: str, family: str | None = None) -> None:
+    """Import the policy's modeling modules (its sub-models' too) before ``zero.Init`` (``configure_model``) does.
+
+    A class first defined inside ``zero.Init`` gets its bare ``__init__`` back when the context exits, without what a
+    class decorator wrapped around it (transformers 5.25's ``use_kernelized_func`` sets ``_kernel_funcs`` there and
+    reads it in ``forward``), so the unsharded reference built afterwards would fail in its first forward."""
+    from transformers import AutoConfig, PretrainedConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    family_for(model_name_or_path, family).model_class()
+    configs = [AutoConfig.from_pretrained(model_name_or_path)]
+    while configs:
+        cfg = configs.pop()
+        if type(cfg) in MODEL_MAPPING:
+            MODEL_MAPPING[type(cfg)]  # imports the module that defines it
+        configs += [v for v in vars(cfg).values() if isinstance(v, PretrainedConfig)]
 
 
 def zero3_hf_config(module):
