@@ -23,11 +23,12 @@ Runs of the real entry point (``python -m r1aqa_pl fit --config ...``), each in 
 * ``grpo_think``    -- think mode (``policy.think``, 32 new tokens in training and validation), the next one's baseline;
 * ``grpo_think_length`` -- think mode plus the ``think_length`` reward (``configs/demo_think_length.yaml``: a
   budget of 2 words of thinking for a question the group always answers, 10 for one it never does, scaled to the
-  32 tokens; the documented 50-150 words could never be exceeded there).
+  32 tokens; the documented 50-150 words could never be exceeded there). Both think arms start from ``warm-think``
+  (``demo.prepare(think=True)``: a warm start that thinks, at several lengths, before it answers).
 
 **Arms are data** (:class:`Arm`, :data:`ARM_SPECS`): a name, a label, the ``fit`` overrides and config overlays
-that make it differ from the shared command, whether it reads the audio-contribution labels, and for an arm
-made of stages the arms it runs in turn. A new arm is one entry in :data:`ARM_SPECS`, or a YAML file given as
+that make it differ from the shared command, whether it reads the audio-contribution labels, its warm start, and
+for an arm made of stages the arms it runs in turn. A new arm is one entry in :data:`ARM_SPECS`, or a YAML file given as
 ``--arms_file`` (``name: {label: ..., overrides: [--model.init_args.x, "true"], configs: [...], trainer: grpo}``),
 then named in ``--arms``.
 
@@ -793,7 +794,7 @@ def compare(
             shifted set) and ``arms`` to :data:`SHIFT_ARMS`; the tables add each set, the kinds of shift and the
             arms head to head.
         arms_file: a YAML file of more arms, ``name: {label, trainer, overrides, configs, labels, with_audio,
-            stages}`` (:class:`Arm`), then named in ``arms``.
+            stages, style, warm}`` (:class:`Arm`), then named in ``arms``.
         dry_run: print the commands only.
     """
     from r1aqa_pl.recipes.demo import prepare
