@@ -224,22 +224,24 @@ class PolicyFamily:
         raise NotImplementedError
 
     @contextmanager
+    def on_router_calls(self, model, record):
+        """Within the block, ``record(layer, output)`` after every router call (none for a dense family)."""
+        handles = [r.register_forward_hook(lambda mod, args, out, i=i: record(i, out))
+                   for i, r in enumerate(self.routers(model))]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextmanager
     def record_routes(self, model):
         """Within the block, each router call's chosen experts (sorted, int16) per layer: yields ``routes`` with
         ``routes[layer]`` the calls' [tokens, k] in call order; an empty list for a dense family."""
         routes: list[list[Tensor]] = [[] for _ in self.routers(model)]
-
-        def hook(layer):
-            def record(module, args, out):
-                routes[layer].append(self.chosen_experts(out).detach().sort(-1).values.to(torch.int16))
-            return record
-
-        handles = [r.register_forward_hook(hook(i)) for i, r in enumerate(self.routers(model))]
-        try:
+        keep = lambda i, out: routes[i].append(self.chosen_experts(out).detach().sort(-1).values.to(torch.int16))  # noqa: E731
+        with self.on_router_calls(model, keep):
             yield routes
-        finally:
-            for h in handles:
-                h.remove()
 
     def collect_router_logits(self, model):
         """A mixture-of-experts family: a context collecting its routers' logits (see ``router_aux_loss``)."""

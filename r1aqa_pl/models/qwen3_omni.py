@@ -99,12 +99,8 @@ class Qwen3Omni(Qwen2_5Omni):
     def collect_router_logits(self, model):
         """Within the block, every router call's logits [tokens, experts] are appended to the yielded list."""
         logits: list[Tensor] = []
-        hooks = [r.register_forward_hook(lambda mod, args, out: logits.append(out[0])) for r in self.routers(model)]
-        try:
+        with self.on_router_calls(model, lambda i, out: logits.append(out[0])):
             yield logits
-        finally:
-            for h in hooks:
-                h.remove()
 
     def router_aux_loss(self, model, router_logits: list[Tensor]) -> Tensor:
         """transformers' load-balancing loss over every routed token (prompt, completions and pads alike)."""

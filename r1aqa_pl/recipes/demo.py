@@ -156,8 +156,10 @@ def foreign_audio(audio: list) -> list:
     clips' shape when it has no such partner: audio in the prompt that says nothing about the item's answer."""
     import numpy as np
 
+    from r1aqa_pl.models.base import clips_of
+
     def arity(a):
-        return len(a) if isinstance(a, list) else 1
+        return len(clips_of(a))
 
     out = []
     for i, a in enumerate(audio):

@@ -265,8 +265,8 @@ class GRPOModule(PolicyModule):
         T = max(g.completion_ids.shape[1] for g in groups)
         pad = self.eos_ids[0] if self.eos_ids else 0
 
-        def padded(x: Tensor, value: int) -> Tensor:
-            return torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value).to(self.device)
+        def padded(x: Tensor, value: int) -> Tensor:  # [rows, T_g, ...] -> [rows, T, ...]
+            return torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, T - x.shape[1]), value=value).to(self.device)
 
         ids = torch.cat([padded(g.completion_ids, pad) for g in groups])
         mask = torch.cat([padded(g.mask, 0) for g in groups])
@@ -277,9 +277,8 @@ class GRPOModule(PolicyModule):
         ro = Rollout(questions, inputs, ids, mask, texts, total, per_fn, A.to(self.device))
         if self.keeps_logprobs:
             ro.rollout_logp = torch.cat([padded(g.rollout_logp, 0) for g in groups])
-        if self.keeps_routes:  # [G, T_g, layers, k] each, padded along T with -1 (masked anyway)
-            pad = lambda r: torch.nn.functional.pad(r, (0, 0, 0, 0, 0, T - r.shape[1]), value=-1)  # noqa: E731
-            ro.rollout_routes = torch.cat([pad(g.rollout_routes) for g in groups]).to(self.device)
+        if self.keeps_routes:  # [G, T_g, layers, k] each, -1 where padded (masked anyway)
+            ro.rollout_routes = torch.cat([padded(g.rollout_routes, -1) for g in groups])
         if self.grounding.contribution:  # each group's own label weight, as :meth:`sample` gave it
             ro.pass_with = torch.tensor([g.pass_with for g in groups])
             ro.pass_without = torch.tensor([g.pass_without for g in groups])
